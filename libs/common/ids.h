@@ -1,0 +1,22 @@
+#pragma once
+// Identifiers and secrets: random, URL-safe, prefixed by kind ("acct_", "key_", "req_").
+#include <string>
+#include <string_view>
+
+namespace nexusflow {
+
+// `prefix` followed by `random_bytes` random bytes as lowercase hex.
+std::string NewId(std::string_view prefix, int random_bytes = 12);
+
+// A new API key secret, "sk-nf-" followed by 40 base62 characters.
+std::string NewApiKeySecret();
+
+// SHA-256 of `data`, as 32 raw bytes.
+std::string Sha256(std::string_view data);
+
+std::string HexEncode(std::string_view bytes);
+
+// Seconds since the epoch, as a decimal string, for log lines and ids.
+int64_t UnixNow();
+
+}  // namespace nexusflow

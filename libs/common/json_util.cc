@@ -1,0 +1,48 @@
+#include "libs/common/json_util.h"
+
+#include <boost/json.hpp>
+
+namespace nexusflow {
+
+const boost::json::value* JsonField(const boost::json::value& v, std::string_view key) {
+  const auto* obj = v.if_object();
+  if (!obj) return nullptr;
+  auto it = obj->find(key);
+  return it == obj->end() ? nullptr : &it->value();
+}
+
+std::optional<std::string> JsonString(const boost::json::value& v, std::string_view key) {
+  const auto* f = JsonField(v, key);
+  if (!f || !f->is_string()) return std::nullopt;
+  return std::string(f->get_string());
+}
+
+std::optional<int64_t> JsonInt(const boost::json::value& v, std::string_view key) {
+  const auto* f = JsonField(v, key);
+  if (!f) return std::nullopt;
+  if (f->is_int64()) return f->get_int64();
+  if (f->is_uint64() && f->get_uint64() <= static_cast<uint64_t>(INT64_MAX))
+    return static_cast<int64_t>(f->get_uint64());
+  if (f->is_double()) {
+    double d = f->get_double();
+    if (d == static_cast<double>(static_cast<int64_t>(d))) return static_cast<int64_t>(d);
+  }
+  return std::nullopt;
+}
+
+std::optional<double> JsonNumber(const boost::json::value& v, std::string_view key) {
+  const auto* f = JsonField(v, key);
+  if (!f) return std::nullopt;
+  if (f->is_double()) return f->get_double();
+  if (f->is_int64()) return static_cast<double>(f->get_int64());
+  if (f->is_uint64()) return static_cast<double>(f->get_uint64());
+  return std::nullopt;
+}
+
+std::optional<bool> JsonBool(const boost::json::value& v, std::string_view key) {
+  const auto* f = JsonField(v, key);
+  if (!f || !f->is_bool()) return std::nullopt;
+  return f->get_bool();
+}
+
+}  // namespace nexusflow

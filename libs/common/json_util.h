@@ -1,0 +1,17 @@
+#pragma once
+// Small accessors over Boost.JSON values that never throw.
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/json/value.hpp>
+
+namespace nexusflow {
+
+const boost::json::value* JsonField(const boost::json::value& v, std::string_view key);
+std::optional<std::string> JsonString(const boost::json::value& v, std::string_view key);
+std::optional<int64_t> JsonInt(const boost::json::value& v, std::string_view key);
+std::optional<double> JsonNumber(const boost::json::value& v, std::string_view key);
+std::optional<bool> JsonBool(const boost::json::value& v, std::string_view key);
+
+}  // namespace nexusflow

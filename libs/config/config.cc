@@ -1,0 +1,345 @@
+#include "libs/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "libs/common/money.h"
+
+namespace nexusflow {
+namespace {
+
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void Fail(const std::string& path, const std::string& what) {
+  throw ConfigError(absl::StrCat(path, ": ", what));
+}
+
+// A mapping whose keys must all be among `allowed`.
+void ExpectMap(const YAML::Node& node, const std::string& path,
+               const std::set<std::string>& allowed) {
+  if (!node.IsMap()) Fail(path, "expected a mapping");
+  for (const auto& kv : node) {
+    std::string key = kv.first.as<std::string>();
+    if (!allowed.count(key)) {
+      Fail(path.empty() ? key : absl::StrCat(path, ".", key),
+           absl::StrCat("unknown key (expected one of: ", absl::StrJoin(allowed, ", "), ")"));
+    }
+  }
+}
+
+std::string Sub(const std::string& path, const std::string& key) {
+  return path.empty() ? key : absl::StrCat(path, ".", key);
+}
+
+std::string ReadString(const YAML::Node& node, const std::string& path) {
+  if (!node.IsScalar()) Fail(path, "expected a string");
+  return node.as<std::string>();
+}
+
+int64_t ReadInt(const YAML::Node& node, const std::string& path, int64_t min, int64_t max) {
+  if (!node.IsScalar()) Fail(path, "expected an integer");
+  int64_t v;
+  try {
+    v = node.as<int64_t>();
+  } catch (const YAML::Exception&) {
+    Fail(path, absl::StrCat("'", node.as<std::string>(), "' is not an integer"));
+  }
+  if (v < min || v > max) Fail(path, absl::StrCat(v, " is out of range [", min, ", ", max, "]"));
+  return v;
+}
+
+bool ReadBool(const YAML::Node& node, const std::string& path) {
+  if (!node.IsScalar()) Fail(path, "expected true or false");
+  try {
+    return node.as<bool>();
+  } catch (const YAML::Exception&) {
+    Fail(path, absl::StrCat("'", node.as<std::string>(), "' is not true or false"));
+  }
+}
+
+std::vector<std::string> ReadStrings(const YAML::Node& node, const std::string& path,
+                                     const std::set<std::string>& allowed = {}) {
+  if (!node.IsSequence()) Fail(path, "expected a list");
+  std::vector<std::string> out;
+  for (size_t i = 0; i < node.size(); ++i) {
+    std::string item_path = absl::StrCat(path, "[", i, "]");
+    std::string v = ReadString(node[i], item_path);
+    if (!allowed.empty() && !allowed.count(v))
+      Fail(item_path, absl::StrCat("'", v, "' is not one of: ", absl::StrJoin(allowed, ", ")));
+    out.push_back(v);
+  }
+  return out;
+}
+
+// host:port with a numeric port.
+std::string ReadAddress(const YAML::Node& node, const std::string& path, bool allow_empty) {
+  std::string v = ReadString(node, path);
+  if (v.empty() && allow_empty) return v;
+  auto colon = v.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == v.size())
+    Fail(path, absl::StrCat("'", v, "' is not host:port"));
+  for (size_t i = colon + 1; i < v.size(); ++i)
+    if (v[i] < '0' || v[i] > '9') Fail(path, absl::StrCat("'", v, "' has a bad port"));
+  if (std::stol(v.substr(colon + 1)) > 65535) Fail(path, absl::StrCat("'", v, "' has a bad port"));
+  return v;
+}
+
+int64_t ReadUsdPerMtok(const YAML::Node& node, const std::string& path) {
+  std::string text = ReadString(node, path);
+  auto nano = ParseUsd(text);
+  if (!nano.ok()) Fail(path, std::string(nano.status().message()));
+  if (*nano < 0) Fail(path, "a price cannot be negative");
+  return *nano;
+}
+
+void ParseServer(const YAML::Node& n, const std::string& p, Config::Server& s) {
+  ExpectMap(n, p, {"http_listen", "grpc_listen", "metrics_listen", "drain_grace_seconds"});
+  if (n["http_listen"]) s.http_listen = ReadAddress(n["http_listen"], Sub(p, "http_listen"), false);
+  if (n["grpc_listen"]) s.grpc_listen = ReadAddress(n["grpc_listen"], Sub(p, "grpc_listen"), false);
+  if (n["metrics_listen"])
+    s.metrics_listen = ReadAddress(n["metrics_listen"], Sub(p, "metrics_listen"), true);
+  if (n["drain_grace_seconds"])
+    s.drain_grace_seconds = ReadInt(n["drain_grace_seconds"], Sub(p, "drain_grace_seconds"), 0, 3600);
+}
+
+void ParseModel(const YAML::Node& n, const std::string& p, ModelConfig& m) {
+  ExpectMap(n, p, {"id", "owned_by", "protocols", "capabilities", "context_window",
+                   "max_output_tokens", "pricing", "deployments"});
+  if (!n["id"]) Fail(p, "missing 'id'");
+  m.id = ReadString(n["id"], Sub(p, "id"));
+  if (m.id.empty()) Fail(Sub(p, "id"), "must not be empty");
+  if (n["owned_by"]) m.owned_by = ReadString(n["owned_by"], Sub(p, "owned_by"));
+  m.protocols = n["protocols"] ? ReadStrings(n["protocols"], Sub(p, "protocols"),
+                                             {"openai", "anthropic", "gemini"})
+                               : std::vector<std::string>{"openai", "anthropic", "gemini"};
+  m.capabilities = n["capabilities"]
+                       ? ReadStrings(n["capabilities"], Sub(p, "capabilities"),
+                                     {"chat", "tools", "vision", "reasoning", "embedding",
+                                      "image", "video"})
+                       : std::vector<std::string>{"chat"};
+  if (n["context_window"])
+    m.context_window = ReadInt(n["context_window"], Sub(p, "context_window"), 1, INT32_MAX);
+  if (n["max_output_tokens"])
+    m.max_output_tokens = ReadInt(n["max_output_tokens"], Sub(p, "max_output_tokens"), 1, INT32_MAX);
+  std::string pp = Sub(p, "pricing");
+  if (!n["pricing"]) Fail(p, "missing 'pricing'");
+  const YAML::Node& pr = n["pricing"];
+  ExpectMap(pr, pp, {"input", "output", "cache_read", "cache_write"});
+  if (!pr["input"]) Fail(pp, "missing 'input' (USD per million input tokens)");
+  m.price.input = ReadUsdPerMtok(pr["input"], Sub(pp, "input"));
+  m.price.output = pr["output"] ? ReadUsdPerMtok(pr["output"], Sub(pp, "output")) : 0;
+  m.price.cache_read = pr["cache_read"] ? ReadUsdPerMtok(pr["cache_read"], Sub(pp, "cache_read"))
+                                        : m.price.input / 10;
+  m.price.cache_write = pr["cache_write"]
+                            ? ReadUsdPerMtok(pr["cache_write"], Sub(pp, "cache_write"))
+                            : m.price.input * 5 / 4;
+  std::string dp = Sub(p, "deployments");
+  if (!n["deployments"] || !n["deployments"].IsSequence() || n["deployments"].size() == 0)
+    Fail(dp, "expected a non-empty list of deployments");
+  for (size_t i = 0; i < n["deployments"].size(); ++i) {
+    const YAML::Node& d = n["deployments"][i];
+    std::string ip = absl::StrCat(dp, "[", i, "]");
+    ExpectMap(d, ip, {"provider", "model", "weight", "priority"});
+    DeploymentConfig dc;
+    if (!d["provider"]) Fail(ip, "missing 'provider'");
+    dc.provider = ReadString(d["provider"], Sub(ip, "provider"));
+    dc.upstream_model = d["model"] ? ReadString(d["model"], Sub(ip, "model")) : m.id;
+    if (d["weight"]) dc.weight = ReadInt(d["weight"], Sub(ip, "weight"), 0, 1000000);
+    if (d["priority"]) dc.priority = ReadInt(d["priority"], Sub(ip, "priority"), 0, 1000);
+    m.deployments.push_back(dc);
+  }
+}
+
+Config ParseRoot(const YAML::Node& root) {
+  Config c;
+  if (!root || root.IsNull()) return c;
+  ExpectMap(root, "", {"server", "services", "gateway", "auth", "routing", "rate_limiter",
+                       "billing_ledger", "provider_connector"});
+  if (root["server"]) ParseServer(root["server"], "server", c.server);
+  if (const YAML::Node& s = root["services"]) {
+    std::set<std::string> targets(AllTargets().begin(), AllTargets().end());
+    targets.erase("gateway");
+    ExpectMap(s, "services", targets);
+    for (const auto& kv : s) {
+      std::string key = kv.first.as<std::string>();
+      c.services[key] = ReadAddress(kv.second, Sub("services", key), false);
+    }
+  }
+  if (const YAML::Node& g = root["gateway"]) {
+    ExpectMap(g, "gateway", {"admin_key", "auth_cache_ttl_seconds", "max_body_bytes",
+                             "access_log", "default_max_output_tokens"});
+    if (g["admin_key"]) c.gateway.admin_key = ReadString(g["admin_key"], "gateway.admin_key");
+    if (g["auth_cache_ttl_seconds"])
+      c.gateway.auth_cache_ttl_seconds =
+          ReadInt(g["auth_cache_ttl_seconds"], "gateway.auth_cache_ttl_seconds", 0, 86400);
+    if (g["max_body_bytes"])
+      c.gateway.max_body_bytes = ReadInt(g["max_body_bytes"], "gateway.max_body_bytes", 1024,
+                                         int64_t{1} << 30);
+    if (g["access_log"]) c.gateway.access_log = ReadBool(g["access_log"], "gateway.access_log");
+    if (g["default_max_output_tokens"])
+      c.gateway.default_max_output_tokens = ReadInt(
+          g["default_max_output_tokens"], "gateway.default_max_output_tokens", 1, INT32_MAX);
+  }
+  if (const YAML::Node& a = root["auth"]) {
+    ExpectMap(a, "auth", {"database"});
+    if (a["database"]) c.auth.database = ReadString(a["database"], "auth.database");
+  }
+  if (const YAML::Node& r = root["routing"]) {
+    ExpectMap(r, "routing", {"models"});
+    if (r["models"]) {
+      if (!r["models"].IsSequence()) Fail("routing.models", "expected a list");
+      std::set<std::string> seen;
+      for (size_t i = 0; i < r["models"].size(); ++i) {
+        ModelConfig m;
+        std::string p = absl::StrCat("routing.models[", i, "]");
+        ParseModel(r["models"][i], p, m);
+        if (!seen.insert(m.id).second) Fail(p, absl::StrCat("duplicate model id '", m.id, "'"));
+        c.routing.models.push_back(std::move(m));
+      }
+    }
+  }
+  if (const YAML::Node& rl = root["rate_limiter"]) {
+    ExpectMap(rl, "rate_limiter", {"plans"});
+    if (const YAML::Node& plans = rl["plans"]) {
+      if (!plans.IsMap()) Fail("rate_limiter.plans", "expected a mapping of plan names");
+      for (const auto& kv : plans) {
+        std::string name = kv.first.as<std::string>();
+        std::string p = Sub("rate_limiter.plans", name);
+        ExpectMap(kv.second, p, {"rpm", "tpm", "concurrency"});
+        PlanLimits l;
+        if (kv.second["rpm"]) l.rpm = ReadInt(kv.second["rpm"], Sub(p, "rpm"), 0, INT64_MAX / 4);
+        if (kv.second["tpm"]) l.tpm = ReadInt(kv.second["tpm"], Sub(p, "tpm"), 0, INT64_MAX / 4);
+        if (kv.second["concurrency"])
+          l.concurrency = ReadInt(kv.second["concurrency"], Sub(p, "concurrency"), 0, 1 << 30);
+        c.rate_limiter.plans[name] = l;
+      }
+    }
+  }
+  if (const YAML::Node& b = root["billing_ledger"]) {
+    ExpectMap(b, "billing_ledger", {"database"});
+    if (b["database"]) c.billing_ledger.database = ReadString(b["database"], "billing_ledger.database");
+  }
+  if (const YAML::Node& pc = root["provider_connector"]) {
+    std::string p = "provider_connector";
+    ExpectMap(pc, p, {"connect_timeout_ms", "request_timeout_ms", "max_connections_per_host",
+                      "providers"});
+    auto& out = c.provider_connector;
+    if (pc["connect_timeout_ms"])
+      out.connect_timeout_ms = ReadInt(pc["connect_timeout_ms"], Sub(p, "connect_timeout_ms"), 1, 600000);
+    if (pc["request_timeout_ms"])
+      out.request_timeout_ms = ReadInt(pc["request_timeout_ms"], Sub(p, "request_timeout_ms"), 1, 86400000);
+    if (pc["max_connections_per_host"])
+      out.max_connections_per_host =
+          ReadInt(pc["max_connections_per_host"], Sub(p, "max_connections_per_host"), 1, 65536);
+    if (const YAML::Node& provs = pc["providers"]) {
+      if (!provs.IsMap()) Fail(Sub(p, "providers"), "expected a mapping of provider names");
+      for (const auto& kv : provs) {
+        std::string name = kv.first.as<std::string>();
+        std::string pp = absl::StrCat(p, ".providers.", name);
+        ExpectMap(kv.second, pp, {"kind", "base_url", "api_key"});
+        ProviderConfig prov;
+        if (!kv.second["kind"]) Fail(pp, "missing 'kind'");
+        std::vector<std::string> kinds = {"openai"};
+        prov.kind = ReadString(kv.second["kind"], Sub(pp, "kind"));
+        if (prov.kind != "openai")
+          Fail(Sub(pp, "kind"), absl::StrCat("'", prov.kind, "' is not a supported provider kind (openai)"));
+        if (!kv.second["base_url"]) Fail(pp, "missing 'base_url'");
+        prov.base_url = ReadString(kv.second["base_url"], Sub(pp, "base_url"));
+        if (prov.base_url.rfind("http://", 0) != 0 && prov.base_url.rfind("https://", 0) != 0)
+          Fail(Sub(pp, "base_url"), "must start with http:// or https://");
+        while (!prov.base_url.empty() && prov.base_url.back() == '/') prov.base_url.pop_back();
+        if (kv.second["api_key"]) prov.api_key = ReadString(kv.second["api_key"], Sub(pp, "api_key"));
+        out.providers[name] = prov;
+      }
+    }
+  }
+  // Cross-section references.
+  for (size_t i = 0; i < c.routing.models.size(); ++i) {
+    for (size_t j = 0; j < c.routing.models[i].deployments.size(); ++j) {
+      const auto& d = c.routing.models[i].deployments[j];
+      if (!c.provider_connector.providers.count(d.provider))
+        Fail(absl::StrCat("routing.models[", i, "].deployments[", j, "].provider"),
+             absl::StrCat("'", d.provider, "' is not in provider_connector.providers"));
+    }
+  }
+  if (!c.rate_limiter.plans.count("default")) c.rate_limiter.plans["default"] = PlanLimits{};
+  return c;
+}
+
+}  // namespace
+
+const std::vector<std::string>& AllTargets() {
+  static const std::vector<std::string> kTargets = {
+      "auth", "routing", "rate-limiter", "billing-ledger", "provider-connector", "gateway"};
+  return kTargets;
+}
+
+absl::StatusOr<std::string> ExpandEnv(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  int line = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\n') ++line;
+    if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '{') {
+      size_t end = text.find('}', i + 2);
+      if (end == std::string::npos)
+        return absl::InvalidArgumentError(absl::StrCat("line ", line, ": unterminated ${"));
+      std::string expr = text.substr(i + 2, end - i - 2);
+      std::string name = expr, fallback;
+      bool has_default = false;
+      if (auto d = expr.find(":-"); d != std::string::npos) {
+        name = expr.substr(0, d);
+        fallback = expr.substr(d + 2);
+        has_default = true;
+      }
+      const char* v = std::getenv(name.c_str());
+      if (v && *v) {
+        out.append(v);
+      } else if (has_default) {
+        out.append(fallback);
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "line ", line, ": environment variable ", name, " is not set (use ${", name,
+            ":-default} for an optional one)"));
+      }
+      i = end;
+      continue;
+    }
+    out.push_back(text[i]);
+  }
+  return out;
+}
+
+absl::StatusOr<Config> ParseConfig(const std::string& yaml_text) {
+  auto expanded = ExpandEnv(yaml_text);
+  if (!expanded.ok()) return expanded.status();
+  try {
+    return ParseRoot(YAML::Load(*expanded));
+  } catch (const ConfigError& e) {
+    return absl::InvalidArgumentError(e.what());
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("YAML: ", e.what()));
+  }
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto c = ParseConfig(ss.str());
+  if (!c.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", c.status().message()));
+  return c;
+}
+
+}  // namespace nexusflow

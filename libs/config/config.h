@@ -1,0 +1,98 @@
+#pragma once
+// nexusflow.yaml: one file, one section per service. ${VAR} and ${VAR:-default} are
+// replaced from the environment before parsing (secrets never live in the file).
+// Unknown keys and bad values are rejected with the YAML path in the message.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace nexusflow {
+
+// Limits of a rate-limit plan; 0 means unlimited.
+struct PlanLimits {
+  int64_t rpm = 0;          // requests per minute
+  int64_t tpm = 0;          // tokens per minute
+  int64_t concurrency = 0;  // requests in flight
+};
+
+struct DeploymentConfig {
+  std::string provider;        // key of provider_connector.providers
+  std::string upstream_model;  // model name at the provider
+  int weight = 1;
+  int priority = 0;
+};
+
+// Prices in nano-USD per million tokens.
+struct PriceConfig {
+  int64_t input = 0;
+  int64_t output = 0;
+  int64_t cache_read = 0;   // default 0.1x input
+  int64_t cache_write = 0;  // default 1.25x input
+};
+
+struct ModelConfig {
+  std::string id;
+  std::string owned_by;
+  std::vector<std::string> protocols;     // openai, anthropic, gemini
+  std::vector<std::string> capabilities;  // chat, tools, vision, embedding, image, video
+  int64_t context_window = 0;
+  int64_t max_output_tokens = 0;
+  PriceConfig price;
+  std::vector<DeploymentConfig> deployments;
+};
+
+struct ProviderConfig {
+  std::string kind;      // wire format: "openai"
+  std::string base_url;  // e.g. https://dashscope.aliyuncs.com/compatible-mode/v1
+  std::string api_key;
+};
+
+struct Config {
+  struct Server {
+    std::string http_listen = "127.0.0.1:8080";  // gateway HTTP
+    std::string grpc_listen = "127.0.0.1:9090";  // this process's gRPC server
+    std::string metrics_listen;                  // extra /metrics listener; "" = none
+    int drain_grace_seconds = 10;
+  } server;
+  // Where each target is reached when it runs in another process.
+  std::map<std::string, std::string> services;
+  struct Gateway {
+    std::string admin_key;
+    int auth_cache_ttl_seconds = 30;
+    int64_t max_body_bytes = 16 << 20;
+    bool access_log = true;
+    int64_t default_max_output_tokens = 4096;  // for holds when neither model nor request says
+  } gateway;
+  struct Auth {
+    std::string database = "./var/auth.db";
+  } auth;
+  struct Routing {
+    std::vector<ModelConfig> models;
+  } routing;
+  struct RateLimiter {
+    std::map<std::string, PlanLimits> plans;
+  } rate_limiter;
+  struct BillingLedger {
+    std::string database = "./var/ledger.db";
+  } billing_ledger;
+  struct ProviderConnector {
+    int connect_timeout_ms = 5000;
+    int request_timeout_ms = 600000;
+    int max_connections_per_host = 256;
+    std::map<std::string, ProviderConfig> providers;
+  } provider_connector;
+};
+
+// Replaces ${VAR} / ${VAR:-default}; an unset ${VAR} without a default is an error.
+absl::StatusOr<std::string> ExpandEnv(const std::string& text);
+
+absl::StatusOr<Config> ParseConfig(const std::string& yaml_text);
+absl::StatusOr<Config> LoadConfig(const std::string& path);
+
+// The target names, in start order.
+const std::vector<std::string>& AllTargets();
+
+}  // namespace nexusflow

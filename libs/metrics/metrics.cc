@@ -1,0 +1,120 @@
+#include "libs/metrics/metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/histogram.h>
+#include <prometheus/text_serializer.h>
+
+#include <chrono>
+#include <mutex>
+
+#include "libs/common/status_map.h"
+
+namespace nexusflow {
+
+std::shared_ptr<prometheus::Registry> SharedMetricsRegistry() {
+  static auto registry = std::make_shared<prometheus::Registry>();
+  return registry;
+}
+
+prometheus::Registry& MetricsRegistry() { return *SharedMetricsRegistry(); }
+
+std::string SerializeMetrics() {
+  prometheus::TextSerializer serializer;
+  return serializer.Serialize(MetricsRegistry().Collect());
+}
+
+void StartMetricsListener(const std::string& address) {
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<prometheus::Exposer>> exposers;
+  std::lock_guard<std::mutex> lock(mu);
+  auto exposer = std::make_unique<prometheus::Exposer>(address);
+  exposer->RegisterCollectable(SharedMetricsRegistry());
+  exposers.push_back(std::move(exposer));
+}
+
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+      0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30,    60,  120};
+  return kBuckets;
+}
+
+namespace {
+
+struct RpcFamilies {
+  prometheus::Family<prometheus::Counter>& handled;
+  prometheus::Family<prometheus::Histogram>& seconds;
+};
+
+RpcFamilies& Families() {
+  static RpcFamilies families{
+      prometheus::BuildCounter()
+          .Name("nexusflow_grpc_server_handled_total")
+          .Help("RPCs completed by this process's gRPC server, by method and status code")
+          .Register(MetricsRegistry()),
+      prometheus::BuildHistogram()
+          .Name("nexusflow_grpc_server_handling_seconds")
+          .Help("Time from receiving an RPC to sending its status")
+          .Register(MetricsRegistry())};
+  return families;
+}
+
+class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit RpcMetricsInterceptor(grpc::experimental::ServerRpcInfo* info)
+      : start_(std::chrono::steady_clock::now()) {
+    // "/nexusflow.auth.v1.AuthService/Authenticate"
+    std::string full = info->method() ? info->method() : "";
+    auto slash = full.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+      service_ = full.substr(1, slash - 1);
+      method_ = full.substr(slash + 1);
+    } else {
+      service_ = "unknown";
+      method_ = full;
+    }
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      grpc::Status status = methods->GetSendStatus();
+      double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      auto& f = Families();
+      f.handled
+          .Add({{"service", service_},
+                {"method", method_},
+                {"code", std::string(GrpcCodeName(status.error_code()))}})
+          .Increment();
+      f.seconds.Add({{"service", service_}, {"method", method_}}, LatencyBuckets())
+          .Observe(seconds);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+  std::string service_;
+  std::string method_;
+};
+
+class RpcMetricsInterceptorFactory
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new RpcMetricsInterceptor(info);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+MakeRpcMetricsInterceptorFactory() {
+  Families();
+  return std::make_unique<RpcMetricsInterceptorFactory>();
+}
+
+}  // namespace nexusflow

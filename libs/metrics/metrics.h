@@ -1,0 +1,31 @@
+#pragma once
+// One Prometheus registry per process. Every gRPC server counts its RPCs through the
+// interceptor below; services register their own families once at start-up.
+#include <memory>
+#include <string>
+
+#include <grpcpp/support/server_interceptor.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+namespace nexusflow {
+
+prometheus::Registry& MetricsRegistry();
+std::shared_ptr<prometheus::Registry> SharedMetricsRegistry();
+
+// The registry in the Prometheus text exposition format.
+std::string SerializeMetrics();
+
+// Serves /metrics on `address` (host:port) until the process exits.
+void StartMetricsListener(const std::string& address);
+
+// Counts and times every RPC of the server it is installed on:
+// nexusflow_grpc_server_handled_total{service,method,code},
+// nexusflow_grpc_server_handling_seconds{service,method}.
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+MakeRpcMetricsInterceptorFactory();
+
+// Latency buckets (seconds) shared by request histograms.
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets();
+
+}  // namespace nexusflow

@@ -1,0 +1,106 @@
+#include "libs/store/sqlite.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace nexusflow {
+
+absl::Status SqliteError(sqlite3* db, int rc, std::string_view what) {
+  std::string msg = absl::StrCat(std::string(what), ": ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return absl::UnavailableError(msg);
+    case SQLITE_CONSTRAINT: return absl::AlreadyExistsError(msg);
+    default: return absl::InternalError(msg);
+  }
+}
+
+SqliteStatement& SqliteStatement::Bind(int index, int64_t v) {
+  sqlite3_bind_int64(stmt_, index, v);
+  return *this;
+}
+
+SqliteStatement& SqliteStatement::Bind(int index, std::string_view v) {
+  sqlite3_bind_text(stmt_, index, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  return *this;
+}
+
+SqliteStatement& SqliteStatement::BindBlob(int index, std::string_view v) {
+  sqlite3_bind_blob(stmt_, index, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  return *this;
+}
+
+SqliteStatement& SqliteStatement::BindNull(int index) {
+  sqlite3_bind_null(stmt_, index);
+  return *this;
+}
+
+absl::StatusOr<bool> SqliteStatement::Step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqliteError(db_, rc, "sqlite step");
+}
+
+absl::Status SqliteStatement::Run() {
+  while (true) {
+    auto row = Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::OkStatus();
+  }
+}
+
+std::string SqliteStatement::Text(int col) const {
+  const unsigned char* p = sqlite3_column_text(stmt_, col);
+  int n = sqlite3_column_bytes(stmt_, col);
+  return p ? std::string(reinterpret_cast<const char*>(p), n) : std::string();
+}
+
+absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path) {
+  if (path != ":memory:") {
+    std::error_code ec;
+    auto parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  }
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status s = SqliteError(db, rc, absl::StrCat("open ", path));
+    sqlite3_close(db);
+    return s;
+  }
+  std::unique_ptr<SqliteDb> out(new SqliteDb(db));
+  sqlite3_busy_timeout(db, 5000);
+  if (path != ":memory:") {
+    if (auto s = out->Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
+    if (auto s = out->Exec("PRAGMA synchronous=NORMAL"); !s.ok()) return s;
+  }
+  if (auto s = out->Exec("PRAGMA foreign_keys=ON"); !s.ok()) return s;
+  return out;
+}
+
+SqliteDb::~SqliteDb() { sqlite3_close(db_); }
+
+absl::Status SqliteDb::Exec(std::string_view sql) {
+  char* err = nullptr;
+  std::string s(sql);
+  int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    absl::Status st = SqliteError(db_, rc, absl::StrCat("exec: ", err ? err : ""));
+    sqlite3_free(err);
+    return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SqliteStatement> SqliteDb::Prepare(std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db_, rc, absl::StrCat("prepare: ", std::string(sql)));
+  return SqliteStatement(db_, stmt);
+}
+
+}  // namespace nexusflow

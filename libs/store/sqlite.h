@@ -1,0 +1,63 @@
+#pragma once
+// A thin RAII layer over SQLite: a connection opened in WAL mode with a busy timeout,
+// and prepared statements with typed binds and columns. Not thread-safe by itself: the
+// stores built on it serialise access with their own mutex.
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace nexusflow {
+
+class SqliteStatement {
+ public:
+  SqliteStatement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  SqliteStatement(SqliteStatement&& o) noexcept : db_(o.db_), stmt_(o.stmt_) { o.stmt_ = nullptr; }
+  SqliteStatement(const SqliteStatement&) = delete;
+  ~SqliteStatement() { sqlite3_finalize(stmt_); }
+
+  SqliteStatement& Bind(int index, int64_t v);
+  SqliteStatement& Bind(int index, std::string_view v);
+  SqliteStatement& BindBlob(int index, std::string_view v);
+  SqliteStatement& BindNull(int index);
+
+  // Next row: true when a row is ready, false when done.
+  absl::StatusOr<bool> Step();
+  // Runs to completion.
+  absl::Status Run();
+
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) const;
+  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+};
+
+class SqliteDb {
+ public:
+  // Opens (creating) `path`; ":memory:" for a private in-memory database. Creates the
+  // parent directory when missing.
+  static absl::StatusOr<std::unique_ptr<SqliteDb>> Open(const std::string& path);
+  ~SqliteDb();
+
+  absl::Status Exec(std::string_view sql);
+  absl::StatusOr<SqliteStatement> Prepare(std::string_view sql);
+  int64_t Changes() const { return sqlite3_changes64(db_); }
+
+ private:
+  explicit SqliteDb(sqlite3* db) : db_(db) {}
+  sqlite3* db_;
+};
+
+// The SQLite error as a status: busy/locked → UNAVAILABLE, constraint → ALREADY_EXISTS.
+absl::Status SqliteError(sqlite3* db, int rc, std::string_view what);
+
+}  // namespace nexusflow

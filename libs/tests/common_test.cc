@@ -1,0 +1,80 @@
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "libs/common/ids.h"
+#include "libs/common/money.h"
+#include "libs/common/sse.h"
+#include "libs/common/status_map.h"
+
+namespace nexusflow {
+namespace {
+
+TEST(MoneyTest, ParsesDecimalUsdExactly) {
+  EXPECT_EQ(*ParseUsd("25"), 25 * kNanoPerUsd);
+  EXPECT_EQ(*ParseUsd("0.000000001"), 1);
+  EXPECT_EQ(*ParseUsd("1.5"), 1'500'000'000);
+  EXPECT_EQ(*ParseUsd("-2.25"), -2'250'000'000);
+  EXPECT_FALSE(ParseUsd("1.0000000001").ok());
+  EXPECT_FALSE(ParseUsd("1e3").ok());
+  EXPECT_FALSE(ParseUsd("").ok());
+  EXPECT_FALSE(ParseUsd(".").ok());
+  EXPECT_FALSE(ParseUsd("99999999999999999999").ok());
+}
+
+TEST(MoneyTest, FormatsWithTwoToNineDecimals) {
+  EXPECT_EQ(FormatUsd(0), "0.00");
+  EXPECT_EQ(FormatUsd(1'500'000'000), "1.50");
+  EXPECT_EQ(FormatUsd(1), "0.000000001");
+  EXPECT_EQ(FormatUsd(-2'250'000'000), "-2.25");
+  EXPECT_EQ(FormatUsd(99'999'838'000), "99.999838");
+}
+
+TEST(SseTest, ParsesFramesSplitAcrossReads) {
+  SseParser p;
+  std::vector<SseEvent> out;
+  p.Feed("data: {\"a\"", out);
+  EXPECT_TRUE(out.empty());
+  p.Feed(":1}\r\n\r\nevent: ping\ndata: x\n", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].data, "{\"a\":1}");
+  p.Feed("data: y\n\n: comment\n\ndata: [DONE]\n\n", out);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[1].event, "ping");
+  EXPECT_EQ(out[1].data, "x\ny");
+  EXPECT_EQ(out[2].data, "[DONE]");
+}
+
+TEST(StatusMapTest, ErrorBodiesFollowEachProtocol) {
+  HttpError e{429, "slow down", "", ""};
+  auto openai = boost::json::parse(ErrorBody(ApiProtocol::kOpenAI, e, "req_1"));
+  EXPECT_EQ(openai.at("error").at("type").as_string(), "rate_limit_error");
+  EXPECT_EQ(openai.at("error").at("code").as_string(), "rate_limit_exceeded");
+  auto anthropic = boost::json::parse(ErrorBody(ApiProtocol::kAnthropic, e, "req_1"));
+  EXPECT_EQ(anthropic.at("type").as_string(), "error");
+  EXPECT_EQ(anthropic.at("error").at("type").as_string(), "rate_limit_error");
+  EXPECT_EQ(anthropic.at("request_id").as_string(), "req_1");
+  auto gemini = boost::json::parse(ErrorBody(ApiProtocol::kGemini, e, "req_1"));
+  EXPECT_EQ(gemini.at("error").at("status").as_string(), "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(gemini.at("error").at("code").as_int64(), 429);
+  HttpError balance{402, "no money", "", ""};
+  auto b = boost::json::parse(ErrorBody(ApiProtocol::kOpenAI, balance, ""));
+  EXPECT_EQ(b.at("error").at("type").as_string(), "insufficient_quota");
+  EXPECT_EQ(HttpStatusFor(absl::StatusCode::kUnauthenticated), 401);
+  EXPECT_EQ(HttpStatusFor(absl::StatusCode::kResourceExhausted), 429);
+  EXPECT_EQ(FromGrpcStatus(ToGrpcStatus(absl::NotFoundError("x"))).code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(IdsTest, KeysAreLongRandomAndHashStable) {
+  std::string a = NewApiKeySecret(), b = NewApiKeySecret();
+  EXPECT_EQ(a.size(), 46u);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.rfind("sk-nf-", 0), 0u);
+  EXPECT_EQ(Sha256("abc").size(), 32u);
+  EXPECT_EQ(HexEncode(Sha256("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+}  // namespace
+}  // namespace nexusflow

@@ -1,0 +1,92 @@
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "libs/config/config.h"
+
+namespace nexusflow {
+namespace {
+
+constexpr char kMinimal[] = R"(
+provider_connector:
+  providers:
+    mock: {kind: openai, base_url: "http://127.0.0.1:9100/v1/"}
+routing:
+  models:
+    - id: m1
+      pricing: {input: "3.00", output: "15"}
+      deployments: [{provider: mock}]
+rate_limiter:
+  plans:
+    tiny: {rpm: 3}
+)";
+
+TEST(ConfigTest, ParsesModelsPricesAndDefaults) {
+  auto c = ParseConfig(kMinimal);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->routing.models.size(), 1u);
+  const auto& m = c->routing.models[0];
+  EXPECT_EQ(m.price.input, 3'000'000'000);
+  EXPECT_EQ(m.price.output, 15'000'000'000);
+  EXPECT_EQ(m.price.cache_read, 300'000'000);    // 0.1x input
+  EXPECT_EQ(m.price.cache_write, 3'750'000'000);  // 1.25x input
+  EXPECT_EQ(m.deployments[0].upstream_model, "m1");
+  EXPECT_EQ(c->provider_connector.providers.at("mock").base_url, "http://127.0.0.1:9100/v1");
+  EXPECT_EQ(c->rate_limiter.plans.at("tiny").rpm, 3);
+  EXPECT_TRUE(c->rate_limiter.plans.count("default"));
+}
+
+TEST(ConfigTest, UnknownKeyIsRejectedWithItsPath) {
+  auto c = ParseConfig(std::string(kMinimal) + "gateway:\n  admin_kye: x\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("gateway.admin_kye"), std::string::npos) << c.status();
+}
+
+TEST(ConfigTest, BadValueIsRejectedWithItsPath) {
+  auto c = ParseConfig(R"(
+provider_connector:
+  providers:
+    mock: {kind: openai, base_url: "http://x"}
+routing:
+  models:
+    - id: m1
+      pricing: {input: "abc"}
+      deployments: [{provider: mock}]
+)");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("routing.models[0].pricing.input"), std::string::npos)
+      << c.status();
+}
+
+TEST(ConfigTest, DeploymentMustNameAKnownProvider) {
+  auto c = ParseConfig(R"(
+routing:
+  models:
+    - id: m1
+      pricing: {input: "1"}
+      deployments: [{provider: nowhere}]
+)");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("deployments[0].provider"), std::string::npos);
+}
+
+TEST(ConfigTest, BadPortIsRejected) {
+  auto c = ParseConfig("server:\n  http_listen: 'localhost:99999'\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("server.http_listen"), std::string::npos);
+}
+
+TEST(ConfigTest, EnvironmentIsSubstituted) {
+  setenv("NF_TEST_SECRET", "s3cret", 1);
+  unsetenv("NF_TEST_UNSET");
+  auto e = ExpandEnv("a: ${NF_TEST_SECRET}\nb: ${NF_TEST_UNSET:-fallback}\n");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(*e, "a: s3cret\nb: fallback\n");
+  auto missing = ExpandEnv("x: 1\nb: ${NF_TEST_UNSET}\n");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("line 2"), std::string::npos);
+  EXPECT_NE(missing.status().message().find("NF_TEST_UNSET"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nexusflow

@@ -1,0 +1,147 @@
+#include "services/auth/auth_service.h"
+
+#include <prometheus/counter.h>
+
+#include "absl/strings/str_cat.h"
+#include "libs/common/ids.h"
+#include "libs/common/status_map.h"
+#include "libs/metrics/metrics.h"
+
+namespace nexusflow::auth {
+namespace {
+
+prometheus::Family<prometheus::Counter>& AuthResults() {
+  static auto& family = prometheus::BuildCounter()
+                            .Name("nexusflow_auth_authentications_total")
+                            .Help("Key lookups by result")
+                            .Register(MetricsRegistry());
+  return family;
+}
+
+void CountResult(const char* result) { AuthResults().Add({{"result", result}}).Increment(); }
+
+void ToProto(const KeyRecord& k, pb::ApiKey* out) {
+  out->set_id(k.id);
+  out->set_account_id(k.account_id);
+  out->set_name(k.name);
+  out->set_prefix(k.prefix);
+  out->set_plan(k.plan);
+  for (const auto& m : k.allowed_models) out->add_allowed_models(m);
+  out->set_status(k.revoked ? pb::KEY_STATUS_REVOKED : pb::KEY_STATUS_ACTIVE);
+  out->mutable_created_at()->set_seconds(k.created_at);
+  if (k.expires_at) out->mutable_expires_at()->set_seconds(k.expires_at);
+}
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+}  // namespace
+
+AuthService::AuthService(std::unique_ptr<KeyStore> store, std::function<int64_t()> now)
+    : store_(std::move(store)), now_(now ? std::move(now) : [] { return UnixNow(); }) {
+  for (const char* r : {"ok", "unknown", "revoked", "expired"}) AuthResults().Add({{"result", r}});
+}
+
+grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext* ctx,
+                                                    const pb::AuthenticateRequest* req,
+                                                    pb::AuthenticateResponse* resp) {
+  if (req->key_sha256().size() != 32)
+    return Done(ctx, absl::InvalidArgumentError("key_sha256 must be 32 bytes"));
+  auto key = store_->FindByHash(req->key_sha256());
+  if (!key.ok()) {
+    if (key.status().code() != absl::StatusCode::kNotFound) return Done(ctx, key.status());
+    CountResult("unknown");
+    return Done(ctx, absl::UnauthenticatedError("Incorrect API key provided."));
+  }
+  if (key->revoked) {
+    CountResult("revoked");
+    return Done(ctx, absl::UnauthenticatedError("This API key has been revoked."));
+  }
+  if (key->expires_at && key->expires_at <= now_()) {
+    CountResult("expired");
+    return Done(ctx, absl::UnauthenticatedError("This API key has expired."));
+  }
+  CountResult("ok");
+  auto* id = resp->mutable_identity();
+  id->set_key_id(key->id);
+  id->set_account_id(key->account_id);
+  id->set_plan(key->plan);
+  for (const auto& m : key->allowed_models) id->add_allowed_models(m);
+  if (key->expires_at) id->mutable_expires_at()->set_seconds(key->expires_at);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<pb::RevocationEvent>* AuthService::WatchRevocations(
+    grpc::CallbackServerContext*, const pb::WatchRevocationsRequest*) {
+  auto writer = QueuedWriter<pb::RevocationEvent>::Create();
+  writer->Push(pb::RevocationEvent{});  // keep-alive: the watch is live
+  std::lock_guard<std::mutex> lock(watchers_mu_);
+  watchers_.push_back(writer);
+  return writer.get();
+}
+
+void AuthService::Broadcast(const pb::RevocationEvent& event) {
+  std::lock_guard<std::mutex> lock(watchers_mu_);
+  std::vector<std::shared_ptr<QueuedWriter<pb::RevocationEvent>>> live;
+  for (auto& w : watchers_)
+    if (w->Push(event)) live.push_back(w);
+  watchers_.swap(live);
+}
+
+grpc::ServerUnaryReactor* AuthService::CreateKey(grpc::CallbackServerContext* ctx,
+                                                 const pb::CreateKeyRequest* req,
+                                                 pb::CreateKeyResponse* resp) {
+  if (req->account_id().empty())
+    return Done(ctx, absl::InvalidArgumentError("account_id is required"));
+  std::string secret = req->secret().empty() ? NewApiKeySecret() : req->secret();
+  if (secret.size() < 16 || secret.size() > 256)
+    return Done(ctx, absl::InvalidArgumentError("an imported key must be 16 to 256 characters"));
+  for (char c : secret)
+    if (c <= ' ' || c > '~')
+      return Done(ctx, absl::InvalidArgumentError("an imported key must be printable ASCII"));
+  KeyRecord k;
+  k.id = NewId("key_");
+  k.key_sha256 = Sha256(secret);
+  k.account_id = req->account_id();
+  k.name = req->name();
+  k.prefix = secret.substr(0, std::min<size_t>(secret.size(), 10));
+  k.plan = req->plan().empty() ? "default" : req->plan();
+  k.allowed_models.assign(req->allowed_models().begin(), req->allowed_models().end());
+  k.created_at = now_();
+  k.expires_at = req->has_expires_at() ? req->expires_at().seconds() : 0;
+  if (auto s = store_->Insert(k); !s.ok()) {
+    if (s.code() == absl::StatusCode::kAlreadyExists)
+      return Done(ctx, absl::AlreadyExistsError("a key with this secret already exists"));
+    return Done(ctx, s);
+  }
+  ToProto(k, resp->mutable_key());
+  resp->set_secret(secret);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AuthService::ListKeys(grpc::CallbackServerContext* ctx,
+                                                const pb::ListKeysRequest* req,
+                                                pb::ListKeysResponse* resp) {
+  auto keys = store_->List(req->account_id());
+  if (!keys.ok()) return Done(ctx, keys.status());
+  for (const auto& k : *keys) ToProto(k, resp->add_keys());
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AuthService::RevokeKey(grpc::CallbackServerContext* ctx,
+                                                 const pb::RevokeKeyRequest* req,
+                                                 pb::RevokeKeyResponse* resp) {
+  auto key = store_->Revoke(req->key_id());
+  if (!key.ok()) return Done(ctx, key.status());
+  ToProto(*key, resp->mutable_key());
+  pb::RevocationEvent event;
+  event.set_key_sha256(key->key_sha256);
+  event.set_key_id(key->id);
+  Broadcast(event);
+  return Done(ctx, absl::OkStatus());
+}
+
+}  // namespace nexusflow::auth

@@ -1,0 +1,42 @@
+#pragma once
+// KeyStore: where API keys live. Only the SHA-256 of a secret is stored. The embedded
+// implementation is SQLite; a PostgreSQL one implements the same interface.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace nexusflow::auth {
+
+struct KeyRecord {
+  std::string id;          // "key_…"
+  std::string key_sha256;  // 32 raw bytes
+  std::string account_id;
+  std::string name;
+  std::string prefix;  // first characters of the secret
+  std::string plan;
+  std::vector<std::string> allowed_models;  // empty = all
+  bool revoked = false;
+  int64_t created_at = 0;  // unix seconds
+  int64_t expires_at = 0;  // unix seconds; 0 = never
+};
+
+class KeyStore {
+ public:
+  virtual ~KeyStore() = default;
+  // ALREADY_EXISTS when the secret (hash) is taken.
+  virtual absl::Status Insert(const KeyRecord& key) = 0;
+  // NOT_FOUND when no key has this hash.
+  virtual absl::StatusOr<KeyRecord> FindByHash(const std::string& key_sha256) = 0;
+  // All keys of `account_id` ("" = every account), oldest first.
+  virtual absl::StatusOr<std::vector<KeyRecord>> List(const std::string& account_id) = 0;
+  // Marks the key revoked and returns it; NOT_FOUND for an unknown id.
+  virtual absl::StatusOr<KeyRecord> Revoke(const std::string& key_id) = 0;
+};
+
+absl::StatusOr<std::unique_ptr<KeyStore>> OpenSqliteKeyStore(const std::string& path);
+
+}  // namespace nexusflow::auth

@@ -1,0 +1,99 @@
+#include "services/rate-limiter/rate_limiter_service.h"
+
+#include <prometheus/counter.h>
+
+#include "absl/strings/str_cat.h"
+#include "libs/metrics/metrics.h"
+
+namespace nexusflow::ratelimit {
+namespace {
+
+prometheus::Family<prometheus::Counter>& Decisions() {
+  static auto& family = prometheus::BuildCounter()
+                            .Name("nexusflow_ratelimit_decisions_total")
+                            .Help("Admission decisions by plan and outcome")
+                            .Register(MetricsRegistry());
+  return family;
+}
+
+void SetDuration(Clock::duration d, google::protobuf::Duration* out) {
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  if (ns < 0) ns = 0;
+  out->set_seconds(ns / 1'000'000'000);
+  out->set_nanos(static_cast<int32_t>(ns % 1'000'000'000));
+}
+
+void SetState(const WindowState& s, pb::LimitState* out) {
+  out->set_limit(s.limit);
+  out->set_remaining(s.remaining);
+  SetDuration(s.reset_after, out->mutable_reset_after());
+}
+
+}  // namespace
+
+RateLimiterService::RateLimiterService(const Config::RateLimiter& config,
+                                       std::unique_ptr<CounterStore> store,
+                                       std::function<Clock::time_point()> now)
+    : config_(config),
+      store_(std::move(store)),
+      now_(now ? std::move(now) : [] { return Clock::now(); }) {}
+
+grpc::ServerUnaryReactor* RateLimiterService::Acquire(grpc::CallbackServerContext* ctx,
+                                                      const pb::AcquireRequest* req,
+                                                      pb::AcquireResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  std::string plan = req->plan().empty() ? "default" : req->plan();
+  auto it = config_.plans.find(plan);
+  if (it == config_.plans.end()) {
+    reactor->Finish(grpc::Status(grpc::FAILED_PRECONDITION,
+                                 absl::StrCat("unknown rate-limit plan '", plan, "'")));
+    return reactor;
+  }
+  if (req->key_id().empty()) {
+    reactor->Finish(grpc::Status(grpc::INVALID_ARGUMENT, "key_id is required"));
+    return reactor;
+  }
+  Admission a = store_->Acquire(req->key_id(), it->second,
+                                std::max<int64_t>(0, req->estimated_tokens()), now_());
+  const char* outcome = "allowed";
+  if (a.denied_by == Denial::kNone) {
+    resp->set_decision(pb::DECISION_ALLOWED);
+    resp->set_lease_id(a.lease_id);
+  } else {
+    resp->set_decision(pb::DECISION_DENIED);
+    switch (a.denied_by) {
+      case Denial::kRequests:
+        resp->set_denied_by(pb::LIMIT_KIND_REQUESTS);
+        outcome = "denied_rpm";
+        break;
+      case Denial::kTokens:
+        resp->set_denied_by(pb::LIMIT_KIND_TOKENS);
+        outcome = "denied_tpm";
+        break;
+      default:
+        resp->set_denied_by(pb::LIMIT_KIND_CONCURRENCY);
+        outcome = "denied_concurrency";
+        break;
+    }
+    SetDuration(a.retry_after, resp->mutable_retry_after());
+  }
+  SetState(a.requests, resp->mutable_requests());
+  SetState(a.tokens, resp->mutable_tokens());
+  Decisions().Add({{"plan", plan}, {"outcome", outcome}}).Increment();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RateLimiterService::Release(grpc::CallbackServerContext* ctx,
+                                                      const pb::ReleaseRequest* req,
+                                                      pb::ReleaseResponse*) {
+  auto* reactor = ctx->DefaultReactor();
+  if (!store_->Release(req->lease_id(), req->actual_tokens(), now_())) {
+    reactor->Finish(grpc::Status(grpc::NOT_FOUND, "unknown or expired lease"));
+  } else {
+    reactor->Finish(grpc::Status::OK);
+  }
+  return reactor;
+}
+
+}  // namespace nexusflow::ratelimit
