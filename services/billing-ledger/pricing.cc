@@ -1,0 +1,30 @@
+#include "services/billing-ledger/pricing.h"
+
+namespace nexusflow::billing {
+namespace {
+
+int64_t CeilPerMillion(__int128 numerator) {
+  if (numerator <= 0) return 0;
+  __int128 cost = (numerator + 999'999) / 1'000'000;
+  return cost > INT64_MAX ? INT64_MAX : static_cast<int64_t>(cost);
+}
+
+}  // namespace
+
+int64_t CostNanoUsd(const llm::v1::Usage& u, const llm::v1::Price& p) {
+  __int128 sum = static_cast<__int128>(u.input_tokens()) * p.input_nano_usd_per_mtok() +
+                 static_cast<__int128>(u.cache_read_tokens()) * p.cache_read_nano_usd_per_mtok() +
+                 static_cast<__int128>(u.cache_write_tokens()) * p.cache_write_nano_usd_per_mtok() +
+                 static_cast<__int128>(u.output_tokens()) * p.output_nano_usd_per_mtok();
+  return CeilPerMillion(sum);
+}
+
+int64_t MaxCostNanoUsd(int64_t prompt_tokens, int64_t max_output_tokens,
+                       const llm::v1::Price& p) {
+  int64_t input_price = std::max(p.input_nano_usd_per_mtok(), p.cache_write_nano_usd_per_mtok());
+  __int128 sum = static_cast<__int128>(prompt_tokens) * input_price +
+                 static_cast<__int128>(max_output_tokens) * p.output_nano_usd_per_mtok();
+  return CeilPerMillion(sum);
+}
+
+}  // namespace nexusflow::billing

@@ -1,0 +1,260 @@
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "libs/common/ids.h"
+#include "libs/store/sqlite.h"
+#include "services/billing-ledger/ledger_store.h"
+
+namespace nexusflow::billing {
+namespace {
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS accounts (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  balance INTEGER NOT NULL DEFAULT 0,       -- nano-USD
+  total_spent INTEGER NOT NULL DEFAULT 0,   -- nano-USD
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+-- Double-entry journal: every movement debits one account and credits another; the
+-- house accounts "@credits" (money paid in) and "@revenue" (money spent) balance it.
+CREATE TABLE IF NOT EXISTS journal (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  debit_account TEXT NOT NULL,
+  credit_account TEXT NOT NULL,
+  amount INTEGER NOT NULL,                  -- nano-USD, > 0
+  kind TEXT NOT NULL,                       -- 'credit' | 'charge'
+  reference TEXT NOT NULL,                  -- idempotency key or request id
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credits (
+  idempotency_key TEXT PRIMARY KEY,
+  account_id TEXT NOT NULL,
+  amount INTEGER NOT NULL,
+  balance_after INTEGER NOT NULL,
+  note TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage_records (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  request_id TEXT NOT NULL UNIQUE,
+  account_id TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  protocol INTEGER NOT NULL,
+  deployment_id TEXT NOT NULL,
+  input_tokens INTEGER NOT NULL,
+  cache_read_tokens INTEGER NOT NULL,
+  cache_write_tokens INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  reasoning_tokens INTEGER NOT NULL,
+  price_input INTEGER NOT NULL,             -- nano-USD per million tokens, snapshot
+  price_output INTEGER NOT NULL,
+  price_cache_read INTEGER NOT NULL,
+  price_cache_write INTEGER NOT NULL,
+  cost INTEGER NOT NULL,                    -- nano-USD
+  balance_after INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_by_account ON usage_records(account_id, seq);
+)sql";
+
+class Transaction {
+ public:
+  explicit Transaction(SqliteDb& db) : db_(db) { status_ = db_.Exec("BEGIN IMMEDIATE"); }
+  ~Transaction() {
+    if (status_.ok() && !done_) (void)db_.Exec("ROLLBACK");
+  }
+  const absl::Status& status() const { return status_; }
+  absl::Status Commit() {
+    done_ = true;
+    return db_.Exec("COMMIT");
+  }
+
+ private:
+  SqliteDb& db_;
+  absl::Status status_;
+  bool done_ = false;
+};
+
+class SqliteLedgerStore : public LedgerStore {
+ public:
+  explicit SqliteLedgerStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
+
+  absl::StatusOr<AccountRow> CreateAccount(const std::string& name, int64_t now) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    AccountRow a{NewId("acct_"), name, 0, 0, now, now};
+    auto st = db_->Prepare(
+        "INSERT INTO accounts (id, name, balance, total_spent, created_at, updated_at) "
+        "VALUES (?, ?, 0, 0, ?, ?)");
+    if (!st.ok()) return st.status();
+    st->Bind(1, a.id).Bind(2, a.name).Bind(3, now).Bind(4, now);
+    if (auto s = st->Run(); !s.ok()) return s;
+    return a;
+  }
+
+  absl::StatusOr<AccountRow> GetAccount(const std::string& id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return GetLocked(id);
+  }
+
+  absl::StatusOr<ChangeResult> Credit(const std::string& account_id, int64_t amount,
+                                      const std::string& key, const std::string& note,
+                                      int64_t now) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Transaction tx(*db_);
+    if (!tx.status().ok()) return tx.status();
+    {
+      auto prior = db_->Prepare(
+          "SELECT account_id, balance_after FROM credits WHERE idempotency_key = ?");
+      if (!prior.ok()) return prior.status();
+      prior->Bind(1, key);
+      auto row = prior->Step();
+      if (!row.ok()) return row.status();
+      if (*row) {
+        if (prior->Text(0) != account_id)
+          return absl::AlreadyExistsError("idempotency_key was used for another account");
+        return ChangeResult{prior->Int(1), 0, true};
+      }
+    }
+    auto account = GetLocked(account_id);
+    if (!account.ok()) return account.status();
+    int64_t balance = account->balance + amount;
+    if (auto s = Apply(account_id, amount, 0, now); !s.ok()) return s;
+    if (auto s = Journal("@credits", account_id, amount, "credit", key, now); !s.ok()) return s;
+    auto ins = db_->Prepare(
+        "INSERT INTO credits (idempotency_key, account_id, amount, balance_after, note, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?)");
+    if (!ins.ok()) return ins.status();
+    ins->Bind(1, key).Bind(2, account_id).Bind(3, amount).Bind(4, balance).Bind(5, note).Bind(6, now);
+    if (auto s = ins->Run(); !s.ok()) return s;
+    if (auto s = tx.Commit(); !s.ok()) return s;
+    return ChangeResult{balance, 0, false};
+  }
+
+  absl::StatusOr<ChangeResult> Settle(const UsageRow& r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Transaction tx(*db_);
+    if (!tx.status().ok()) return tx.status();
+    {
+      auto prior = db_->Prepare("SELECT cost, balance_after FROM usage_records WHERE request_id = ?");
+      if (!prior.ok()) return prior.status();
+      prior->Bind(1, r.request_id);
+      auto row = prior->Step();
+      if (!row.ok()) return row.status();
+      if (*row) return ChangeResult{prior->Int(1), prior->Int(0), true};
+    }
+    auto account = GetLocked(r.account_id);
+    if (!account.ok()) return account.status();
+    int64_t balance = account->balance - r.cost;
+    if (r.cost > 0) {
+      if (auto s = Apply(r.account_id, -r.cost, r.cost, r.created_at); !s.ok()) return s;
+      if (auto s = Journal(r.account_id, "@revenue", r.cost, "charge", r.request_id, r.created_at);
+          !s.ok())
+        return s;
+    }
+    auto ins = db_->Prepare(
+        "INSERT INTO usage_records (request_id, account_id, key_id, model, protocol, "
+        "deployment_id, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, "
+        "reasoning_tokens, price_input, price_output, price_cache_read, price_cache_write, "
+        "cost, balance_after, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    if (!ins.ok()) return ins.status();
+    ins->Bind(1, r.request_id).Bind(2, r.account_id).Bind(3, r.key_id).Bind(4, r.model);
+    ins->Bind(5, int64_t{r.protocol}).Bind(6, r.deployment_id);
+    ins->Bind(7, r.usage.input_tokens()).Bind(8, r.usage.cache_read_tokens());
+    ins->Bind(9, r.usage.cache_write_tokens()).Bind(10, r.usage.output_tokens());
+    ins->Bind(11, r.usage.reasoning_tokens()).Bind(12, r.price.input_nano_usd_per_mtok());
+    ins->Bind(13, r.price.output_nano_usd_per_mtok()).Bind(14, r.price.cache_read_nano_usd_per_mtok());
+    ins->Bind(15, r.price.cache_write_nano_usd_per_mtok()).Bind(16, r.cost).Bind(17, balance);
+    ins->Bind(18, r.created_at);
+    if (auto s = ins->Run(); !s.ok()) return s;
+    if (auto s = tx.Commit(); !s.ok()) return s;
+    return ChangeResult{balance, r.cost, false};
+  }
+
+  absl::StatusOr<std::vector<UsageRow>> ListUsage(const std::string& account_id, int limit,
+                                                  int64_t before) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto st = db_->Prepare(
+        "SELECT seq, request_id, account_id, key_id, model, protocol, deployment_id, "
+        "input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
+        "price_input, price_output, price_cache_read, price_cache_write, cost, created_at "
+        "FROM usage_records WHERE account_id = ? AND (? = 0 OR seq < ?) ORDER BY seq DESC "
+        "LIMIT ?");
+    if (!st.ok()) return st.status();
+    st->Bind(1, account_id).Bind(2, before).Bind(3, before).Bind(4, int64_t{limit});
+    std::vector<UsageRow> out;
+    while (true) {
+      auto row = st->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      UsageRow r;
+      r.sequence = st->Int(0);
+      r.request_id = st->Text(1);
+      r.account_id = st->Text(2);
+      r.key_id = st->Text(3);
+      r.model = st->Text(4);
+      r.protocol = static_cast<int>(st->Int(5));
+      r.deployment_id = st->Text(6);
+      r.usage.set_input_tokens(st->Int(7));
+      r.usage.set_cache_read_tokens(st->Int(8));
+      r.usage.set_cache_write_tokens(st->Int(9));
+      r.usage.set_output_tokens(st->Int(10));
+      r.usage.set_reasoning_tokens(st->Int(11));
+      r.price.set_input_nano_usd_per_mtok(st->Int(12));
+      r.price.set_output_nano_usd_per_mtok(st->Int(13));
+      r.price.set_cache_read_nano_usd_per_mtok(st->Int(14));
+      r.price.set_cache_write_nano_usd_per_mtok(st->Int(15));
+      r.cost = st->Int(16);
+      r.created_at = st->Int(17);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+ private:
+  absl::StatusOr<AccountRow> GetLocked(const std::string& id) {
+    auto st = db_->Prepare(
+        "SELECT id, name, balance, total_spent, created_at, updated_at FROM accounts WHERE id = ?");
+    if (!st.ok()) return st.status();
+    st->Bind(1, id);
+    auto row = st->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::NotFoundError(absl::StrCat("no account ", id));
+    return AccountRow{st->Text(0), st->Text(1), st->Int(2), st->Int(3), st->Int(4), st->Int(5)};
+  }
+
+  absl::Status Apply(const std::string& account_id, int64_t delta, int64_t spent, int64_t now) {
+    auto st = db_->Prepare(
+        "UPDATE accounts SET balance = balance + ?, total_spent = total_spent + ?, "
+        "updated_at = ? WHERE id = ?");
+    if (!st.ok()) return st.status();
+    st->Bind(1, delta).Bind(2, spent).Bind(3, now).Bind(4, account_id);
+    return st->Run();
+  }
+
+  absl::Status Journal(const std::string& debit, const std::string& credit, int64_t amount,
+                       const char* kind, const std::string& ref, int64_t now) {
+    auto st = db_->Prepare(
+        "INSERT INTO journal (debit_account, credit_account, amount, kind, reference, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?)");
+    if (!st.ok()) return st.status();
+    st->Bind(1, debit).Bind(2, credit).Bind(3, amount).Bind(4, kind).Bind(5, ref).Bind(6, now);
+    return st->Run();
+  }
+
+  std::mutex mu_;
+  std::unique_ptr<SqliteDb> db_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LedgerStore>> OpenSqliteLedgerStore(const std::string& path) {
+  auto db = SqliteDb::Open(path);
+  if (!db.ok()) return db.status();
+  if (auto s = (*db)->Exec(kSchema); !s.ok()) return s;
+  return std::unique_ptr<LedgerStore>(new SqliteLedgerStore(std::move(*db)));
+}
+
+}  // namespace nexusflow::billing
