@@ -87,7 +87,14 @@ class QueuedWriter : public grpc::ServerWriteReactor<T>,
     if (fn) fn();
   }
 
-  void OnDone() override { self_.reset(); }
+  void OnDone() override {
+    std::shared_ptr<QueuedWriter> keep;
+    {
+      std::lock_guard<std::recursive_mutex> lock(mu_);
+      on_cancel_ = nullptr;  // it may own whoever owns this writer
+      keep.swap(self_);
+    }
+  }
 
   mutable std::recursive_mutex mu_;
   std::deque<T> queue_;

@@ -1,0 +1,301 @@
+#include "services/provider-connector/connector_service.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "libs/common/sse.h"
+#include "libs/metrics/metrics.h"
+#include "libs/rpc/stream_writer.h"
+#include "services/provider-connector/openai_upstream.h"
+
+namespace nexusflow::connector {
+namespace {
+
+using llm::v1::ChatEvent;
+
+struct Families {
+  prometheus::Family<prometheus::Counter>& upstream;
+  prometheus::Family<prometheus::Histogram>& ttfb;
+  prometheus::Family<prometheus::Counter>& failovers;
+  prometheus::Family<prometheus::Counter>& estimated;
+};
+
+Families& Metrics() {
+  static Families f{
+      prometheus::BuildCounter()
+          .Name("nexusflow_connector_upstream_requests_total")
+          .Help("Upstream HTTP attempts by provider and outcome (HTTP status or transport error)")
+          .Register(MetricsRegistry()),
+      prometheus::BuildHistogram()
+          .Name("nexusflow_connector_upstream_first_byte_seconds")
+          .Help("Time from sending to the first response byte, by provider")
+          .Register(MetricsRegistry()),
+      prometheus::BuildCounter()
+          .Name("nexusflow_connector_failovers_total")
+          .Help("Attempts that moved on to the next deployment, by provider that failed")
+          .Register(MetricsRegistry()),
+      prometheus::BuildCounter()
+          .Name("nexusflow_connector_usage_estimated_total")
+          .Help("Answers whose upstream reported no usage, billed on an estimate")
+          .Register(MetricsRegistry())};
+  return f;
+}
+
+constexpr size_t kMaxErrorBody = 64 << 10;
+constexpr size_t kMaxResponseBody = 64 << 20;
+
+// Drives one Chat RPC through its candidates. Lives until the last callback.
+class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
+ public:
+  ChatAttempt(const Config::ProviderConnector& config, HttpClient& http,
+              const pb::ChatCall& call, std::shared_ptr<QueuedWriter<ChatEvent>> writer)
+      : config_(config),
+        http_(http),
+        call_(call),
+        writer_(std::move(writer)),
+        decoder_(EstimatePromptTokens(call.request())) {}
+
+  void Begin() {
+    auto self = shared_from_this();
+    writer_->SetOnCancel([self] {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      self->cancelled_ = true;
+      if (self->transfer_id_) self->http_.Cancel(self->transfer_id_);
+    });
+    Next();
+  }
+
+ private:
+  void Next() {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (candidate_ < call_.candidates_size()) {
+      const auto& dep = call_.candidates(candidate_);
+      auto prov = config_.providers.find(dep.provider());
+      if (prov == config_.providers.end()) {
+        errors_.push_back(absl::StrCat(dep.provider(), ": not configured"));
+        ++candidate_;
+        continue;
+      }
+      provider_ = dep.provider();
+      deployment_ = dep.id();
+      auto http_call = std::make_shared<HttpCall>();
+      http_call->url = prov->second.base_url + "/chat/completions";
+      http_call->headers = {"Content-Type: application/json",
+                            absl::StrCat("X-Request-Id: ", call_.request().request_id())};
+      if (!prov->second.api_key.empty())
+        http_call->headers.push_back(absl::StrCat("Authorization: Bearer ", prov->second.api_key));
+      stream_ = call_.request().stream();
+      if (stream_) http_call->headers.push_back("Accept: text/event-stream");
+      http_call->body = BuildOpenAiChatBody(call_.request(), dep.upstream_model(), stream_);
+      http_call->connect_timeout_ms = config_.connect_timeout_ms;
+      http_call->timeout_ms = config_.request_timeout_ms;
+      auto self = shared_from_this();
+      http_call->on_body = [self](long status, std::string_view bytes) {
+        return self->OnBody(status, bytes);
+      };
+      http_call->on_done = [self](long status, const std::string& err, bool timed_out) {
+        self->OnDone(status, err, timed_out);
+      };
+      sent_at_ = std::chrono::steady_clock::now();
+      first_byte_ = false;
+      body_.clear();
+      transfer_id_ = http_.Start(std::move(http_call));
+      return;
+    }
+    // Every candidate failed before answering.
+    ChatEvent e;
+    auto* err = e.mutable_error();
+    err->set_http_status(last_timed_out_ ? 504 : (last_status_ == 429 ? 429 : 502));
+    err->set_code(last_timed_out_ ? "upstream_timeout" : "upstream_unavailable");
+    err->set_message(absl::StrCat("All upstream deployments failed: ",
+                                  errors_.empty() ? "no deployment" : absl::StrJoin(errors_, "; ")));
+    err->set_retryable(true);
+    writer_->Push(std::move(e));
+    writer_->Finish(grpc::Status::OK);
+  }
+
+  bool OnBody(long status, std::string_view bytes) {
+    if (!first_byte_) {
+      first_byte_ = true;
+      Metrics()
+          .ttfb.Add({{"provider", provider_}}, LatencyBuckets())
+          .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_)
+                       .count());
+    }
+    if (status >= 300) {
+      if (body_.size() < kMaxErrorBody) body_.append(bytes.substr(0, kMaxErrorBody - body_.size()));
+      return true;
+    }
+    if (!stream_) {
+      if (body_.size() + bytes.size() > kMaxResponseBody) return false;
+      body_.append(bytes);
+      return true;
+    }
+    std::vector<SseEvent> frames;
+    sse_.Feed(bytes, frames);
+    std::vector<ChatEvent> events;
+    for (const auto& f : frames) {
+      if (auto s = decoder_.FeedChunk(f.data, events); !s.ok()) {
+        protocol_error_ = std::string(s.message());
+        return false;
+      }
+    }
+    for (auto& e : events) writer_->Push(std::move(e));
+    return !writer_->cancelled();
+  }
+
+  void OnDone(long status, const std::string& transport_error, bool timed_out) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      transfer_id_ = 0;
+      if (cancelled_) {
+        writer_->Finish(grpc::Status::CANCELLED);
+        return;
+      }
+    }
+    std::string outcome = transport_error.empty() ? std::to_string(status)
+                          : timed_out              ? "timeout"
+                                                   : "transport_error";
+    Metrics().upstream.Add({{"provider", provider_}, {"outcome", outcome}}).Increment();
+    bool started = decoder_.started();
+    if (!transport_error.empty() && protocol_error_.empty()) {
+      if (!started) return Retry(absl::StrCat(provider_, ": ", transport_error), 0, timed_out);
+      return FailMidStream(timed_out ? 504 : 502, timed_out ? "upstream_timeout" : "upstream_error",
+                           absl::StrCat("upstream connection failed: ", transport_error));
+    }
+    if (status == 429 || status >= 500) {
+      if (!started)
+        return Retry(absl::StrCat(provider_, ": HTTP ", status, " ", Snippet()), status, false);
+    }
+    if (status >= 300) {
+      // The upstream rejected the request itself: tell the caller, do not retry.
+      ChatEvent e;
+      auto* err = e.mutable_error();
+      bool caller_fault = status == 400 || status == 404 || status == 413 || status == 422;
+      err->set_http_status(caller_fault ? (status == 404 ? 400 : static_cast<int>(status)) : 502);
+      err->set_code(caller_fault ? "invalid_request" : "upstream_error");
+      err->set_message(absl::StrCat("Upstream ", provider_, " answered HTTP ", status, ": ",
+                                    UpstreamMessage()));
+      writer_->Push(std::move(e));
+      writer_->Finish(grpc::Status::OK);
+      return;
+    }
+    if (!protocol_error_.empty())
+      return FailMidStream(502, "upstream_protocol_error", protocol_error_);
+    std::vector<ChatEvent> events;
+    if (!stream_) {
+      if (auto s = decoder_.FeedResponse(body_, events); !s.ok())
+        return FailMidStream(502, "upstream_protocol_error", std::string(s.message()));
+    }
+    bool had_error = false;
+    for (const auto& e : events) had_error |= e.has_error();
+    if (!had_error) decoder_.Finish(events);
+    if (decoder_.usage_estimated())
+      Metrics().estimated.Add({{"provider", provider_}}).Increment();
+    if (!events.empty() && events.front().has_start())
+      events.front().mutable_start()->set_deployment_id(deployment_),
+          events.front().mutable_start()->set_provider(provider_);
+    for (auto& e : events) writer_->Push(std::move(e));
+    writer_->Finish(grpc::Status::OK);
+  }
+
+  void Retry(std::string error, long status, bool timed_out) {
+    Metrics().failovers.Add({{"provider", provider_}}).Increment();
+    errors_.push_back(std::move(error));
+    last_status_ = status;
+    last_timed_out_ = timed_out;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++candidate_;
+    }
+    Next();
+  }
+
+  // The answer had started: report the error in-stream, and bill what was produced.
+  void FailMidStream(int http_status, const std::string& code, const std::string& message) {
+    std::vector<ChatEvent> events;
+    ChatEvent e;
+    e.mutable_error()->set_http_status(http_status);
+    e.mutable_error()->set_code(code);
+    e.mutable_error()->set_message(message);
+    events.push_back(std::move(e));
+    decoder_.Finish(events);
+    events.erase(std::remove_if(events.begin(), events.end(),
+                                [](const ChatEvent& ev) { return ev.has_finish(); }),
+                 events.end());
+    for (auto& ev : events) writer_->Push(std::move(ev));
+    writer_->Finish(grpc::Status::OK);
+  }
+
+  std::string Snippet() const { return body_.substr(0, 200); }
+
+  std::string UpstreamMessage() const {
+    OpenAiDecoder probe(0);
+    std::vector<ChatEvent> events;
+    if (probe.FeedChunk(body_, events).ok())
+      for (const auto& e : events)
+        if (e.has_error()) return e.error().message();
+    return Snippet();
+  }
+
+  const Config::ProviderConnector& config_;
+  HttpClient& http_;
+  pb::ChatCall call_;
+  std::shared_ptr<QueuedWriter<ChatEvent>> writer_;
+  OpenAiDecoder decoder_;
+  SseParser sse_;
+  std::mutex mu_;
+  bool cancelled_ = false;
+  uint64_t transfer_id_ = 0;
+  int candidate_ = 0;
+  bool stream_ = false;
+  bool first_byte_ = false;
+  std::chrono::steady_clock::time_point sent_at_;
+  std::string provider_;
+  std::string deployment_;
+  std::string body_;
+  std::string protocol_error_;
+  std::vector<std::string> errors_;
+  long last_status_ = 0;
+  bool last_timed_out_ = false;
+};
+
+}  // namespace
+
+int64_t EstimatePromptTokens(const llm::v1::ChatRequest& request) {
+  int64_t chars = 0;
+  for (const auto& m : request.messages()) {
+    chars += 16;  // role and framing
+    for (const auto& p : m.parts()) {
+      if (p.has_text()) chars += p.text().size();
+      if (p.has_image()) chars += 340;  // ~85 tokens for a low-detail image
+      if (p.has_tool_call()) chars += p.tool_call().arguments_json().size() + p.tool_call().name().size();
+      if (p.has_tool_result()) chars += p.tool_result().content().size();
+    }
+  }
+  for (const auto& t : request.tools()) chars += t.parameters_json().size() + t.description().size();
+  return (chars + 3) / 4;
+}
+
+ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnector& config)
+    : config_(config), http_(config.max_connections_per_host) {
+  Metrics();
+}
+
+grpc::ServerWriteReactor<llm::v1::ChatEvent>* ProviderConnectorService::Chat(
+    grpc::CallbackServerContext*, const pb::ChatCall* call) {
+  auto writer = QueuedWriter<ChatEvent>::Create();
+  if (call->candidates_size() == 0) {
+    writer->Finish(grpc::Status(grpc::INVALID_ARGUMENT, "no candidate deployments"));
+    return writer.get();
+  }
+  auto attempt = std::make_shared<ChatAttempt>(config_, http_, *call, writer);
+  attempt->Begin();
+  return writer.get();
+}
+
+}  // namespace nexusflow::connector

@@ -1,0 +1,32 @@
+#pragma once
+// ProviderConnectorService: canonical chat → provider wire format over HTTP(S), with
+// failover across the candidate deployments before the first byte reaches the caller.
+#include <map>
+#include <memory>
+#include <string>
+
+#include "libs/config/config.h"
+#include "nexusflow/connector/v1/connector.grpc.pb.h"
+#include "services/provider-connector/http_client.h"
+
+namespace nexusflow::connector {
+
+namespace pb = ::nexusflow::connector::v1;
+
+class ProviderConnectorService : public pb::ProviderConnectorService::CallbackService {
+ public:
+  explicit ProviderConnectorService(const Config::ProviderConnector& config);
+
+  grpc::ServerWriteReactor<llm::v1::ChatEvent>* Chat(grpc::CallbackServerContext* ctx,
+                                                     const pb::ChatCall* call) override;
+
+ private:
+  Config::ProviderConnector config_;
+  HttpClient http_;
+};
+
+// Rough prompt size in tokens (about four characters a token), for holds and limits
+// before the upstream reports the real count.
+int64_t EstimatePromptTokens(const llm::v1::ChatRequest& request);
+
+}  // namespace nexusflow::connector

@@ -1,0 +1,330 @@
+#include "services/provider-connector/openai_upstream.h"
+
+#include <boost/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "libs/common/json_util.h"
+
+namespace nexusflow::connector {
+namespace json = boost::json;
+
+namespace {
+
+json::value ParseOrNull(const std::string& text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  return ec ? json::value(nullptr) : v;
+}
+
+const char* RoleName(llmpb::Role role) {
+  switch (role) {
+    case llmpb::ROLE_SYSTEM: return "system";
+    case llmpb::ROLE_ASSISTANT: return "assistant";
+    case llmpb::ROLE_TOOL: return "tool";
+    default: return "user";
+  }
+}
+
+json::value ImagePart(const llmpb::Image& image) {
+  json::object url;
+  if (image.has_inline_data()) {
+    static constexpr char kB64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const std::string& d = image.inline_data().data();
+    std::string out = absl::StrCat("data:", image.inline_data().mime_type(), ";base64,");
+    size_t i = 0;
+    for (; i + 2 < d.size(); i += 3) {
+      uint32_t n = (uint8_t(d[i]) << 16) | (uint8_t(d[i + 1]) << 8) | uint8_t(d[i + 2]);
+      for (int s = 18; s >= 0; s -= 6) out.push_back(kB64[(n >> s) & 63]);
+    }
+    if (i < d.size()) {
+      uint32_t n = uint8_t(d[i]) << 16;
+      if (i + 1 < d.size()) n |= uint8_t(d[i + 1]) << 8;
+      out.push_back(kB64[(n >> 18) & 63]);
+      out.push_back(kB64[(n >> 12) & 63]);
+      out.push_back(i + 1 < d.size() ? kB64[(n >> 6) & 63] : '=');
+      out.push_back('=');
+    }
+    url["url"] = out;
+  } else {
+    url["url"] = image.url();
+  }
+  if (!image.detail().empty()) url["detail"] = image.detail();
+  return json::object{{"type", "image_url"}, {"image_url", std::move(url)}};
+}
+
+}  // namespace
+
+std::string BuildOpenAiChatBody(const llmpb::ChatRequest& req, const std::string& upstream_model,
+                                bool stream) {
+  json::object body;
+  body["model"] = upstream_model;
+  json::array messages;
+  for (const auto& m : req.messages()) {
+    if (m.role() == llmpb::ROLE_TOOL) {
+      for (const auto& p : m.parts()) {
+        if (!p.has_tool_result()) continue;
+        messages.push_back(json::object{{"role", "tool"},
+                                        {"tool_call_id", p.tool_result().tool_call_id()},
+                                        {"content", p.tool_result().content()}});
+      }
+      continue;
+    }
+    json::object msg;
+    msg["role"] = RoleName(m.role());
+    if (!m.name().empty()) msg["name"] = m.name();
+    json::array parts;
+    json::array tool_calls;
+    std::string text;
+    bool only_text = true;
+    for (const auto& p : m.parts()) {
+      switch (p.part_case()) {
+        case llmpb::ContentPart::kText:
+          text += p.text();
+          parts.push_back(json::object{{"type", "text"}, {"text", p.text()}});
+          break;
+        case llmpb::ContentPart::kImage:
+          only_text = false;
+          parts.push_back(ImagePart(p.image()));
+          break;
+        case llmpb::ContentPart::kToolCall:
+          tool_calls.push_back(json::object{
+              {"id", p.tool_call().id()},
+              {"type", "function"},
+              {"function", json::object{{"name", p.tool_call().name()},
+                                        {"arguments", p.tool_call().arguments_json()}}}});
+          break;
+        default:
+          break;  // thinking blocks are not sent to OpenAI-compatible upstreams
+      }
+    }
+    if (only_text || m.role() != llmpb::ROLE_USER) {
+      if (m.role() == llmpb::ROLE_ASSISTANT && text.empty() && !tool_calls.empty())
+        msg["content"] = nullptr;
+      else
+        msg["content"] = text;
+    } else {
+      msg["content"] = std::move(parts);
+    }
+    if (!tool_calls.empty()) msg["tool_calls"] = std::move(tool_calls);
+    messages.push_back(std::move(msg));
+  }
+  body["messages"] = std::move(messages);
+  if (req.tools_size() > 0) {
+    json::array tools;
+    for (const auto& t : req.tools()) {
+      json::object fn{{"name", t.name()}};
+      if (!t.description().empty()) fn["description"] = t.description();
+      json::value params = ParseOrNull(t.parameters_json());
+      if (!params.is_null()) fn["parameters"] = std::move(params);
+      if (t.strict()) fn["strict"] = true;
+      tools.push_back(json::object{{"type", "function"}, {"function", std::move(fn)}});
+    }
+    body["tools"] = std::move(tools);
+  }
+  if (req.has_tool_choice()) {
+    const auto& tc = req.tool_choice();
+    if (tc.has_function_name()) {
+      body["tool_choice"] = json::object{{"type", "function"},
+                                         {"function", json::object{{"name", tc.function_name()}}}};
+    } else if (tc.mode() == llmpb::ToolChoice::MODE_AUTO) {
+      body["tool_choice"] = "auto";
+    } else if (tc.mode() == llmpb::ToolChoice::MODE_NONE) {
+      body["tool_choice"] = "none";
+    } else if (tc.mode() == llmpb::ToolChoice::MODE_REQUIRED) {
+      body["tool_choice"] = "required";
+    }
+    if (tc.disable_parallel_tool_use()) body["parallel_tool_calls"] = false;
+  }
+  if (req.has_parallel_tool_calls()) body["parallel_tool_calls"] = req.parallel_tool_calls();
+  if (req.has_response_format()) {
+    const auto& rf = req.response_format();
+    if (rf.type() == llmpb::ResponseFormat::TYPE_JSON_OBJECT) {
+      body["response_format"] = json::object{{"type", "json_object"}};
+    } else if (rf.type() == llmpb::ResponseFormat::TYPE_JSON_SCHEMA) {
+      json::object schema{{"name", rf.name().empty() ? "response" : rf.name()}};
+      json::value s = ParseOrNull(rf.schema_json());
+      if (!s.is_null()) schema["schema"] = std::move(s);
+      if (rf.strict()) schema["strict"] = true;
+      body["response_format"] =
+          json::object{{"type", "json_schema"}, {"json_schema", std::move(schema)}};
+    }
+  }
+  const auto& s = req.sampling();
+  if (s.has_temperature()) body["temperature"] = s.temperature();
+  if (s.has_top_p()) body["top_p"] = s.top_p();
+  if (s.has_presence_penalty()) body["presence_penalty"] = s.presence_penalty();
+  if (s.has_frequency_penalty()) body["frequency_penalty"] = s.frequency_penalty();
+  if (s.has_seed()) body["seed"] = s.seed();
+  if (s.n() > 1) body["n"] = s.n();
+  if (s.has_max_output_tokens()) body["max_tokens"] = s.max_output_tokens();
+  if (s.stop_sequences_size() > 0) {
+    json::array stop;
+    for (const auto& x : s.stop_sequences()) stop.push_back(json::string(x));
+    body["stop"] = std::move(stop);
+  }
+  if (req.has_thinking() && req.thinking().enabled()) {
+    body["enable_thinking"] = true;
+    if (req.thinking().budget_tokens() > 0) body["thinking_budget"] = req.thinking().budget_tokens();
+  }
+  if (!req.user().empty()) body["user"] = req.user();
+  if (stream) {
+    body["stream"] = true;
+    body["stream_options"] = json::object{{"include_usage", true}};
+  }
+  return json::serialize(body);
+}
+
+llmpb::Usage UsageFromOpenAi(int64_t prompt, int64_t cached, int64_t cache_write,
+                             int64_t completion, int64_t reasoning) {
+  llmpb::Usage u;
+  u.set_input_tokens(std::max<int64_t>(0, prompt - cached - cache_write));
+  u.set_cache_read_tokens(std::max<int64_t>(0, cached));
+  u.set_cache_write_tokens(std::max<int64_t>(0, cache_write));
+  u.set_output_tokens(std::max<int64_t>(0, completion));
+  u.set_reasoning_tokens(std::max<int64_t>(0, reasoning));
+  return u;
+}
+
+llmpb::FinishReason FinishReasonFromOpenAi(std::string_view r) {
+  if (r == "stop") return llmpb::FINISH_REASON_STOP;
+  if (r == "length") return llmpb::FINISH_REASON_LENGTH;
+  if (r == "tool_calls" || r == "function_call") return llmpb::FINISH_REASON_TOOL_CALLS;
+  if (r == "content_filter") return llmpb::FINISH_REASON_CONTENT_FILTER;
+  return llmpb::FINISH_REASON_STOP;
+}
+
+std::string_view FinishReasonToOpenAi(llmpb::FinishReason r) {
+  switch (r) {
+    case llmpb::FINISH_REASON_LENGTH: return "length";
+    case llmpb::FINISH_REASON_TOOL_CALLS: return "tool_calls";
+    case llmpb::FINISH_REASON_CONTENT_FILTER: return "content_filter";
+    default: return "stop";
+  }
+}
+
+absl::Status OpenAiDecoder::FeedChunk(std::string_view data, std::vector<llmpb::ChatEvent>& out) {
+  if (data == "[DONE]") return absl::OkStatus();
+  return Feed(data, false, out);
+}
+
+absl::Status OpenAiDecoder::FeedResponse(std::string_view body,
+                                         std::vector<llmpb::ChatEvent>& out) {
+  return Feed(body, true, out);
+}
+
+absl::Status OpenAiDecoder::Feed(std::string_view text, bool whole,
+                                 std::vector<llmpb::ChatEvent>& out) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object())
+    return absl::DataLossError(absl::StrCat("upstream sent invalid JSON: ", ec.message()));
+  if (const auto* err = JsonField(v, "error"); err && err->is_object()) {
+    llmpb::ChatEvent e;
+    e.mutable_error()->set_http_status(502);
+    e.mutable_error()->set_code(JsonString(*err, "code").value_or("upstream_error"));
+    e.mutable_error()->set_message(JsonString(*err, "message").value_or("upstream error"));
+    out.push_back(std::move(e));
+    return absl::OkStatus();
+  }
+  if (!started_) {
+    started_ = true;
+    llmpb::ChatEvent e;
+    auto* s = e.mutable_start();
+    s->set_response_id(JsonString(v, "id").value_or(""));
+    s->set_upstream_model(JsonString(v, "model").value_or(""));
+    s->set_created_unix(JsonInt(v, "created").value_or(0));
+    out.push_back(std::move(e));
+  }
+  if (const auto* choices = JsonField(v, "choices"); choices && choices->is_array()) {
+    for (const auto& choice : choices->get_array()) {
+      if (JsonInt(choice, "index").value_or(0) != 0) continue;  // n > 1: first choice only
+      const json::value* delta = JsonField(choice, whole ? "message" : "delta");
+      if (delta && delta->is_object()) {
+        if (auto r = JsonString(*delta, "reasoning_content"); r && !r->empty()) {
+          output_chars_ += r->size();
+          llmpb::ChatEvent e;
+          e.mutable_reasoning()->set_text(*r);
+          out.push_back(std::move(e));
+        }
+        if (auto c = JsonString(*delta, "content"); c && !c->empty()) {
+          output_chars_ += c->size();
+          llmpb::ChatEvent e;
+          e.mutable_text()->set_text(*c);
+          out.push_back(std::move(e));
+        }
+        if (const auto* calls = JsonField(*delta, "tool_calls"); calls && calls->is_array()) {
+          int64_t position = 0;
+          for (const auto& call : calls->get_array()) {
+            int64_t up_index = JsonInt(call, "index").value_or(position);
+            ++position;
+            const json::value* fn = JsonField(call, "function");
+            auto it = tool_index_.find(up_index);
+            if (it == tool_index_.end()) {
+              int dense = static_cast<int>(tool_index_.size());
+              it = tool_index_.emplace(up_index, dense).first;
+              llmpb::ChatEvent e;
+              auto* st = e.mutable_tool_call_start();
+              st->set_index(dense);
+              st->set_id(JsonString(call, "id").value_or(absl::StrCat("call_", dense)));
+              st->set_name(fn ? JsonString(*fn, "name").value_or("") : "");
+              out.push_back(std::move(e));
+            }
+            if (fn) {
+              if (auto args = JsonString(*fn, "arguments"); args && !args->empty()) {
+                output_chars_ += args->size();
+                llmpb::ChatEvent e;
+                e.mutable_tool_call_delta()->set_index(it->second);
+                e.mutable_tool_call_delta()->set_arguments_fragment(*args);
+                out.push_back(std::move(e));
+              }
+            }
+          }
+        }
+      }
+      if (auto fr = JsonString(choice, "finish_reason"); fr && !finished_) {
+        finished_ = true;
+        finish_reason_ = FinishReasonFromOpenAi(*fr);
+        llmpb::ChatEvent e;
+        e.mutable_finish()->set_reason(finish_reason_);
+        out.push_back(std::move(e));
+      }
+    }
+  }
+  if (const auto* usage = JsonField(v, "usage"); usage && usage->is_object()) {
+    int64_t cached = 0, cache_write = 0, reasoning = 0;
+    if (const auto* d = JsonField(*usage, "prompt_tokens_details"); d && d->is_object()) {
+      cached = JsonInt(*d, "cached_tokens").value_or(0);
+      cache_write = JsonInt(*d, "cache_creation_input_tokens").value_or(0);
+    }
+    cache_write = JsonInt(*usage, "cache_creation_input_tokens").value_or(cache_write);
+    if (const auto* d = JsonField(*usage, "completion_tokens_details"); d && d->is_object())
+      reasoning = JsonInt(*d, "reasoning_tokens").value_or(0);
+    usage_ = UsageFromOpenAi(JsonInt(*usage, "prompt_tokens").value_or(0), cached, cache_write,
+                             JsonInt(*usage, "completion_tokens").value_or(0), reasoning);
+    has_usage_ = true;
+  }
+  return absl::OkStatus();
+}
+
+void OpenAiDecoder::Finish(std::vector<llmpb::ChatEvent>& out) {
+  if (closed_) return;
+  closed_ = true;
+  if (!finished_) {
+    finished_ = true;
+    llmpb::ChatEvent e;
+    e.mutable_finish()->set_reason(llmpb::FINISH_REASON_STOP);
+    out.push_back(std::move(e));
+  }
+  if (!has_usage_) {
+    // The upstream did not report usage: bill the prompt estimate and ~4 chars a token.
+    usage_estimated_ = true;
+    usage_.set_input_tokens(prompt_estimate_);
+    usage_.set_output_tokens((output_chars_ + 3) / 4);
+  }
+  llmpb::ChatEvent e;
+  *e.mutable_usage() = usage_;
+  out.push_back(std::move(e));
+}
+
+}  // namespace nexusflow::connector
