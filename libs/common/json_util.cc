@@ -6,9 +6,12 @@ namespace nexusflow {
 
 const boost::json::value* JsonField(const boost::json::value& v, std::string_view key) {
   const auto* obj = v.if_object();
-  if (!obj) return nullptr;
-  auto it = obj->find(key);
-  return it == obj->end() ? nullptr : &it->value();
+  return obj ? JsonField(*obj, key) : nullptr;
+}
+
+const boost::json::value* JsonField(const boost::json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  return it == o.end() ? nullptr : &it->value();
 }
 
 std::optional<std::string> JsonString(const boost::json::value& v, std::string_view key) {

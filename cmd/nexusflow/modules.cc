@@ -1,0 +1,132 @@
+#include "cmd/nexusflow/modules.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gateway/gateway.h"
+#include "gateway/http_server.h"
+#include "libs/metrics/metrics.h"
+#include "libs/rpc/server_host.h"
+#include "services/auth/auth_service.h"
+#include "services/billing-ledger/billing_service.h"
+#include "services/provider-connector/connector_service.h"
+#include "services/rate-limiter/rate_limiter_service.h"
+#include "services/routing/routing_service.h"
+
+namespace nexusflow {
+
+absl::StatusOr<std::set<std::string>> ParseTargets(const std::string& spec) {
+  const auto& all = AllTargets();
+  std::set<std::string> out;
+  for (absl::string_view part : absl::StrSplit(spec, ',', absl::SkipWhitespace())) {
+    std::string name(part);
+    if (name == "all") {
+      out.insert(all.begin(), all.end());
+    } else if (std::find(all.begin(), all.end(), name) != all.end()) {
+      out.insert(name);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown target '", name, "' (all, ",
+                                                     absl::StrJoin(all, ", "), ")"));
+    }
+  }
+  if (out.empty()) return absl::InvalidArgumentError("no target given");
+  return out;
+}
+
+namespace {
+
+class RunningProcess : public Process {
+ public:
+  absl::Status Start(const Config& config, const std::set<std::string>& targets) {
+    if (targets.count("auth")) {
+      auto store = auth::OpenSqliteKeyStore(config.auth.database);
+      if (!store.ok()) return store.status();
+      auth_ = std::make_unique<auth::AuthService>(std::move(*store));
+      host_.AddService(auth_.get());
+    }
+    if (targets.count("routing")) {
+      routing_ = std::make_unique<routing::RoutingService>(config.routing);
+      host_.AddService(routing_.get());
+    }
+    if (targets.count("rate-limiter")) {
+      ratelimit_ = std::make_unique<ratelimit::RateLimiterService>(config.rate_limiter,
+                                                                   ratelimit::NewMemoryCounterStore());
+      host_.AddService(ratelimit_.get());
+    }
+    if (targets.count("billing-ledger")) {
+      auto store = billing::OpenSqliteLedgerStore(config.billing_ledger.database);
+      if (!store.ok()) return store.status();
+      billing_ = std::make_unique<billing::BillingLedgerService>(std::move(*store));
+      host_.AddService(billing_.get());
+    }
+    if (targets.count("provider-connector")) {
+      connector_ = std::make_unique<connector::ProviderConnectorService>(config.provider_connector);
+      host_.AddService(connector_.get());
+    }
+    if (auto s = host_.Start(config.server.grpc_listen); !s.ok()) return s;
+    host_.SetServing(true);
+    if (!config.server.metrics_listen.empty()) StartMetricsListener(config.server.metrics_listen);
+    if (!targets.count("gateway")) return absl::OkStatus();
+
+    gateway::Backends b;
+    std::string missing;
+    auto channel = [&](const std::string& name) -> std::shared_ptr<grpc::Channel> {
+      if (targets.count(name)) return host_.InProcessChannel();
+      auto it = config.services.find(name);
+      if (it == config.services.end()) {
+        missing = name;
+        return host_.InProcessChannel();
+      }
+      return DialTarget(it->second);
+    };
+    b.auth = auth::v1::AuthService::NewStub(channel("auth"));
+    b.routing = routing::v1::RoutingService::NewStub(channel("routing"));
+    b.ratelimit = ratelimit::v1::RateLimiterService::NewStub(channel("rate-limiter"));
+    b.billing = billing::v1::BillingLedgerService::NewStub(channel("billing-ledger"));
+    b.connector = connector::v1::ProviderConnectorService::NewStub(channel("provider-connector"));
+    if (!missing.empty())
+      return absl::InvalidArgumentError(absl::StrCat(
+          "target '", missing, "' is not in this process and services.", missing, " is not configured"));
+    gateway_ = std::make_unique<gateway::Gateway>(config, std::move(b));
+    gateway_->Start();
+    http_ = std::make_unique<gateway::HttpServer>(
+        gateway::HttpServer::Options{config.server.http_listen, config.gateway.max_body_bytes, 120},
+        gateway_->handler());
+    return http_->Start();
+  }
+
+  bool ready() const override { return !gateway_ || gateway_->ready(); }
+
+  void Drain(int grace_seconds) override {
+    host_.SetServing(false);
+    if (gateway_) {
+      gateway_->SetDraining();
+      http_->Drain(grace_seconds);
+      gateway_->Stop();
+    }
+    host_.Shutdown(grace_seconds);
+  }
+
+ private:
+  ServerHost host_;
+  std::unique_ptr<auth::AuthService> auth_;
+  std::unique_ptr<routing::RoutingService> routing_;
+  std::unique_ptr<ratelimit::RateLimiterService> ratelimit_;
+  std::unique_ptr<billing::BillingLedgerService> billing_;
+  std::unique_ptr<connector::ProviderConnectorService> connector_;
+  std::unique_ptr<gateway::Gateway> gateway_;
+  std::unique_ptr<gateway::HttpServer> http_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Process>> StartProcess(const Config& config,
+                                                      const std::set<std::string>& targets) {
+  auto p = std::make_unique<RunningProcess>();
+  if (auto s = p->Start(config, targets); !s.ok()) return s;
+  return std::unique_ptr<Process>(std::move(p));
+}
+
+}  // namespace nexusflow

@@ -1,0 +1,259 @@
+// The admin API (/admin/v1/...) and the caller's own usage (/v1/usage). Money crosses
+// as decimal USD strings so nothing is rounded through a float.
+#include <openssl/crypto.h>
+
+#include <boost/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "gateway/gateway.h"
+#include "libs/common/json_util.h"
+#include "libs/common/money.h"
+#include "services/routing/catalog.h"
+
+namespace nexusflow::gateway {
+namespace json = boost::json;
+
+namespace {
+
+std::string Iso(int64_t s) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(s), absl::UTCTimeZone());
+}
+
+json::object AccountJson(const billing::v1::Account& a) {
+  return json::object{{"id", a.id()},
+                      {"object", "account"},
+                      {"name", a.name()},
+                      {"balance", FormatUsd(a.balance_nano_usd())},
+                      {"currency", "USD"},
+                      {"total_spent", FormatUsd(a.total_spent_nano_usd())},
+                      {"created_at", Iso(a.created_at().seconds())}};
+}
+
+json::object KeyJson(const auth::v1::ApiKey& k) {
+  json::array models;
+  for (const auto& m : k.allowed_models()) models.push_back(json::string(m));
+  return json::object{
+      {"id", k.id()},
+      {"object", "api_key"},
+      {"account_id", k.account_id()},
+      {"name", k.name()},
+      {"prefix", k.prefix()},
+      {"plan", k.plan()},
+      {"models", std::move(models)},
+      {"status", k.status() == auth::v1::KEY_STATUS_REVOKED ? "revoked" : "active"},
+      {"created_at", Iso(k.created_at().seconds())},
+      {"expires_at", k.has_expires_at() ? json::value(Iso(k.expires_at().seconds())) : json::value(nullptr)}};
+}
+
+std::string UsageListJson(const billing::v1::ListUsageResponse& resp) {
+  json::array data;
+  for (const auto& r : resp.records()) {
+    const auto& u = r.usage();
+    data.push_back(json::object{
+        {"request_id", r.request_id()},
+        {"model", r.model()},
+        {"protocol", routing::ProtocolName(r.protocol())},
+        {"input_tokens", u.input_tokens()},
+        {"cache_read_tokens", u.cache_read_tokens()},
+        {"cache_write_tokens", u.cache_write_tokens()},
+        {"output_tokens", u.output_tokens()},
+        {"reasoning_tokens", u.reasoning_tokens()},
+        {"cost", FormatUsd(r.cost_nano_usd())},
+        {"cursor", r.sequence()},
+        {"created_at", Iso(r.created_at().seconds())}});
+  }
+  json::object body{{"object", "list"}, {"data", std::move(data)}, {"has_more", resp.has_more()}};
+  if (resp.records_size() > 0) body["next_after"] = resp.records(resp.records_size() - 1).sequence();
+  return json::serialize(body);
+}
+
+template <class Fn>
+grpc::Status Call(Fn fn) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return fn(ctx);
+}
+
+bool ParsePaging(const HttpRequest& req, billing::v1::ListUsageRequest* out, HttpError* error) {
+  auto parse = [&](const char* name, int64_t lo, int64_t hi, int64_t* v) {
+    auto it = req.query.find(name);
+    if (it == req.query.end() || it->second.empty()) return true;
+    char* end = nullptr;
+    long long n = std::strtoll(it->second.c_str(), &end, 10);
+    if (*end || n < lo || n > hi) {
+      *error = {400, absl::StrCat("Invalid '", name, "': expected an integer between ", lo, " and ", hi, "."), name, ""};
+      return false;
+    }
+    *v = n;
+    return true;
+  };
+  int64_t limit = 100, after = 0;
+  if (!parse("limit", 1, 1000, &limit) || !parse("after", 1, INT64_MAX, &after)) return false;
+  out->set_limit(static_cast<int32_t>(limit));
+  out->set_after(after);
+  return true;
+}
+
+}  // namespace
+
+void Gateway::HandleUsage(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
+  auto identity = Authenticate(req, w, ApiProtocol::kNexusFlow, log);
+  if (!identity) return;
+  billing::v1::ListUsageRequest lreq;
+  HttpError error;
+  if (!ParsePaging(req, &lreq, &error)) return SendError(w, ApiProtocol::kNexusFlow, error, log);
+  lreq.set_account_id(identity->account_id());
+  billing::v1::ListUsageResponse resp;
+  auto s = Call([&](grpc::ClientContext& c) { return backends_.billing->ListUsage(&c, lreq, &resp); });
+  if (!s.ok()) return SendError(w, ApiProtocol::kNexusFlow, HttpErrorFrom(FromGrpcStatus(s)), log);
+  SendJson(w, 200, UsageListJson(resp), log);
+}
+
+void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
+  const ApiProtocol P = ApiProtocol::kNexusFlow;
+  const std::string& admin_key = config_.gateway.admin_key;
+  std::string authz = req.Header("authorization");
+  std::string given = authz.rfind("Bearer ", 0) == 0 ? authz.substr(7) : "";
+  if (admin_key.empty())
+    return SendError(w, P, {403, "The admin API is disabled: no admin key is configured.", "", ""}, log);
+  if (given.size() != admin_key.size() || CRYPTO_memcmp(given.data(), admin_key.data(), given.size()) != 0)
+    return SendError(w, P, {401, "A valid admin key is required: Authorization: Bearer <admin key>.", "", "invalid_api_key"}, log);
+
+  std::vector<std::string> parts = absl::StrSplit(req.path.substr(strlen("/admin/v1/")), '/', absl::SkipEmpty());
+  json::value body;
+  if (req.method == "POST") {
+    boost::system::error_code ec;
+    body = json::parse(req.body.empty() ? std::string_view("{}") : std::string_view(req.body), ec);
+    if (ec || !body.is_object()) return SendError(w, P, {400, "The body must be a JSON object.", "", ""}, log);
+  }
+  auto fail = [&](const grpc::Status& s) {
+    HttpError e = HttpErrorFrom(FromGrpcStatus(s));
+    SendError(w, P, e, log);
+  };
+  auto not_found = [&] {
+    SendError(w, P, {404, absl::StrCat("Unknown admin route: ", req.method, " ", req.path), "", "unknown_url"}, log);
+  };
+
+  // /admin/v1/accounts
+  if (parts.size() == 1 && parts[0] == "accounts" && req.method == "POST") {
+    auto name = JsonString(body, "name");
+    if (!name || name->empty()) return SendError(w, P, {400, "Missing required parameter: 'name'.", "name", ""}, log);
+    billing::v1::CreateAccountRequest r;
+    r.set_name(*name);
+    billing::v1::Account a;
+    auto s = Call([&](grpc::ClientContext& c) { return backends_.billing->CreateAccount(&c, r, &a); });
+    if (!s.ok()) return fail(s);
+    return SendJson(w, 201, json::serialize(AccountJson(a)), log);
+  }
+  if (parts.size() == 2 && parts[0] == "accounts" && req.method == "GET") {
+    billing::v1::GetAccountRequest r;
+    r.set_account_id(parts[1]);
+    billing::v1::Account a;
+    auto s = Call([&](grpc::ClientContext& c) { return backends_.billing->GetAccount(&c, r, &a); });
+    if (!s.ok()) return fail(s);
+    return SendJson(w, 200, json::serialize(AccountJson(a)), log);
+  }
+  if (parts.size() == 3 && parts[0] == "accounts" && parts[2] == "credits" && req.method == "POST") {
+    auto amount_text = JsonString(body, "amount");
+    if (!amount_text)
+      return SendError(w, P, {400, "Missing required parameter: 'amount' (a decimal string in USD, e.g. \"25.00\").", "amount", ""}, log);
+    auto amount = ParseUsd(*amount_text);
+    if (!amount.ok() || *amount <= 0)
+      return SendError(w, P, {400, "Invalid 'amount': a positive decimal string in USD with at most 9 decimals.", "amount", ""}, log);
+    auto key = JsonString(body, "idempotency_key");
+    if (!key || key->empty())
+      return SendError(w, P, {400, "Missing required parameter: 'idempotency_key'.", "idempotency_key", ""}, log);
+    billing::v1::CreditRequest r;
+    r.set_account_id(parts[1]);
+    r.set_amount_nano_usd(*amount);
+    r.set_idempotency_key(*key);
+    r.set_note(JsonString(body, "note").value_or(""));
+    billing::v1::CreditResponse resp;
+    auto s = Call([&](grpc::ClientContext& c) { return backends_.billing->Credit(&c, r, &resp); });
+    if (!s.ok()) {
+      if (s.error_code() == grpc::ALREADY_EXISTS)
+        return SendError(w, P, {409, s.error_message(), "idempotency_key", ""}, log);
+      return fail(s);
+    }
+    return SendJson(w, 200, json::serialize(json::object{{"account_id", parts[1]}, {"balance", FormatUsd(resp.balance_nano_usd())}, {"currency", "USD"}}), log);
+  }
+  if (parts.size() == 3 && parts[0] == "accounts" && parts[2] == "usage" && req.method == "GET") {
+    billing::v1::ListUsageRequest r;
+    HttpError error;
+    if (!ParsePaging(req, &r, &error)) return SendError(w, P, error, log);
+    r.set_account_id(parts[1]);
+    billing::v1::ListUsageResponse resp;
+    auto s = Call([&](grpc::ClientContext& c) { return backends_.billing->ListUsage(&c, r, &resp); });
+    if (!s.ok()) return fail(s);
+    return SendJson(w, 200, UsageListJson(resp), log);
+  }
+  // /admin/v1/keys
+  if (parts.size() == 1 && parts[0] == "keys" && req.method == "POST") {
+    auto account = JsonString(body, "account_id");
+    if (!account || account->empty())
+      return SendError(w, P, {400, "Missing required parameter: 'account_id'.", "account_id", ""}, log);
+    billing::v1::GetAccountRequest gr;
+    gr.set_account_id(*account);
+    billing::v1::Account a;
+    auto s = Call([&](grpc::ClientContext& c) { return backends_.billing->GetAccount(&c, gr, &a); });
+    if (!s.ok()) return fail(s);
+    auth::v1::CreateKeyRequest r;
+    r.set_account_id(*account);
+    r.set_name(JsonString(body, "name").value_or(""));
+    std::string plan = JsonString(body, "plan").value_or("default");
+    if (!config_.rate_limiter.plans.count(plan))
+      return SendError(w, P, {400, absl::StrCat("Unknown plan '", plan, "'."), "plan", ""}, log);
+    r.set_plan(plan);
+    if (const auto* models = JsonField(body, "models"); models && !models->is_null()) {
+      if (!models->is_array()) return SendError(w, P, {400, "Invalid 'models': expected an array of model ids.", "models", ""}, log);
+      auto catalog = catalog_.Get();
+      for (const auto& m : models->get_array()) {
+        if (!m.is_string()) return SendError(w, P, {400, "Invalid 'models': expected an array of model ids.", "models", ""}, log);
+        std::string id(m.get_string());
+        if (catalog && !catalog->Find(id))
+          return SendError(w, P, {400, absl::StrCat("Invalid 'models': unknown model '", id, "'."), "models", ""}, log);
+        r.add_allowed_models(id);
+      }
+    }
+    if (auto expires = JsonString(body, "expires_at")) {
+      absl::Time t;
+      std::string err;
+      if (!absl::ParseTime(absl::RFC3339_full, *expires, &t, &err))
+        return SendError(w, P, {400, "Invalid 'expires_at': expected an RFC 3339 time.", "expires_at", ""}, log);
+      r.mutable_expires_at()->set_seconds(absl::ToUnixSeconds(t));
+    }
+    if (auto secret = JsonString(body, "key")) r.set_secret(*secret);
+    auth::v1::CreateKeyResponse resp;
+    s = Call([&](grpc::ClientContext& c) { return backends_.auth->CreateKey(&c, r, &resp); });
+    if (!s.ok()) {
+      if (s.error_code() == grpc::ALREADY_EXISTS) return SendError(w, P, {409, s.error_message(), "key", ""}, log);
+      return fail(s);
+    }
+    json::object out = KeyJson(resp.key());
+    out["key"] = resp.secret();
+    return SendJson(w, 201, json::serialize(out), log);
+  }
+  if (parts.size() == 1 && parts[0] == "keys" && req.method == "GET") {
+    auth::v1::ListKeysRequest r;
+    if (auto it = req.query.find("account_id"); it != req.query.end()) r.set_account_id(it->second);
+    auth::v1::ListKeysResponse resp;
+    auto s = Call([&](grpc::ClientContext& c) { return backends_.auth->ListKeys(&c, r, &resp); });
+    if (!s.ok()) return fail(s);
+    json::array data;
+    for (const auto& k : resp.keys()) data.push_back(KeyJson(k));
+    return SendJson(w, 200, json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}}), log);
+  }
+  if (parts.size() == 2 && parts[0] == "keys" && req.method == "DELETE") {
+    auth::v1::RevokeKeyRequest r;
+    r.set_key_id(parts[1]);
+    auth::v1::RevokeKeyResponse resp;
+    auto s = Call([&](grpc::ClientContext& c) { return backends_.auth->RevokeKey(&c, r, &resp); });
+    if (!s.ok()) return fail(s);
+    return SendJson(w, 200, json::serialize(KeyJson(resp.key())), log);
+  }
+  not_found();
+}
+
+}  // namespace nexusflow::gateway
