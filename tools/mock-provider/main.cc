@@ -1,0 +1,107 @@
+// nexusflow-mock-provider: a fake OpenAI-compatible upstream for tests and load benchmarks.
+//
+// Tour:
+//   main.cc    flags → MockOptions, then RunMockProvider.
+//   server.cc  Boost.Beast over Asio coroutines: one io_context per thread, an accept loop
+//              handing connections round-robin to them, HTTP/1.1 keep-alive, routing,
+//              delays on steady_timers, SSE writing, and the 413/400/401/404 edges.
+//   chat.cc    pure request → answer logic: validation, the seed (FNV-1a over model and
+//              message text), reply words, token counts, forced tool calls built from the
+//              tool's JSON schema, `[mock:...]` markers, and the JSON/SSE serialisation.
+// The answer depends only on the request, so a streamed answer concatenates to exactly the
+// non-streamed one and usage is equal in both.
+
+#include <charconv>
+#include <iostream>
+#include <string>
+#include <string_view>
+
+#include "server.h"
+
+namespace {
+
+void PrintUsage(std::ostream& out) {
+  out << "usage: nexusflow-mock-provider [--name=value ...]\n"
+         "  --host=127.0.0.1       address to listen on\n"
+         "  --port=9100            port to listen on (0: pick a free one)\n"
+         "  --threads=2            event-loop threads\n"
+         "  --latency-ms=0         delay before a non-streaming answer\n"
+         "  --ttft-ms=0            delay before the first streamed chunk\n"
+         "  --chunk-delay-ms=0     delay before each further streamed content chunk\n"
+         "  --reply-words=16       words in a reply\n"
+         "  --api-key=             when set, /v1/* requires 'Authorization: Bearer <key>'\n"
+         "  --idle-timeout-s=300   close keep-alive connections idle this long\n";
+}
+
+bool ParseInt(std::string_view text, int min, int max, int& out) {
+  int value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max) {
+    return false;
+  }
+  out = value;
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  nexusflow::mock::MockOptions options;
+  int port = options.port;
+  struct IntFlag {
+    std::string_view name;
+    int* target;
+    int min;
+    int max;
+  };
+  const IntFlag int_flags[] = {
+      {"port", &port, 0, 65535},
+      {"threads", &options.threads, 1, 256},
+      {"latency-ms", &options.latency_ms, 0, 3600 * 1000},
+      {"ttft-ms", &options.ttft_ms, 0, 3600 * 1000},
+      {"chunk-delay-ms", &options.chunk_delay_ms, 0, 3600 * 1000},
+      {"reply-words", &options.reply_words, 0, 1000000},
+      {"idle-timeout-s", &options.idle_timeout_s, 1, 86400},
+  };
+
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      PrintUsage(std::cout);
+      return 0;
+    }
+    const std::size_t eq = arg.find('=');
+    if (!arg.starts_with("--") || eq == std::string_view::npos) {
+      std::cerr << "mock-provider: expected --name=value, got '" << arg << "'\n";
+      PrintUsage(std::cerr);
+      return 2;
+    }
+    const std::string_view name = arg.substr(2, eq - 2);
+    const std::string_view value = arg.substr(eq + 1);
+    if (name == "host") {
+      options.host = value;
+      continue;
+    }
+    if (name == "api-key") {
+      options.api_key = value;
+      continue;
+    }
+    bool known = false;
+    for (const IntFlag& flag : int_flags) {
+      if (flag.name != name) continue;
+      known = true;
+      if (!ParseInt(value, flag.min, flag.max, *flag.target)) {
+        std::cerr << "mock-provider: --" << name << " needs an integer in [" << flag.min << ", "
+                  << flag.max << "], got '" << value << "'\n";
+        return 2;
+      }
+    }
+    if (!known) {
+      std::cerr << "mock-provider: unknown flag --" << name << '\n';
+      PrintUsage(std::cerr);
+      return 2;
+    }
+  }
+  options.port = static_cast<std::uint16_t>(port);
+  return nexusflow::mock::RunMockProvider(options);
+}
