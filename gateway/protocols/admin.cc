@@ -65,7 +65,7 @@ std::string UsageListJson(const billing::v1::ListUsageResponse& resp) {
         {"created_at", Iso(r.created_at().seconds())}});
   }
   json::object body{{"object", "list"}, {"data", std::move(data)}, {"has_more", resp.has_more()}};
-  if (resp.records_size() > 0) body["next_after"] = resp.records(resp.records_size() - 1).sequence();
+  if (resp.has_more()) body["next_after"] = resp.records(resp.records_size() - 1).request_id();
   return json::serialize(body);
 }
 
@@ -90,9 +90,17 @@ bool ParsePaging(const HttpRequest& req, billing::v1::ListUsageRequest* out, Htt
     return true;
   };
   int64_t limit = 100, after = 0;
-  if (!parse("limit", 1, 1000, &limit) || !parse("after", 1, INT64_MAX, &after)) return false;
+  if (!parse("limit", 1, 1000, &limit)) return false;
   out->set_limit(static_cast<int32_t>(limit));
-  out->set_after(after);
+  // `after` is the request id of the last record seen (or its numeric cursor).
+  if (auto it = req.query.find("after"); it != req.query.end() && !it->second.empty()) {
+    if (it->second.find_first_not_of("0123456789") == std::string::npos) {
+      if (!parse("after", 1, INT64_MAX, &after)) return false;
+      out->set_after(after);
+    } else {
+      out->set_after_request_id(it->second);
+    }
+  }
   return true;
 }
 

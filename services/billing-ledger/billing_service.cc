@@ -172,7 +172,14 @@ grpc::ServerUnaryReactor* BillingLedgerService::ListUsage(grpc::CallbackServerCo
   int limit = req->limit() == 0 ? 100 : req->limit();
   if (limit < 1 || limit > 1000)
     return Done(ctx, absl::InvalidArgumentError("limit must be between 1 and 1000"));
-  auto rows = store_->ListUsage(req->account_id(), limit + 1, req->after());
+  int64_t after = req->after();
+  if (!req->after_request_id().empty()) {
+    auto seq = store_->UsageSequence(req->account_id(), req->after_request_id());
+    if (!seq.ok()) return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
+                                   "Invalid 'after': no usage record for request ", req->after_request_id(), ".")));
+    after = *seq;
+  }
+  auto rows = store_->ListUsage(req->account_id(), limit + 1, after);
   if (!rows.ok()) return Done(ctx, rows.status());
   resp->set_has_more(static_cast<int>(rows->size()) > limit);
   if (resp->has_more()) rows->pop_back();

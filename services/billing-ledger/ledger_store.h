@@ -52,6 +52,9 @@ class LedgerStore {
   // Charges row.cost and records the row, unless row.request_id was settled before.
   virtual absl::StatusOr<ChangeResult> Settle(const UsageRow& row) = 0;
   // Newest first; `before` = 0 starts at the newest.
+  // The sequence of `request_id`'s record in the account; NOT_FOUND when none.
+  virtual absl::StatusOr<int64_t> UsageSequence(const std::string& account_id,
+                                                const std::string& request_id) = 0;
   virtual absl::StatusOr<std::vector<UsageRow>> ListUsage(const std::string& account_id,
                                                           int limit, int64_t before) = 0;
 };

@@ -173,6 +173,18 @@ class SqliteLedgerStore : public LedgerStore {
     return ChangeResult{balance, r.cost, false};
   }
 
+  absl::StatusOr<int64_t> UsageSequence(const std::string& account_id,
+                                        const std::string& request_id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto st = db_->Prepare("SELECT seq FROM usage_records WHERE request_id = ? AND account_id = ?");
+    if (!st.ok()) return st.status();
+    st->Bind(1, request_id).Bind(2, account_id);
+    auto row = st->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::NotFoundError("no such usage record");
+    return st->Int(0);
+  }
+
   absl::StatusOr<std::vector<UsageRow>> ListUsage(const std::string& account_id, int limit,
                                                   int64_t before) override {
     std::lock_guard<std::mutex> lock(mu_);
