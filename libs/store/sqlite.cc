@@ -82,7 +82,10 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path
   return out;
 }
 
-SqliteDb::~SqliteDb() { sqlite3_close(db_); }
+SqliteDb::~SqliteDb() {
+  for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+  sqlite3_close(db_);
+}
 
 absl::Status SqliteDb::Exec(std::string_view sql) {
   char* err = nullptr;
@@ -97,10 +100,13 @@ absl::Status SqliteDb::Exec(std::string_view sql) {
 }
 
 absl::StatusOr<SqliteStatement> SqliteDb::Prepare(std::string_view sql) {
+  std::string key(sql);
+  if (auto it = cache_.find(key); it != cache_.end()) return SqliteStatement(db_, it->second, true);
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
   if (rc != SQLITE_OK) return SqliteError(db_, rc, absl::StrCat("prepare: ", std::string(sql)));
-  return SqliteStatement(db_, stmt);
+  cache_.emplace(std::move(key), stmt);
+  return SqliteStatement(db_, stmt, true);
 }
 
 }  // namespace nexusflow

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -17,10 +18,22 @@ namespace nexusflow {
 
 class SqliteStatement {
  public:
-  SqliteStatement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
-  SqliteStatement(SqliteStatement&& o) noexcept : db_(o.db_), stmt_(o.stmt_) { o.stmt_ = nullptr; }
+  // `cached`: the statement belongs to the connection's cache and is only reset here.
+  SqliteStatement(sqlite3* db, sqlite3_stmt* stmt, bool cached = false)
+      : db_(db), stmt_(stmt), cached_(cached) {}
+  SqliteStatement(SqliteStatement&& o) noexcept : db_(o.db_), stmt_(o.stmt_), cached_(o.cached_) {
+    o.stmt_ = nullptr;
+  }
   SqliteStatement(const SqliteStatement&) = delete;
-  ~SqliteStatement() { sqlite3_finalize(stmt_); }
+  ~SqliteStatement() {
+    if (!stmt_) return;
+    if (cached_) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    } else {
+      sqlite3_finalize(stmt_);
+    }
+  }
 
   SqliteStatement& Bind(int index, int64_t v);
   SqliteStatement& Bind(int index, std::string_view v);
@@ -39,6 +52,7 @@ class SqliteStatement {
  private:
   sqlite3* db_;
   sqlite3_stmt* stmt_;
+  bool cached_;
 };
 
 class SqliteDb {
@@ -49,12 +63,15 @@ class SqliteDb {
   ~SqliteDb();
 
   absl::Status Exec(std::string_view sql);
+  // Prepared once per connection and reused (callers serialise access to the
+  // connection, and a statement is in use by one caller at a time).
   absl::StatusOr<SqliteStatement> Prepare(std::string_view sql);
   int64_t Changes() const { return sqlite3_changes64(db_); }
 
  private:
   explicit SqliteDb(sqlite3* db) : db_(db) {}
   sqlite3* db_;
+  std::unordered_map<std::string, sqlite3_stmt*> cache_;
 };
 
 // The SQLite error as a status: busy/locked → UNAVAILABLE, constraint → ALREADY_EXISTS.
