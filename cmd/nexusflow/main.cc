@@ -10,6 +10,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_join.h"
 #include "cmd/nexusflow/modules.h"
 
@@ -21,6 +22,9 @@ ABSL_FLAG(std::string, http_listen, "", "override server.http_listen");
 ABSL_FLAG(std::string, metrics_listen, "", "override server.metrics_listen");
 
 int main(int argc, char** argv) {
+  // Abseil's mutex deadlock detection (on in Debian's build) costs every lock a graph
+  // update; it is a debugging aid, not for serving.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::SetProgramUsageMessage("nexusflow --config=FILE [--target=all|auth,routing,...]");
   // Flags are spelled with dashes (--check-config); Abseil names them with underscores.
   std::vector<std::string> args(argv, argv + argc);

@@ -1,6 +1,7 @@
 #include "services/billing-ledger/billing_service.h"
 
 #include <prometheus/counter.h>
+#include <prometheus/histogram.h>
 
 #include "absl/strings/str_cat.h"
 #include "libs/common/ids.h"
@@ -16,6 +17,7 @@ struct Families {
   prometheus::Family<prometheus::Counter>& charged;
   prometheus::Family<prometheus::Counter>& settlements;
   prometheus::Family<prometheus::Counter>& reservations;
+  prometheus::Histogram& batch;
 };
 
 Families& Metrics() {
@@ -31,7 +33,12 @@ Families& Metrics() {
       prometheus::BuildCounter()
           .Name("nexusflow_billing_reservations_total")
           .Help("Hold requests by outcome (held, insufficient)")
-          .Register(MetricsRegistry())};
+          .Register(MetricsRegistry()),
+      prometheus::BuildHistogram()
+          .Name("nexusflow_billing_settle_batch_size")
+          .Help("Settlements committed per ledger transaction (group commit)")
+          .Register(MetricsRegistry())
+          .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256})};
   return f;
 }
 
@@ -56,6 +63,29 @@ BillingLedgerService::BillingLedgerService(std::unique_ptr<LedgerStore> store,
                                            std::function<int64_t()> now)
     : store_(std::move(store)), now_(now ? std::move(now) : [] { return UnixNow(); }) {
   Metrics();
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+BillingLedgerService::~BillingLedgerService() {
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  writer_.join();
+}
+
+absl::StatusOr<BillingLedgerService::AccountState*> BillingLedgerService::AccountLocked(
+    const std::string& account_id) {
+  auto it = accounts_.find(account_id);
+  if (it != accounts_.end()) return &it->second;
+  auto row = store_->GetAccount(account_id);
+  if (!row.ok()) return row.status();
+  AccountState& a = accounts_[account_id];
+  a.balance = row->balance;
+  a.total_spent = row->total_spent;
+  a.updated_at = row->updated_at;
+  return &a;
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::Reserve(grpc::CallbackServerContext* ctx,
@@ -65,19 +95,19 @@ grpc::ServerUnaryReactor* BillingLedgerService::Reserve(grpc::CallbackServerCont
     return Done(ctx, absl::InvalidArgumentError("request_id and account_id are required"));
   if (req->amount_nano_usd() < 0)
     return Done(ctx, absl::InvalidArgumentError("amount must not be negative"));
-  auto account = store_->GetAccount(req->account_id());
-  if (!account.ok()) return Done(ctx, account.status());
   std::lock_guard<std::mutex> lock(mu_);
-  int64_t& held = held_by_account_[req->account_id()];
+  auto account = AccountLocked(req->account_id());
+  if (!account.ok()) return Done(ctx, account.status());
+  AccountState& a = **account;
   if (auto it = hold_by_request_.find(req->request_id()); it != hold_by_request_.end()) {
     resp->set_hold_id(it->second);
-    resp->set_available_nano_usd(account->balance - held);
+    resp->set_available_nano_usd(a.balance - a.held);
     return Done(ctx, absl::OkStatus());
   }
-  int64_t available = account->balance - held;
+  int64_t available = a.balance - a.held;
   // An account must hold a positive balance to start a request, and enough for its
   // estimated maximum cost.
-  if (account->balance <= 0 || available < req->amount_nano_usd()) {
+  if (a.balance <= 0 || available < req->amount_nano_usd()) {
     Metrics().reservations.Add({{"outcome", "insufficient"}}).Increment();
     return Done(ctx, absl::FailedPreconditionError(absl::StrCat(
                          "Insufficient balance: available ", FormatUsd(available),
@@ -87,22 +117,18 @@ grpc::ServerUnaryReactor* BillingLedgerService::Reserve(grpc::CallbackServerCont
   std::string hold_id = NewId("hold_", 10);
   holds_[hold_id] = Hold{req->account_id(), req->request_id(), req->amount_nano_usd()};
   hold_by_request_[req->request_id()] = hold_id;
-  held += req->amount_nano_usd();
+  a.held += req->amount_nano_usd();
   Metrics().reservations.Add({{"outcome", "held"}}).Increment();
   resp->set_hold_id(hold_id);
   resp->set_available_nano_usd(available - req->amount_nano_usd());
   return Done(ctx, absl::OkStatus());
 }
 
-void BillingLedgerService::CloseHold(const std::string& hold_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+void BillingLedgerService::CloseHoldLocked(const std::string& hold_id) {
   auto it = holds_.find(hold_id);
   if (it == holds_.end()) return;
-  auto held = held_by_account_.find(it->second.account_id);
-  if (held != held_by_account_.end()) {
-    held->second -= it->second.amount;
-    if (held->second <= 0) held_by_account_.erase(held);
-  }
+  if (auto a = accounts_.find(it->second.account_id); a != accounts_.end())
+    a->second.held -= it->second.amount;
   hold_by_request_.erase(it->second.request_id);
   holds_.erase(it);
 }
@@ -116,53 +142,92 @@ grpc::ServerUnaryReactor* BillingLedgerService::Settle(grpc::CallbackServerConte
   if (u.input_tokens() < 0 || u.output_tokens() < 0 || u.cache_read_tokens() < 0 ||
       u.cache_write_tokens() < 0)
     return Done(ctx, absl::InvalidArgumentError("token counts must not be negative"));
-  UsageRow row;
-  row.request_id = req->request_id();
-  row.account_id = req->account_id();
-  row.key_id = req->key_id();
-  row.model = req->model();
-  row.protocol = req->protocol();
-  row.deployment_id = req->deployment_id();
-  row.usage = u;
-  row.price = req->price();
-  row.cost = CostNanoUsd(u, req->price());
-  row.created_at = now_();
-  auto result = store_->Settle(row);
-  if (!result.ok()) return Done(ctx, result.status());
-  if (!req->hold_id().empty()) CloseHold(req->hold_id());
-  if (result->duplicate) {
-    Metrics().settlements.Add({{"outcome", "duplicate"}}).Increment();
-  } else {
-    Metrics().settlements.Add({{"outcome", "charged"}}).Increment();
-    Metrics().charged.Add({{"model", req->model()}}).Increment(static_cast<double>(result->cost));
+  PendingSettle p;
+  p.row.request_id = req->request_id();
+  p.row.account_id = req->account_id();
+  p.row.key_id = req->key_id();
+  p.row.model = req->model();
+  p.row.protocol = req->protocol();
+  p.row.deployment_id = req->deployment_id();
+  p.row.usage = u;
+  p.row.price = req->price();
+  p.row.cost = CostNanoUsd(u, req->price());
+  p.row.created_at = now_();
+  p.hold_id = req->hold_id();
+  p.reactor = ctx->DefaultReactor();
+  p.response = resp;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    queue_.push_back(std::move(p));
   }
-  resp->set_cost_nano_usd(result->cost);
-  resp->set_balance_nano_usd(result->balance);
-  resp->set_duplicate(result->duplicate);
-  return Done(ctx, absl::OkStatus());
+  queue_cv_.notify_one();
+  return p.reactor;
+}
+
+void BillingLedgerService::WriterLoop() {
+  std::unique_lock<std::mutex> lock(queue_mu_);
+  while (true) {
+    queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and everything was written
+    std::deque<PendingSettle> batch;
+    batch.swap(queue_);
+    lock.unlock();
+    std::vector<UsageRow> rows;
+    rows.reserve(batch.size());
+    for (const auto& p : batch) rows.push_back(p.row);
+    auto results = store_->SettleBatch(rows);
+    {
+      std::lock_guard<std::mutex> state_lock(mu_);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        auto& p = batch[i];
+        absl::Status status = results.ok() ? (*results)[i].status() : results.status();
+        if (!status.ok()) {
+          p.reactor->Finish(ToGrpcStatus(status));
+          continue;
+        }
+        const ChangeResult& r = *(*results)[i];
+        if (!p.hold_id.empty()) CloseHoldLocked(p.hold_id);
+        if (r.duplicate) {
+          Metrics().settlements.Add({{"outcome", "duplicate"}}).Increment();
+        } else {
+          Metrics().settlements.Add({{"outcome", "charged"}}).Increment();
+          Metrics().charged.Add({{"model", p.row.model}}).Increment(static_cast<double>(r.cost));
+          if (auto a = accounts_.find(p.row.account_id); a != accounts_.end()) {
+            a->second.balance = r.balance;
+            a->second.total_spent += r.cost;
+            a->second.updated_at = p.row.created_at;
+          }
+        }
+        p.response->set_cost_nano_usd(r.cost);
+        p.response->set_balance_nano_usd(r.balance);
+        p.response->set_duplicate(r.duplicate);
+        p.reactor->Finish(grpc::Status::OK);
+      }
+    }
+    Metrics().batch.Observe(static_cast<double>(batch.size()));
+    lock.lock();
+  }
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::ReleaseHold(grpc::CallbackServerContext* ctx,
                                                             const pb::ReleaseHoldRequest* req,
                                                             pb::ReleaseHoldResponse*) {
-  CloseHold(req->hold_id());
+  std::lock_guard<std::mutex> lock(mu_);
+  CloseHoldLocked(req->hold_id());
   return Done(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::GetBalance(grpc::CallbackServerContext* ctx,
                                                            const pb::GetBalanceRequest* req,
                                                            pb::Balance* resp) {
-  auto account = store_->GetAccount(req->account_id());
+  std::lock_guard<std::mutex> lock(mu_);
+  auto account = AccountLocked(req->account_id());
   if (!account.ok()) return Done(ctx, account.status());
-  resp->set_account_id(account->id);
-  resp->set_balance_nano_usd(account->balance);
-  resp->set_total_spent_nano_usd(account->total_spent);
-  resp->mutable_last_updated()->set_seconds(account->updated_at);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = held_by_account_.find(req->account_id());
-    resp->set_held_nano_usd(it == held_by_account_.end() ? 0 : it->second);
-  }
+  resp->set_account_id(req->account_id());
+  resp->set_balance_nano_usd((*account)->balance);
+  resp->set_total_spent_nano_usd((*account)->total_spent);
+  resp->set_held_nano_usd((*account)->held);
+  resp->mutable_last_updated()->set_seconds((*account)->updated_at);
   return Done(ctx, absl::OkStatus());
 }
 
@@ -229,6 +294,13 @@ grpc::ServerUnaryReactor* BillingLedgerService::Credit(grpc::CallbackServerConte
   auto r = store_->Credit(req->account_id(), req->amount_nano_usd(), req->idempotency_key(),
                           req->note(), now_());
   if (!r.ok()) return Done(ctx, r.status());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto a = accounts_.find(req->account_id()); a != accounts_.end() && !r->duplicate) {
+      a->second.balance += req->amount_nano_usd();
+      a->second.updated_at = now_();
+    }
+  }
   resp->set_balance_nano_usd(r->balance);
   resp->set_duplicate(r->duplicate);
   return Done(ctx, absl::OkStatus());

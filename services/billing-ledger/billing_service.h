@@ -1,10 +1,16 @@
 #pragma once
-// BillingLedgerService: holds (in memory: a hold only has to outlive its request) on top
-// of a durable LedgerStore (balances, journal, usage records).
+// BillingLedgerService: holds and balances answered from memory, durable changes through
+// a LedgerStore. Settlements are group-committed by one writer thread: whatever queued
+// while the previous transaction ran goes into the next one, so a settlement costs one
+// transaction when idle and a share of one under load. One billing-ledger replica owns
+// the accounts it serves (its memory mirrors the store).
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "nexusflow/billing/v1/billing.grpc.pb.h"
@@ -18,6 +24,7 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
  public:
   explicit BillingLedgerService(std::unique_ptr<LedgerStore> store,
                                 std::function<int64_t()> now = nullptr);
+  ~BillingLedgerService() override;
 
   grpc::ServerUnaryReactor* Reserve(grpc::CallbackServerContext*, const pb::ReserveRequest*,
                                     pb::ReserveResponse*) override;
@@ -45,14 +52,36 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
     std::string request_id;
     int64_t amount;
   };
-  void CloseHold(const std::string& hold_id);
+  struct AccountState {
+    int64_t balance = 0;      // nano-USD, as committed
+    int64_t total_spent = 0;  // nano-USD
+    int64_t held = 0;         // open holds
+    int64_t updated_at = 0;
+  };
+  struct PendingSettle {
+    UsageRow row;
+    std::string hold_id;
+    grpc::ServerUnaryReactor* reactor;
+    pb::SettleResponse* response;
+  };
+
+  // The account's state, loaded from the store on first use; mu_ held.
+  absl::StatusOr<AccountState*> AccountLocked(const std::string& account_id);
+  void CloseHoldLocked(const std::string& hold_id);
+  void WriterLoop();
 
   std::unique_ptr<LedgerStore> store_;
   std::function<int64_t()> now_;
-  std::mutex mu_;  // holds
+  std::mutex mu_;  // holds and account states
+  std::unordered_map<std::string, AccountState> accounts_;
   std::unordered_map<std::string, Hold> holds_;
   std::unordered_map<std::string, std::string> hold_by_request_;
-  std::unordered_map<std::string, int64_t> held_by_account_;
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<PendingSettle> queue_;
+  bool stopping_ = false;
+  std::thread writer_;
 };
 
 }  // namespace nexusflow::billing

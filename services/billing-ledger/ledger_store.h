@@ -49,8 +49,17 @@ class LedgerStore {
   virtual absl::StatusOr<ChangeResult> Credit(const std::string& account_id, int64_t amount,
                                               const std::string& idempotency_key,
                                               const std::string& note, int64_t now) = 0;
-  // Charges row.cost and records the row, unless row.request_id was settled before.
-  virtual absl::StatusOr<ChangeResult> Settle(const UsageRow& row) = 0;
+  // Charges each row's cost and records it, unless its request_id was settled before,
+  // all in one transaction (group commit). Results are in the order of `rows`; a row
+  // that fails (unknown account) fails alone. The outer status fails when nothing
+  // could be committed.
+  virtual absl::StatusOr<std::vector<absl::StatusOr<ChangeResult>>> SettleBatch(
+      const std::vector<UsageRow>& rows) = 0;
+  absl::StatusOr<ChangeResult> Settle(const UsageRow& row) {
+    auto r = SettleBatch({row});
+    if (!r.ok()) return r.status();
+    return r->front();
+  }
   // Newest first; `before` = 0 starts at the newest.
   // The sequence of `request_id`'s record in the account; NOT_FOUND when none.
   virtual absl::StatusOr<int64_t> UsageSequence(const std::string& account_id,

@@ -133,44 +133,23 @@ class SqliteLedgerStore : public LedgerStore {
     return ChangeResult{balance, 0, false};
   }
 
-  absl::StatusOr<ChangeResult> Settle(const UsageRow& r) override {
+  absl::StatusOr<std::vector<absl::StatusOr<ChangeResult>>> SettleBatch(
+      const std::vector<UsageRow>& rows) override {
     std::lock_guard<std::mutex> lock(mu_);
     Transaction tx(*db_);
     if (!tx.status().ok()) return tx.status();
-    {
-      auto prior = db_->Prepare("SELECT cost, balance_after FROM usage_records WHERE request_id = ?");
-      if (!prior.ok()) return prior.status();
-      prior->Bind(1, r.request_id);
-      auto row = prior->Step();
-      if (!row.ok()) return row.status();
-      if (*row) return ChangeResult{prior->Int(1), prior->Int(0), true};
+    std::vector<absl::StatusOr<ChangeResult>> out;
+    out.reserve(rows.size());
+    for (const auto& r : rows) {
+      // A savepoint per row: a row that fails leaves no half-applied change.
+      if (auto s = db_->Exec("SAVEPOINT settle_row"); !s.ok()) return s;
+      auto one = SettleLocked(r);
+      if (!one.ok()) (void)db_->Exec("ROLLBACK TO settle_row");
+      if (auto s = db_->Exec("RELEASE settle_row"); !s.ok()) return s;
+      out.push_back(std::move(one));
     }
-    auto account = GetLocked(r.account_id);
-    if (!account.ok()) return account.status();
-    int64_t balance = account->balance - r.cost;
-    if (r.cost > 0) {
-      if (auto s = Apply(r.account_id, -r.cost, r.cost, r.created_at); !s.ok()) return s;
-      if (auto s = Journal(r.account_id, "@revenue", r.cost, "charge", r.request_id, r.created_at);
-          !s.ok())
-        return s;
-    }
-    auto ins = db_->Prepare(
-        "INSERT INTO usage_records (request_id, account_id, key_id, model, protocol, "
-        "deployment_id, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, "
-        "reasoning_tokens, price_input, price_output, price_cache_read, price_cache_write, "
-        "cost, balance_after, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-    if (!ins.ok()) return ins.status();
-    ins->Bind(1, r.request_id).Bind(2, r.account_id).Bind(3, r.key_id).Bind(4, r.model);
-    ins->Bind(5, int64_t{r.protocol}).Bind(6, r.deployment_id);
-    ins->Bind(7, r.usage.input_tokens()).Bind(8, r.usage.cache_read_tokens());
-    ins->Bind(9, r.usage.cache_write_tokens()).Bind(10, r.usage.output_tokens());
-    ins->Bind(11, r.usage.reasoning_tokens()).Bind(12, r.price.input_nano_usd_per_mtok());
-    ins->Bind(13, r.price.output_nano_usd_per_mtok()).Bind(14, r.price.cache_read_nano_usd_per_mtok());
-    ins->Bind(15, r.price.cache_write_nano_usd_per_mtok()).Bind(16, r.cost).Bind(17, balance);
-    ins->Bind(18, r.created_at);
-    if (auto s = ins->Run(); !s.ok()) return s;
     if (auto s = tx.Commit(); !s.ok()) return s;
-    return ChangeResult{balance, r.cost, false};
+    return out;
   }
 
   absl::StatusOr<int64_t> UsageSequence(const std::string& account_id,
@@ -226,6 +205,42 @@ class SqliteLedgerStore : public LedgerStore {
   }
 
  private:
+  absl::StatusOr<ChangeResult> SettleLocked(const UsageRow& r) {
+    {
+      auto prior = db_->Prepare("SELECT cost, balance_after FROM usage_records WHERE request_id = ?");
+      if (!prior.ok()) return prior.status();
+      prior->Bind(1, r.request_id);
+      auto row = prior->Step();
+      if (!row.ok()) return row.status();
+      if (*row) return ChangeResult{prior->Int(1), prior->Int(0), true};
+    }
+    auto account = GetLocked(r.account_id);
+    if (!account.ok()) return account.status();
+    int64_t balance = account->balance - r.cost;
+    if (r.cost > 0) {
+      if (auto s = Apply(r.account_id, -r.cost, r.cost, r.created_at); !s.ok()) return s;
+      if (auto s = Journal(r.account_id, "@revenue", r.cost, "charge", r.request_id, r.created_at);
+          !s.ok())
+        return s;
+    }
+    auto ins = db_->Prepare(
+        "INSERT INTO usage_records (request_id, account_id, key_id, model, protocol, "
+        "deployment_id, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, "
+        "reasoning_tokens, price_input, price_output, price_cache_read, price_cache_write, "
+        "cost, balance_after, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    if (!ins.ok()) return ins.status();
+    ins->Bind(1, r.request_id).Bind(2, r.account_id).Bind(3, r.key_id).Bind(4, r.model);
+    ins->Bind(5, int64_t{r.protocol}).Bind(6, r.deployment_id);
+    ins->Bind(7, r.usage.input_tokens()).Bind(8, r.usage.cache_read_tokens());
+    ins->Bind(9, r.usage.cache_write_tokens()).Bind(10, r.usage.output_tokens());
+    ins->Bind(11, r.usage.reasoning_tokens()).Bind(12, r.price.input_nano_usd_per_mtok());
+    ins->Bind(13, r.price.output_nano_usd_per_mtok()).Bind(14, r.price.cache_read_nano_usd_per_mtok());
+    ins->Bind(15, r.price.cache_write_nano_usd_per_mtok()).Bind(16, r.cost).Bind(17, balance);
+    ins->Bind(18, r.created_at);
+    if (auto s = ins->Run(); !s.ok()) return s;
+    return ChangeResult{balance, r.cost, false};
+  }
+
   absl::StatusOr<AccountRow> GetLocked(const std::string& id) {
     auto st = db_->Prepare(
         "SELECT id, name, balance, total_spent, created_at, updated_at FROM accounts WHERE id = ?");

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <deque>
 #include <mutex>
 #include <unordered_map>
@@ -81,10 +82,12 @@ class MemoryCounterStore : public CounterStore {
       a.denied_by = Denial::kConcurrency;
       a.retry_after = std::chrono::seconds(1);
     } else {
-      s.requests.push_back(now);
+      if (limits.rpm > 0) s.requests.push_back(now);
       uint64_t serial = s.next_serial++;
-      s.tokens.push_back({now, tokens, serial});
-      s.token_sum += tokens;
+      if (limits.tpm > 0) {
+        s.tokens.push_back({now, tokens, serial});
+        s.token_sum += tokens;
+      }
       ++s.in_flight;
       a.lease_id = NewId("lease_", 10);
       shard.leases[a.lease_id] = Lease{subject, serial, now + ttl_};
@@ -116,12 +119,12 @@ class MemoryCounterStore : public CounterStore {
     s.Expire(now);
     --s.in_flight;
     if (actual_tokens >= 0) {
-      for (auto& e : s.tokens) {
-        if (e.serial == it->second.serial) {
-          s.token_sum += actual_tokens - e.tokens;
-          e.tokens = actual_tokens;
-          break;
-        }
+      // Entries are in serial order: find this lease's by binary search.
+      auto e = std::lower_bound(s.tokens.begin(), s.tokens.end(), it->second.serial,
+                                [](const TokenEntry& t, uint64_t serial) { return t.serial < serial; });
+      if (e != s.tokens.end() && e->serial == it->second.serial) {
+        s.token_sum += actual_tokens - e->tokens;
+        e->tokens = actual_tokens;
       }
     }
     shard.leases.erase(it);
