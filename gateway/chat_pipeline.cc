@@ -83,6 +83,28 @@ class Latch {
   int n_;
 };
 
+// Events out of the connector's stream of chunks, one at a time.
+class EventReader {
+ public:
+  explicit EventReader(grpc::ClientReaderInterface<connector::v1::ChatChunk>* reader)
+      : reader_(reader) {}
+  bool Next(llm::v1::ChatEvent* event) {
+    while (index_ >= chunk_.events_size()) {
+      if (!reader_->Read(&chunk_)) return false;
+      index_ = 0;
+    }
+    *event = std::move(*chunk_.mutable_events(index_++));
+    return true;
+  }
+  // The last event returned ended its chunk (a good moment to flush).
+  bool at_chunk_end() const { return index_ >= chunk_.events_size(); }
+
+ private:
+  grpc::ClientReaderInterface<connector::v1::ChatChunk>* reader_;
+  connector::v1::ChatChunk chunk_;
+  int index_ = 0;
+};
+
 }  // namespace
 
 struct Gateway::ChatJob {
@@ -215,14 +237,15 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
   cctx.set_deadline(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(config_.provider_connector.request_timeout_ms + 30000));
   auto reader = backends_.connector->Chat(&cctx, call);
+  EventReader events(reader.get());
   ChatAnswer answer;
   llm::v1::ChatEvent event;
-  bool got_first = reader->Read(&event);
+  bool got_first = events.Next(&event);
   if (!got_first || (event.has_error() && !answer.has_usage)) {
     HttpError e;
     if (got_first) {
       e = {event.error().http_status() ? event.error().http_status() : 502, event.error().message(), "", ""};
-      while (reader->Read(&event)) {
+      while (events.Next(&event)) {
       }
       (void)reader->Finish();
     } else {
@@ -239,7 +262,7 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
   if (!job.request.stream()) {
     do {
       answer.Apply(event);
-    } while (reader->Read(&event));
+    } while (events.Next(&event));
     grpc::Status s = reader->Finish();
     if (!answer.error && !s.ok()) answer.error = llm::v1::StreamError{}, answer.error->set_http_status(502), answer.error->set_message(s.error_message());
     log.deployment = answer.deployment_id;
@@ -256,15 +279,16 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
   auto& active = Metrics().streams.Add({});
   active.Increment();
   bool client_ok = w.Start(200, "text/event-stream", headers);
+  std::string frames;  // the frames of one upstream read go out in one write
   do {
     answer.Apply(event);
-    if (event.has_error()) continue;
-    if (event.has_usage()) continue;  // rendered after settlement
-    if (client_ok) {
-      std::string frames = job.renderer->StreamEvent(event);
-      if (!frames.empty()) client_ok = w.Write(frames);
+    if (client_ok && !event.has_error() && !event.has_usage())  // usage: after settlement
+      frames += job.renderer->StreamEvent(event);
+    if (client_ok && events.at_chunk_end() && !frames.empty()) {
+      client_ok = w.Write(frames);
+      frames.clear();
     }
-  } while (reader->Read(&event));
+  } while (events.Next(&event));
   grpc::Status s = reader->Finish();
   log.deployment = answer.deployment_id;
   if (!answer.error && !s.ok()) {

@@ -52,7 +52,7 @@ constexpr size_t kMaxResponseBody = 64 << 20;
 class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
  public:
   ChatAttempt(const Config::ProviderConnector& config, HttpClient& http,
-              const pb::ChatCall& call, std::shared_ptr<QueuedWriter<ChatEvent>> writer)
+              const pb::ChatCall& call, std::shared_ptr<QueuedWriter<pb::ChatChunk>> writer)
       : config_(config),
         http_(http),
         call_(call),
@@ -114,7 +114,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     err->set_message(absl::StrCat("All upstream deployments failed: ",
                                   errors_.empty() ? "no deployment" : absl::StrJoin(errors_, "; ")));
     err->set_retryable(true);
-    writer_->Push(std::move(e));
+    Send(std::move(e));
     writer_->Finish(grpc::Status::OK);
   }
 
@@ -144,7 +144,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
         return false;
       }
     }
-    for (auto& e : events) writer_->Push(std::move(e));
+    Send(events);
     return !writer_->cancelled();
   }
 
@@ -180,7 +180,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       err->set_code(caller_fault ? "invalid_request" : "upstream_error");
       err->set_message(absl::StrCat("Upstream ", provider_, " answered HTTP ", status, ": ",
                                     UpstreamMessage()));
-      writer_->Push(std::move(e));
+      Send(std::move(e));
       writer_->Finish(grpc::Status::OK);
       return;
     }
@@ -199,7 +199,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     if (!events.empty() && events.front().has_start())
       events.front().mutable_start()->set_deployment_id(deployment_),
           events.front().mutable_start()->set_provider(provider_);
-    for (auto& e : events) writer_->Push(std::move(e));
+    Send(events);
     writer_->Finish(grpc::Status::OK);
   }
 
@@ -227,7 +227,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     events.erase(std::remove_if(events.begin(), events.end(),
                                 [](const ChatEvent& ev) { return ev.has_finish(); }),
                  events.end());
-    for (auto& ev : events) writer_->Push(std::move(ev));
+    Send(events);
     writer_->Finish(grpc::Status::OK);
   }
 
@@ -245,7 +245,21 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   const Config::ProviderConnector& config_;
   HttpClient& http_;
   pb::ChatCall call_;
-  std::shared_ptr<QueuedWriter<ChatEvent>> writer_;
+  std::shared_ptr<QueuedWriter<pb::ChatChunk>> writer_;
+
+  // Sends events as one chunk.
+  bool Send(std::vector<ChatEvent>& events) {
+    if (events.empty()) return !writer_->cancelled();
+    pb::ChatChunk chunk;
+    for (auto& e : events) *chunk.add_events() = std::move(e);
+    events.clear();
+    return writer_->Push(std::move(chunk));
+  }
+  bool Send(ChatEvent event) {
+    std::vector<ChatEvent> one;
+    one.push_back(std::move(event));
+    return Send(one);
+  }
   OpenAiDecoder decoder_;
   SseParser sse_;
   std::mutex mu_;
@@ -286,9 +300,9 @@ ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnect
   Metrics();
 }
 
-grpc::ServerWriteReactor<llm::v1::ChatEvent>* ProviderConnectorService::Chat(
+grpc::ServerWriteReactor<pb::ChatChunk>* ProviderConnectorService::Chat(
     grpc::CallbackServerContext*, const pb::ChatCall* call) {
-  auto writer = QueuedWriter<ChatEvent>::Create();
+  auto writer = QueuedWriter<pb::ChatChunk>::Create();
   if (call->candidates_size() == 0) {
     writer->Finish(grpc::Status(grpc::INVALID_ARGUMENT, "no candidate deployments"));
     return writer.get();

@@ -17,8 +17,8 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
  public:
   explicit ProviderConnectorService(const Config::ProviderConnector& config);
 
-  grpc::ServerWriteReactor<llm::v1::ChatEvent>* Chat(grpc::CallbackServerContext* ctx,
-                                                     const pb::ChatCall* call) override;
+  grpc::ServerWriteReactor<pb::ChatChunk>* Chat(grpc::CallbackServerContext* ctx,
+                                               const pb::ChatCall* call) override;
 
  private:
   Config::ProviderConnector config_;
