@@ -188,14 +188,7 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
   if (bstatus.ok()) job.hold_id = bresp.hold_id();
   job.headers = RateLimitHeaders(aresp);
   auto undo = [&] {
-    if (!job.lease_id.empty()) {
-      auto* ctx = new grpc::ClientContext;
-      auto* r = new ratelimit::v1::ReleaseRequest;
-      auto* resp = new ratelimit::v1::ReleaseResponse;
-      r->set_lease_id(job.lease_id);
-      r->set_actual_tokens(0);
-      backends_.ratelimit->async()->Release(ctx, r, resp, [ctx, r, resp](grpc::Status) { delete ctx; delete r; delete resp; });
-    }
+    ReleaseLease(job.lease_id, 0);
     if (!job.hold_id.empty()) {
       grpc::ClientContext ctx;
       billing::v1::ReleaseHoldRequest r;
@@ -354,18 +347,22 @@ void Gateway::Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log) {
     Metrics().settle_retries.Add({}).Increment();
     retrier_->Add(req);
   }
-  if (!job.lease_id.empty()) {
-    auto* ctx = new grpc::ClientContext;
-    auto* r = new ratelimit::v1::ReleaseRequest;
-    auto* resp = new ratelimit::v1::ReleaseResponse;
-    r->set_lease_id(job.lease_id);
-    r->set_actual_tokens(log.input_tokens + log.output_tokens);
-    backends_.ratelimit->async()->Release(ctx, r, resp, [ctx, r, resp](grpc::Status) {
-      delete ctx;
-      delete r;
-      delete resp;
-    });
-  }
+  ReleaseLease(job.lease_id, log.input_tokens + log.output_tokens);
+}
+
+void Gateway::ReleaseLease(const std::string& lease_id, int64_t actual_tokens) {
+  if (lease_id.empty()) return;
+  // Fire and forget: a lease the limiter never hears of expires on its own.
+  struct Call {
+    grpc::ClientContext ctx;
+    ratelimit::v1::ReleaseRequest req;
+    ratelimit::v1::ReleaseResponse resp;
+  };
+  auto* call = new Call;
+  call->req.set_lease_id(lease_id);
+  call->req.set_actual_tokens(actual_tokens);
+  backends_.ratelimit->async()->Release(&call->ctx, &call->req, &call->resp,
+                                        [call](grpc::Status) { delete call; });
 }
 
 }  // namespace nexusflow::gateway

@@ -62,6 +62,7 @@ class Gateway {
   struct ChatJob;
   void RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log);
   void Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log);
+  void ReleaseLease(const std::string& lease_id, int64_t actual_tokens);
 
   Config config_;
   Backends backends_;

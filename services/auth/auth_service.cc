@@ -6,6 +6,7 @@
 #include "libs/common/ids.h"
 #include "libs/common/status_map.h"
 #include "libs/metrics/metrics.h"
+#include "libs/rpc/unary.h"
 
 namespace nexusflow::auth {
 namespace {
@@ -32,11 +33,6 @@ void ToProto(const KeyRecord& k, pb::ApiKey* out) {
   if (k.expires_at) out->mutable_expires_at()->set_seconds(k.expires_at);
 }
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
 
 }  // namespace
 
@@ -49,20 +45,20 @@ grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext*
                                                     const pb::AuthenticateRequest* req,
                                                     pb::AuthenticateResponse* resp) {
   if (req->key_sha256().size() != 32)
-    return Done(ctx, absl::InvalidArgumentError("key_sha256 must be 32 bytes"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("key_sha256 must be 32 bytes"));
   auto key = store_->FindByHash(req->key_sha256());
   if (!key.ok()) {
-    if (key.status().code() != absl::StatusCode::kNotFound) return Done(ctx, key.status());
+    if (key.status().code() != absl::StatusCode::kNotFound) return FinishUnary(ctx, key.status());
     CountResult("unknown");
-    return Done(ctx, absl::UnauthenticatedError("Incorrect API key provided."));
+    return FinishUnary(ctx, absl::UnauthenticatedError("Incorrect API key provided."));
   }
   if (key->revoked) {
     CountResult("revoked");
-    return Done(ctx, absl::UnauthenticatedError("This API key has been revoked."));
+    return FinishUnary(ctx, absl::UnauthenticatedError("This API key has been revoked."));
   }
   if (key->expires_at && key->expires_at <= now_()) {
     CountResult("expired");
-    return Done(ctx, absl::UnauthenticatedError("This API key has expired."));
+    return FinishUnary(ctx, absl::UnauthenticatedError("This API key has expired."));
   }
   CountResult("ok");
   auto* id = resp->mutable_identity();
@@ -71,7 +67,7 @@ grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext*
   id->set_plan(key->plan);
   for (const auto& m : key->allowed_models) id->add_allowed_models(m);
   if (key->expires_at) id->mutable_expires_at()->set_seconds(key->expires_at);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerWriteReactor<pb::RevocationEvent>* AuthService::WatchRevocations(
@@ -95,13 +91,13 @@ grpc::ServerUnaryReactor* AuthService::CreateKey(grpc::CallbackServerContext* ct
                                                  const pb::CreateKeyRequest* req,
                                                  pb::CreateKeyResponse* resp) {
   if (req->account_id().empty())
-    return Done(ctx, absl::InvalidArgumentError("account_id is required"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("account_id is required"));
   std::string secret = req->secret().empty() ? NewApiKeySecret() : req->secret();
   if (secret.size() < 16 || secret.size() > 256)
-    return Done(ctx, absl::InvalidArgumentError("an imported key must be 16 to 256 characters"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("an imported key must be 16 to 256 characters"));
   for (char c : secret)
     if (c <= ' ' || c > '~')
-      return Done(ctx, absl::InvalidArgumentError("an imported key must be printable ASCII"));
+      return FinishUnary(ctx, absl::InvalidArgumentError("an imported key must be printable ASCII"));
   KeyRecord k;
   k.id = NewId("key_");
   k.key_sha256 = Sha256(secret);
@@ -114,34 +110,34 @@ grpc::ServerUnaryReactor* AuthService::CreateKey(grpc::CallbackServerContext* ct
   k.expires_at = req->has_expires_at() ? req->expires_at().seconds() : 0;
   if (auto s = store_->Insert(k); !s.ok()) {
     if (s.code() == absl::StatusCode::kAlreadyExists)
-      return Done(ctx, absl::AlreadyExistsError("a key with this secret already exists"));
-    return Done(ctx, s);
+      return FinishUnary(ctx, absl::AlreadyExistsError("a key with this secret already exists"));
+    return FinishUnary(ctx, s);
   }
   ToProto(k, resp->mutable_key());
   resp->set_secret(secret);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* AuthService::ListKeys(grpc::CallbackServerContext* ctx,
                                                 const pb::ListKeysRequest* req,
                                                 pb::ListKeysResponse* resp) {
   auto keys = store_->List(req->account_id());
-  if (!keys.ok()) return Done(ctx, keys.status());
+  if (!keys.ok()) return FinishUnary(ctx, keys.status());
   for (const auto& k : *keys) ToProto(k, resp->add_keys());
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* AuthService::RevokeKey(grpc::CallbackServerContext* ctx,
                                                  const pb::RevokeKeyRequest* req,
                                                  pb::RevokeKeyResponse* resp) {
   auto key = store_->Revoke(req->key_id());
-  if (!key.ok()) return Done(ctx, key.status());
+  if (!key.ok()) return FinishUnary(ctx, key.status());
   ToProto(*key, resp->mutable_key());
   pb::RevocationEvent event;
   event.set_key_sha256(key->key_sha256);
   event.set_key_id(key->id);
   Broadcast(event);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 }  // namespace nexusflow::auth

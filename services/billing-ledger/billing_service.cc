@@ -8,6 +8,7 @@
 #include "libs/common/money.h"
 #include "libs/common/status_map.h"
 #include "libs/metrics/metrics.h"
+#include "libs/rpc/unary.h"
 #include "services/billing-ledger/pricing.h"
 
 namespace nexusflow::billing {
@@ -42,11 +43,6 @@ Families& Metrics() {
   return f;
 }
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
 
 void ToProto(const AccountRow& a, pb::Account* out) {
   out->set_id(a.id);
@@ -92,24 +88,24 @@ grpc::ServerUnaryReactor* BillingLedgerService::Reserve(grpc::CallbackServerCont
                                                         const pb::ReserveRequest* req,
                                                         pb::ReserveResponse* resp) {
   if (req->request_id().empty() || req->account_id().empty())
-    return Done(ctx, absl::InvalidArgumentError("request_id and account_id are required"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("request_id and account_id are required"));
   if (req->amount_nano_usd() < 0)
-    return Done(ctx, absl::InvalidArgumentError("amount must not be negative"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("amount must not be negative"));
   std::lock_guard<std::mutex> lock(mu_);
   auto account = AccountLocked(req->account_id());
-  if (!account.ok()) return Done(ctx, account.status());
+  if (!account.ok()) return FinishUnary(ctx, account.status());
   AccountState& a = **account;
   if (auto it = hold_by_request_.find(req->request_id()); it != hold_by_request_.end()) {
     resp->set_hold_id(it->second);
     resp->set_available_nano_usd(a.balance - a.held);
-    return Done(ctx, absl::OkStatus());
+    return FinishUnary(ctx, absl::OkStatus());
   }
   int64_t available = a.balance - a.held;
   // An account must hold a positive balance to start a request, and enough for its
   // estimated maximum cost.
   if (a.balance <= 0 || available < req->amount_nano_usd()) {
     Metrics().reservations.Add({{"outcome", "insufficient"}}).Increment();
-    return Done(ctx, absl::FailedPreconditionError(absl::StrCat(
+    return FinishUnary(ctx, absl::FailedPreconditionError(absl::StrCat(
                          "Insufficient balance: available ", FormatUsd(available),
                          " USD, this request may cost up to ", FormatUsd(req->amount_nano_usd()),
                          " USD. Add credit to continue.")));
@@ -121,7 +117,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::Reserve(grpc::CallbackServerCont
   Metrics().reservations.Add({{"outcome", "held"}}).Increment();
   resp->set_hold_id(hold_id);
   resp->set_available_nano_usd(available - req->amount_nano_usd());
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 void BillingLedgerService::CloseHoldLocked(const std::string& hold_id) {
@@ -137,11 +133,11 @@ grpc::ServerUnaryReactor* BillingLedgerService::Settle(grpc::CallbackServerConte
                                                        const pb::SettleRequest* req,
                                                        pb::SettleResponse* resp) {
   if (req->request_id().empty() || req->account_id().empty())
-    return Done(ctx, absl::InvalidArgumentError("request_id and account_id are required"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("request_id and account_id are required"));
   const auto& u = req->usage();
   if (u.input_tokens() < 0 || u.output_tokens() < 0 || u.cache_read_tokens() < 0 ||
       u.cache_write_tokens() < 0)
-    return Done(ctx, absl::InvalidArgumentError("token counts must not be negative"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("token counts must not be negative"));
   PendingSettle p;
   p.row.request_id = req->request_id();
   p.row.account_id = req->account_id();
@@ -214,7 +210,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::ReleaseHold(grpc::CallbackServer
                                                             pb::ReleaseHoldResponse*) {
   std::lock_guard<std::mutex> lock(mu_);
   CloseHoldLocked(req->hold_id());
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::GetBalance(grpc::CallbackServerContext* ctx,
@@ -222,13 +218,13 @@ grpc::ServerUnaryReactor* BillingLedgerService::GetBalance(grpc::CallbackServerC
                                                            pb::Balance* resp) {
   std::lock_guard<std::mutex> lock(mu_);
   auto account = AccountLocked(req->account_id());
-  if (!account.ok()) return Done(ctx, account.status());
+  if (!account.ok()) return FinishUnary(ctx, account.status());
   resp->set_account_id(req->account_id());
   resp->set_balance_nano_usd((*account)->balance);
   resp->set_total_spent_nano_usd((*account)->total_spent);
   resp->set_held_nano_usd((*account)->held);
   resp->mutable_last_updated()->set_seconds((*account)->updated_at);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::ListUsage(grpc::CallbackServerContext* ctx,
@@ -236,16 +232,16 @@ grpc::ServerUnaryReactor* BillingLedgerService::ListUsage(grpc::CallbackServerCo
                                                           pb::ListUsageResponse* resp) {
   int limit = req->limit() == 0 ? 100 : req->limit();
   if (limit < 1 || limit > 1000)
-    return Done(ctx, absl::InvalidArgumentError("limit must be between 1 and 1000"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("limit must be between 1 and 1000"));
   int64_t after = req->after();
   if (!req->after_request_id().empty()) {
     auto seq = store_->UsageSequence(req->account_id(), req->after_request_id());
-    if (!seq.ok()) return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
+    if (!seq.ok()) return FinishUnary(ctx, absl::InvalidArgumentError(absl::StrCat(
                                    "Invalid 'after': no usage record for request ", req->after_request_id(), ".")));
     after = *seq;
   }
   auto rows = store_->ListUsage(req->account_id(), limit + 1, after);
-  if (!rows.ok()) return Done(ctx, rows.status());
+  if (!rows.ok()) return FinishUnary(ctx, rows.status());
   resp->set_has_more(static_cast<int>(rows->size()) > limit);
   if (resp->has_more()) rows->pop_back();
   for (const auto& r : *rows) {
@@ -261,39 +257,39 @@ grpc::ServerUnaryReactor* BillingLedgerService::ListUsage(grpc::CallbackServerCo
     out->mutable_created_at()->set_seconds(r.created_at);
     out->set_sequence(r.sequence);
   }
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::CreateAccount(grpc::CallbackServerContext* ctx,
                                                               const pb::CreateAccountRequest* req,
                                                               pb::Account* resp) {
   if (req->name().empty() || req->name().size() > 200)
-    return Done(ctx, absl::InvalidArgumentError("name must be 1 to 200 characters"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("name must be 1 to 200 characters"));
   auto a = store_->CreateAccount(req->name(), now_());
-  if (!a.ok()) return Done(ctx, a.status());
+  if (!a.ok()) return FinishUnary(ctx, a.status());
   ToProto(*a, resp);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::GetAccount(grpc::CallbackServerContext* ctx,
                                                            const pb::GetAccountRequest* req,
                                                            pb::Account* resp) {
   auto a = store_->GetAccount(req->account_id());
-  if (!a.ok()) return Done(ctx, a.status());
+  if (!a.ok()) return FinishUnary(ctx, a.status());
   ToProto(*a, resp);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::Credit(grpc::CallbackServerContext* ctx,
                                                        const pb::CreditRequest* req,
                                                        pb::CreditResponse* resp) {
   if (req->amount_nano_usd() <= 0)
-    return Done(ctx, absl::InvalidArgumentError("amount must be positive"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("amount must be positive"));
   if (req->idempotency_key().empty())
-    return Done(ctx, absl::InvalidArgumentError("idempotency_key is required"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("idempotency_key is required"));
   auto r = store_->Credit(req->account_id(), req->amount_nano_usd(), req->idempotency_key(),
                           req->note(), now_());
-  if (!r.ok()) return Done(ctx, r.status());
+  if (!r.ok()) return FinishUnary(ctx, r.status());
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto a = accounts_.find(req->account_id()); a != accounts_.end() && !r->duplicate) {
@@ -303,7 +299,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::Credit(grpc::CallbackServerConte
   }
   resp->set_balance_nano_usd(r->balance);
   resp->set_duplicate(r->duplicate);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 }  // namespace nexusflow::billing
