@@ -9,6 +9,8 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
@@ -29,6 +31,8 @@ struct Backends {
   std::unique_ptr<ratelimit::v1::RateLimiterService::Stub> ratelimit;
   std::unique_ptr<billing::v1::BillingLedgerService::Stub> billing;
   std::unique_ptr<connector::v1::ProviderConnectorService::Stub> connector;
+  // Channels to targets in other processes (for readiness), by target name.
+  std::vector<std::pair<std::string, std::shared_ptr<grpc::Channel>>> remote;
 };
 
 // Runs `body(ctx)` over and over on a thread (a watch stream), reconnecting after a pause,

@@ -95,7 +95,12 @@ void Gateway::Stop() {
   catalog_.Stop();
 }
 
-bool Gateway::ready() const { return !draining_ && catalog_.loaded() && auth_cache_.live(); }
+bool Gateway::ready() const {
+  if (draining_ || !catalog_.loaded() || !auth_cache_.live()) return false;
+  for (const auto& [name, channel] : backends_.remote)
+    if (channel->GetState(/*try_to_connect=*/true) != GRPC_CHANNEL_READY) return false;
+  return true;
+}
 
 Handler Gateway::handler() {
   return [this](const HttpRequest& req, ResponseWriter& w) {

@@ -79,7 +79,9 @@ class RunningProcess : public Process {
         missing = name;
         return host_.InProcessChannel();
       }
-      return DialTarget(it->second);
+      auto remote = DialTarget(it->second);
+      b.remote.emplace_back(name, remote);
+      return remote;
     };
     b.auth = auth::v1::AuthService::NewStub(channel("auth"));
     b.routing = routing::v1::RoutingService::NewStub(channel("routing"));
