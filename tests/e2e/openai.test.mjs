@@ -92,6 +92,11 @@ describe('chat completions', () => {
     assert.equal(response.status, 200);
     const requestId = response.headers.get('x-request-id');
     assert.ok(requestId && requestId.length >= 8, `x-request-id: ${requestId}`);
+    // The demo key is on plan `default` (1000 requests per minute).
+    assert.equal(response.headers.get('x-ratelimit-limit-requests'), '1000');
+    const remaining = Number(response.headers.get('x-ratelimit-remaining-requests'));
+    assert.ok(Number.isInteger(remaining) && remaining >= 0 && remaining < 1000,
+              `x-ratelimit-remaining-requests: ${response.headers.get('x-ratelimit-remaining-requests')}`);
     assert.equal(data.object, 'chat.completion');
     assert.match(data.id, /^chatcmpl-/);
     assert.equal(data.model, 'qwen3-max');
@@ -336,6 +341,8 @@ describe('errors', () => {
     const retryAfter = err.headers.get('retry-after');
     assert.match(retryAfter ?? '', /^\d+$/, `retry-after: ${retryAfter}`);
     assert.ok(Number(retryAfter) >= 1 && Number(retryAfter) <= 60, `retry-after: ${retryAfter}`);
+    assert.equal(err.headers.get('x-ratelimit-limit-requests'), '3');
+    assert.equal(err.headers.get('x-ratelimit-remaining-requests'), '0');
   });
 
   test('no credit → 402 insufficient_balance, and nothing is charged', async () => {
@@ -579,5 +586,7 @@ describe('ops', () => {
     assert.ok(counters.some((c) => c.value > 0),
               `every nexusflow counter is 0 after the tests made requests:\n${counters.map((c) => c.line).join('\n')}`);
     assert.ok(/^# TYPE nexusflow_\w+_total counter$/m.test(text), 'no counter TYPE lines');
+    assert.ok(counters.some((c) => c.line.startsWith('nexusflow_gateway_') && c.value > 0),
+              'no nexusflow_gateway_*_total counter moved, though the gateway served requests');
   });
 });
