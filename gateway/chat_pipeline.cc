@@ -64,33 +64,13 @@ HeaderList RateLimitHeaders(const ratelimit::v1::AcquireResponse& a) {
   return h;
 }
 
-// Waits for a set of async calls.
-class Latch {
- public:
-  explicit Latch(int n) : n_(n) {}
-  void CountDown() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (--n_ == 0) cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return n_ == 0; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_;
-};
-
 // Events out of the connector's stream of chunks, one at a time.
 class EventReader {
  public:
-  explicit EventReader(grpc::ClientReaderInterface<connector::v1::ChatChunk>* reader)
-      : reader_(reader) {}
+  explicit EventReader(ChatChunks* reader) : reader_(reader) {}
   bool Next(llm::v1::ChatEvent* event) {
     while (index_ >= chunk_.events_size()) {
-      if (!reader_->Read(&chunk_)) return false;
+      if (!reader_->Next(&chunk_)) return false;
       index_ = 0;
     }
     *event = std::move(*chunk_.mutable_events(index_++));
@@ -100,7 +80,7 @@ class EventReader {
   bool at_chunk_end() const { return index_ >= chunk_.events_size(); }
 
  private:
-  grpc::ClientReaderInterface<connector::v1::ChatChunk>* reader_;
+  ChatChunks* reader_;
   connector::v1::ChatChunk chunk_;
   int index_ = 0;
 };
@@ -167,35 +147,14 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
   ratelimit::v1::AcquireResponse aresp;
   billing::v1::ReserveResponse bresp;
   grpc::Status astatus, bstatus;
-  {
-    grpc::ClientContext actx, bctx;
-    auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
-    actx.set_deadline(deadline);
-    bctx.set_deadline(deadline);
-    Latch latch(2);
-    backends_.ratelimit->async()->Acquire(&actx, &areq, &aresp, [&](grpc::Status s) {
-      astatus = std::move(s);
-      latch.CountDown();
-    });
-    backends_.billing->async()->Reserve(&bctx, &breq, &bresp, [&](grpc::Status s) {
-      bstatus = std::move(s);
-      latch.CountDown();
-    });
-    latch.Wait();
-  }
+  path_.Admit(areq, &aresp, &astatus, breq, &bresp, &bstatus);
   bool admitted = astatus.ok() && aresp.decision() == ratelimit::v1::DECISION_ALLOWED;
   if (admitted) job.lease_id = aresp.lease_id();
   if (bstatus.ok()) job.hold_id = bresp.hold_id();
   job.headers = RateLimitHeaders(aresp);
   auto undo = [&] {
-    ReleaseLease(job.lease_id, 0);
-    if (!job.hold_id.empty()) {
-      grpc::ClientContext ctx;
-      billing::v1::ReleaseHoldRequest r;
-      r.set_hold_id(job.hold_id);
-      billing::v1::ReleaseHoldResponse resp;
-      (void)backends_.billing->ReleaseHold(&ctx, r, &resp);
-    }
+    path_.ReleaseLease(job.lease_id, 0);
+    path_.ReleaseHold(job.hold_id);
   };
   if (!astatus.ok()) {
     undo();
@@ -226,10 +185,8 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
   connector::v1::ChatCall call;
   *call.mutable_request() = job.request;
   *call.mutable_candidates() = job.model.deployments();
-  grpc::ClientContext cctx;
-  cctx.set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(config_.provider_connector.request_timeout_ms + 30000));
-  auto reader = backends_.connector->Chat(&cctx, call);
+  auto reader = path_.Chat(call, std::chrono::system_clock::now() +
+                                     std::chrono::milliseconds(config_.provider_connector.request_timeout_ms + 30000));
   EventReader events(reader.get());
   ChatAnswer answer;
   llm::v1::ChatEvent event;
@@ -335,10 +292,8 @@ void Gateway::Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log) {
   bool settled = false;
   for (int attempt = 0; attempt < 3 && !settled; ++attempt) {
     if (attempt) std::this_thread::sleep_for(std::chrono::milliseconds(20 * attempt));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     billing::v1::SettleResponse resp;
-    if (backends_.billing->Settle(&ctx, req, &resp).ok()) {
+    if (path_.Settle(req, &resp).ok()) {
       settled = true;
       log.cost_nano_usd = resp.cost_nano_usd();
     }
@@ -347,22 +302,7 @@ void Gateway::Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log) {
     Metrics().settle_retries.Add({}).Increment();
     retrier_->Add(req);
   }
-  ReleaseLease(job.lease_id, log.input_tokens + log.output_tokens);
-}
-
-void Gateway::ReleaseLease(const std::string& lease_id, int64_t actual_tokens) {
-  if (lease_id.empty()) return;
-  // Fire and forget: a lease the limiter never hears of expires on its own.
-  struct Call {
-    grpc::ClientContext ctx;
-    ratelimit::v1::ReleaseRequest req;
-    ratelimit::v1::ReleaseResponse resp;
-  };
-  auto* call = new Call;
-  call->req.set_lease_id(lease_id);
-  call->req.set_actual_tokens(actual_tokens);
-  backends_.ratelimit->async()->Release(&call->ctx, &call->req, &call->resp,
-                                        [call](grpc::Status) { delete call; });
+  path_.ReleaseLease(job.lease_id, log.input_tokens + log.output_tokens);
 }
 
 }  // namespace nexusflow::gateway

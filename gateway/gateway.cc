@@ -74,9 +74,10 @@ void WriteAccessLog(const HttpRequest& req, int status, double seconds, int64_t 
 
 }  // namespace
 
-Gateway::Gateway(const Config& config, Backends backends)
+Gateway::Gateway(const Config& config, Backends backends, LocalServices local)
     : config_(config),
       backends_(std::move(backends)),
+      path_(backends_, local),
       auth_cache_(backends_.auth.get(), config.gateway.auth_cache_ttl_seconds),
       catalog_(backends_.routing.get()),
       retrier_(std::make_unique<SettlementRetrier>(backends_.billing.get())) {

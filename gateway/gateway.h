@@ -9,6 +9,7 @@
 
 #include "gateway/backends.h"
 #include "gateway/http_server.h"
+#include "gateway/request_path.h"
 #include "gateway/protocols/renderer.h"
 #include "gateway/settlement_retrier.h"
 #include "libs/config/config.h"
@@ -31,7 +32,7 @@ struct RequestLog {
 
 class Gateway {
  public:
-  Gateway(const Config& config, Backends backends);
+  Gateway(const Config& config, Backends backends, LocalServices local = {});
   ~Gateway();
 
   // Starts the caches' watches. The HTTP server is separate (see Handler()).
@@ -62,10 +63,10 @@ class Gateway {
   struct ChatJob;
   void RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log);
   void Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log);
-  void ReleaseLease(const std::string& lease_id, int64_t actual_tokens);
 
   Config config_;
   Backends backends_;
+  RequestPath path_;
   AuthCache auth_cache_;
   CatalogCache catalog_;
   std::atomic<bool> draining_{false};

@@ -91,7 +91,9 @@ class RunningProcess : public Process {
     if (!missing.empty())
       return absl::InvalidArgumentError(absl::StrCat(
           "target '", missing, "' is not in this process and services.", missing, " is not configured"));
-    gateway_ = std::make_unique<gateway::Gateway>(config, std::move(b));
+    // Targets in this process are called directly on the request path.
+    gateway::LocalServices local{ratelimit_.get(), billing_.get(), connector_.get()};
+    gateway_ = std::make_unique<gateway::Gateway>(config, std::move(b), local);
     gateway_->Start();
     http_ = std::make_unique<gateway::HttpServer>(
         gateway::HttpServer::Options{config.server.http_listen, config.gateway.max_body_bytes, 120},

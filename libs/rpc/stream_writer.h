@@ -12,8 +12,24 @@
 
 namespace nexusflow {
 
+// Where a producer sends a stream of messages: a gRPC call (QueuedWriter) or, between
+// targets that share a process, a LocalStream read directly by the consumer.
+template <class T>
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  // Queues a message; false once the consumer has gone away or the stream finished.
+  virtual bool Push(T message) = 0;
+  // Ends the stream with `status` after every queued message.
+  virtual void Finish(grpc::Status status) = 0;
+  virtual bool cancelled() const = 0;
+  // Called once when the consumer goes away.
+  virtual void SetOnCancel(std::function<void()> fn) = 0;
+};
+
 template <class T>
 class QueuedWriter : public grpc::ServerWriteReactor<T>,
+                     public StreamSink<T>,
                      public std::enable_shared_from_this<QueuedWriter<T>> {
  public:
   static std::shared_ptr<QueuedWriter> Create() {
@@ -23,7 +39,7 @@ class QueuedWriter : public grpc::ServerWriteReactor<T>,
   }
 
   // Queues a message; false once the call is cancelled or finished.
-  bool Push(T message) {
+  bool Push(T message) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     if (cancelled_ || finish_requested_) return false;
     queue_.push_back(std::move(message));
@@ -32,7 +48,7 @@ class QueuedWriter : public grpc::ServerWriteReactor<T>,
   }
 
   // Ends the call with `status` after every queued message is written.
-  void Finish(grpc::Status status) {
+  void Finish(grpc::Status status) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     if (finish_requested_) return;
     finish_requested_ = true;
@@ -40,13 +56,13 @@ class QueuedWriter : public grpc::ServerWriteReactor<T>,
     MaybeStartLocked();
   }
 
-  bool cancelled() const {
+  bool cancelled() const override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     return cancelled_;
   }
 
   // Called once, on gRPC's thread, when the client goes away.
-  void SetOnCancel(std::function<void()> fn) {
+  void SetOnCancel(std::function<void()> fn) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     on_cancel_ = std::move(fn);
   }

@@ -87,28 +87,33 @@ absl::StatusOr<BillingLedgerService::AccountState*> BillingLedgerService::Accoun
 grpc::ServerUnaryReactor* BillingLedgerService::Reserve(grpc::CallbackServerContext* ctx,
                                                         const pb::ReserveRequest* req,
                                                         pb::ReserveResponse* resp) {
+  return FinishUnary(ctx, ReserveHold(*req, resp));
+}
+
+absl::Status BillingLedgerService::ReserveHold(const pb::ReserveRequest& request,
+                                               pb::ReserveResponse* resp) {
+  const pb::ReserveRequest* req = &request;
   if (req->request_id().empty() || req->account_id().empty())
-    return FinishUnary(ctx, absl::InvalidArgumentError("request_id and account_id are required"));
-  if (req->amount_nano_usd() < 0)
-    return FinishUnary(ctx, absl::InvalidArgumentError("amount must not be negative"));
+    return absl::InvalidArgumentError("request_id and account_id are required");
+  if (req->amount_nano_usd() < 0) return absl::InvalidArgumentError("amount must not be negative");
   std::lock_guard<std::mutex> lock(mu_);
   auto account = AccountLocked(req->account_id());
-  if (!account.ok()) return FinishUnary(ctx, account.status());
+  if (!account.ok()) return account.status();
   AccountState& a = **account;
   if (auto it = hold_by_request_.find(req->request_id()); it != hold_by_request_.end()) {
     resp->set_hold_id(it->second);
     resp->set_available_nano_usd(a.balance - a.held);
-    return FinishUnary(ctx, absl::OkStatus());
+    return absl::OkStatus();
   }
   int64_t available = a.balance - a.held;
   // An account must hold a positive balance to start a request, and enough for its
   // estimated maximum cost.
   if (a.balance <= 0 || available < req->amount_nano_usd()) {
     Metrics().reservations.Add({{"outcome", "insufficient"}}).Increment();
-    return FinishUnary(ctx, absl::FailedPreconditionError(absl::StrCat(
+    return absl::FailedPreconditionError(absl::StrCat(
                          "Insufficient balance: available ", FormatUsd(available),
                          " USD, this request may cost up to ", FormatUsd(req->amount_nano_usd()),
-                         " USD. Add credit to continue.")));
+                         " USD. Add credit to continue."));
   }
   std::string hold_id = NewId("hold_", 10);
   holds_[hold_id] = Hold{req->account_id(), req->request_id(), req->amount_nano_usd()};
@@ -117,7 +122,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::Reserve(grpc::CallbackServerCont
   Metrics().reservations.Add({{"outcome", "held"}}).Increment();
   resp->set_hold_id(hold_id);
   resp->set_available_nano_usd(available - req->amount_nano_usd());
-  return FinishUnary(ctx, absl::OkStatus());
+  return absl::OkStatus();
 }
 
 void BillingLedgerService::CloseHoldLocked(const std::string& hold_id) {
@@ -132,12 +137,20 @@ void BillingLedgerService::CloseHoldLocked(const std::string& hold_id) {
 grpc::ServerUnaryReactor* BillingLedgerService::Settle(grpc::CallbackServerContext* ctx,
                                                        const pb::SettleRequest* req,
                                                        pb::SettleResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  SettleUsage(*req, resp, [reactor](const absl::Status& s) { reactor->Finish(ToGrpcStatus(s)); });
+  return reactor;
+}
+
+void BillingLedgerService::SettleUsage(const pb::SettleRequest& request, pb::SettleResponse* resp,
+                                       std::function<void(const absl::Status&)> done) {
+  const pb::SettleRequest* req = &request;
   if (req->request_id().empty() || req->account_id().empty())
-    return FinishUnary(ctx, absl::InvalidArgumentError("request_id and account_id are required"));
+    return done(absl::InvalidArgumentError("request_id and account_id are required"));
   const auto& u = req->usage();
   if (u.input_tokens() < 0 || u.output_tokens() < 0 || u.cache_read_tokens() < 0 ||
       u.cache_write_tokens() < 0)
-    return FinishUnary(ctx, absl::InvalidArgumentError("token counts must not be negative"));
+    return done(absl::InvalidArgumentError("token counts must not be negative"));
   PendingSettle p;
   p.row.request_id = req->request_id();
   p.row.account_id = req->account_id();
@@ -150,14 +163,13 @@ grpc::ServerUnaryReactor* BillingLedgerService::Settle(grpc::CallbackServerConte
   p.row.cost = CostNanoUsd(u, req->price());
   p.row.created_at = now_();
   p.hold_id = req->hold_id();
-  p.reactor = ctx->DefaultReactor();
+  p.done = std::move(done);
   p.response = resp;
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
     queue_.push_back(std::move(p));
   }
   queue_cv_.notify_one();
-  return p.reactor;
 }
 
 void BillingLedgerService::WriterLoop() {
@@ -178,7 +190,7 @@ void BillingLedgerService::WriterLoop() {
         auto& p = batch[i];
         absl::Status status = results.ok() ? (*results)[i].status() : results.status();
         if (!status.ok()) {
-          p.reactor->Finish(ToGrpcStatus(status));
+          p.done(status);
           continue;
         }
         const ChangeResult& r = *(*results)[i];
@@ -197,7 +209,7 @@ void BillingLedgerService::WriterLoop() {
         p.response->set_cost_nano_usd(r.cost);
         p.response->set_balance_nano_usd(r.balance);
         p.response->set_duplicate(r.duplicate);
-        p.reactor->Finish(grpc::Status::OK);
+        p.done(absl::OkStatus());
       }
     }
     Metrics().batch.Observe(static_cast<double>(batch.size()));
@@ -208,9 +220,13 @@ void BillingLedgerService::WriterLoop() {
 grpc::ServerUnaryReactor* BillingLedgerService::ReleaseHold(grpc::CallbackServerContext* ctx,
                                                             const pb::ReleaseHoldRequest* req,
                                                             pb::ReleaseHoldResponse*) {
-  std::lock_guard<std::mutex> lock(mu_);
-  CloseHoldLocked(req->hold_id());
+  CloseHold(req->hold_id());
   return FinishUnary(ctx, absl::OkStatus());
+}
+
+void BillingLedgerService::CloseHold(const std::string& hold_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CloseHoldLocked(hold_id);
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::GetBalance(grpc::CallbackServerContext* ctx,

@@ -46,6 +46,13 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
   grpc::ServerUnaryReactor* Credit(grpc::CallbackServerContext*, const pb::CreditRequest*,
                                    pb::CreditResponse*) override;
 
+  // The logic behind the request-path RPCs, for a caller in the same process.
+  absl::Status ReserveHold(const pb::ReserveRequest& req, pb::ReserveResponse* resp);
+  void CloseHold(const std::string& hold_id);
+  // `done` runs once the settlement is committed (on the ledger's writer thread).
+  void SettleUsage(const pb::SettleRequest& req, pb::SettleResponse* resp,
+                   std::function<void(const absl::Status&)> done);
+
  private:
   struct Hold {
     std::string account_id;
@@ -61,7 +68,7 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
   struct PendingSettle {
     UsageRow row;
     std::string hold_id;
-    grpc::ServerUnaryReactor* reactor;
+    std::function<void(const absl::Status&)> done;
     pb::SettleResponse* response;
   };
 

@@ -52,7 +52,7 @@ constexpr size_t kMaxResponseBody = 64 << 20;
 class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
  public:
   ChatAttempt(const Config::ProviderConnector& config, HttpClient& http,
-              const pb::ChatCall& call, std::shared_ptr<QueuedWriter<pb::ChatChunk>> writer)
+              const pb::ChatCall& call, std::shared_ptr<StreamSink<pb::ChatChunk>> writer)
       : config_(config),
         http_(http),
         call_(call),
@@ -245,7 +245,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   const Config::ProviderConnector& config_;
   HttpClient& http_;
   pb::ChatCall call_;
-  std::shared_ptr<QueuedWriter<pb::ChatChunk>> writer_;
+  std::shared_ptr<StreamSink<pb::ChatChunk>> writer_;
 
   // Sends events as one chunk.
   bool Send(std::vector<ChatEvent>& events) {
@@ -300,15 +300,20 @@ ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnect
   Metrics();
 }
 
+void ProviderConnectorService::StartChat(const pb::ChatCall& call,
+                                         std::shared_ptr<StreamSink<pb::ChatChunk>> sink) {
+  if (call.candidates_size() == 0) {
+    sink->Finish(grpc::Status(grpc::INVALID_ARGUMENT, "no candidate deployments"));
+    return;
+  }
+  auto attempt = std::make_shared<ChatAttempt>(config_, http_, call, std::move(sink));
+  attempt->Begin();
+}
+
 grpc::ServerWriteReactor<pb::ChatChunk>* ProviderConnectorService::Chat(
     grpc::CallbackServerContext*, const pb::ChatCall* call) {
   auto writer = QueuedWriter<pb::ChatChunk>::Create();
-  if (call->candidates_size() == 0) {
-    writer->Finish(grpc::Status(grpc::INVALID_ARGUMENT, "no candidate deployments"));
-    return writer.get();
-  }
-  auto attempt = std::make_shared<ChatAttempt>(config_, http_, *call, writer);
-  attempt->Begin();
+  StartChat(*call, writer);
   return writer.get();
 }
 

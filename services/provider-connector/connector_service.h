@@ -6,6 +6,7 @@
 #include <string>
 
 #include "libs/config/config.h"
+#include "libs/rpc/stream_writer.h"
 #include "nexusflow/connector/v1/connector.grpc.pb.h"
 #include "services/provider-connector/http_client.h"
 
@@ -19,6 +20,9 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
 
   grpc::ServerWriteReactor<pb::ChatChunk>* Chat(grpc::CallbackServerContext* ctx,
                                                const pb::ChatCall* call) override;
+
+  // The logic behind Chat, for a caller in the same process: chunks go to `sink`.
+  void StartChat(const pb::ChatCall& call, std::shared_ptr<StreamSink<pb::ChatChunk>> sink);
 
  private:
   Config::ProviderConnector config_;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/metrics/metrics.h"
+#include "libs/rpc/unary.h"
 
 namespace nexusflow::ratelimit {
 namespace {
@@ -41,18 +42,23 @@ RateLimiterService::RateLimiterService(const Config::RateLimiter& config,
 grpc::ServerUnaryReactor* RateLimiterService::Acquire(grpc::CallbackServerContext* ctx,
                                                       const pb::AcquireRequest* req,
                                                       pb::AcquireResponse* resp) {
-  auto* reactor = ctx->DefaultReactor();
+  return FinishUnary(ctx, AcquireLease(*req, resp));
+}
+
+grpc::ServerUnaryReactor* RateLimiterService::Release(grpc::CallbackServerContext* ctx,
+                                                      const pb::ReleaseRequest* req,
+                                                      pb::ReleaseResponse*) {
+  return FinishUnary(ctx, ReleaseLease(*req));
+}
+
+absl::Status RateLimiterService::AcquireLease(const pb::AcquireRequest& request,
+                                              pb::AcquireResponse* resp) {
+  const pb::AcquireRequest* req = &request;
   std::string plan = req->plan().empty() ? "default" : req->plan();
   auto it = config_.plans.find(plan);
-  if (it == config_.plans.end()) {
-    reactor->Finish(grpc::Status(grpc::FAILED_PRECONDITION,
-                                 absl::StrCat("unknown rate-limit plan '", plan, "'")));
-    return reactor;
-  }
-  if (req->key_id().empty()) {
-    reactor->Finish(grpc::Status(grpc::INVALID_ARGUMENT, "key_id is required"));
-    return reactor;
-  }
+  if (it == config_.plans.end())
+    return absl::FailedPreconditionError(absl::StrCat("unknown rate-limit plan '", plan, "'"));
+  if (req->key_id().empty()) return absl::InvalidArgumentError("key_id is required");
   Admission a = store_->Acquire(req->key_id(), it->second,
                                 std::max<int64_t>(0, req->estimated_tokens()), now_());
   const char* outcome = "allowed";
@@ -80,20 +86,13 @@ grpc::ServerUnaryReactor* RateLimiterService::Acquire(grpc::CallbackServerContex
   SetState(a.requests, resp->mutable_requests());
   SetState(a.tokens, resp->mutable_tokens());
   Decisions().Add({{"plan", plan}, {"outcome", outcome}}).Increment();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* RateLimiterService::Release(grpc::CallbackServerContext* ctx,
-                                                      const pb::ReleaseRequest* req,
-                                                      pb::ReleaseResponse*) {
-  auto* reactor = ctx->DefaultReactor();
-  if (!store_->Release(req->lease_id(), req->actual_tokens(), now_())) {
-    reactor->Finish(grpc::Status(grpc::NOT_FOUND, "unknown or expired lease"));
-  } else {
-    reactor->Finish(grpc::Status::OK);
-  }
-  return reactor;
+absl::Status RateLimiterService::ReleaseLease(const pb::ReleaseRequest& req) {
+  if (!store_->Release(req.lease_id(), req.actual_tokens(), now_()))
+    return absl::NotFoundError("unknown or expired lease");
+  return absl::OkStatus();
 }
 
 }  // namespace nexusflow::ratelimit

@@ -3,6 +3,8 @@
 #include <functional>
 #include <memory>
 
+#include "absl/status/status.h"
+
 #include "nexusflow/ratelimit/v1/ratelimit.grpc.pb.h"
 #include "services/rate-limiter/counter_store.h"
 
@@ -21,6 +23,10 @@ class RateLimiterService : public pb::RateLimiterService::CallbackService {
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
                                     const pb::ReleaseRequest* req,
                                     pb::ReleaseResponse* resp) override;
+
+  // The logic behind the RPCs, for a caller in the same process.
+  absl::Status AcquireLease(const pb::AcquireRequest& req, pb::AcquireResponse* resp);
+  absl::Status ReleaseLease(const pb::ReleaseRequest& req);
 
  private:
   Config::RateLimiter config_;
