@@ -165,56 +165,72 @@ void BillingLedgerService::SettleUsage(const pb::SettleRequest& request, pb::Set
   p.hold_id = req->hold_id();
   p.done = std::move(done);
   p.response = resp;
+  std::deque<PendingSettle> mine;
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
-    queue_.push_back(std::move(p));
+    if (committing_ || !queue_.empty()) {
+      // A commit is running: join the next batch, which the writer thread commits.
+      queue_.push_back(std::move(p));
+      return;
+    }
+    committing_ = true;  // idle: commit on this thread, no hand-off
   }
-  queue_cv_.notify_one();
+  mine.push_back(std::move(p));
+  Commit(mine);
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  committing_ = false;
+  if (!queue_.empty()) queue_cv_.notify_one();
 }
 
 void BillingLedgerService::WriterLoop() {
   std::unique_lock<std::mutex> lock(queue_mu_);
   while (true) {
-    queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    queue_cv_.wait(lock, [this] { return (stopping_ || !queue_.empty()) && !committing_; });
     if (queue_.empty()) return;  // stopping, and everything was written
     std::deque<PendingSettle> batch;
     batch.swap(queue_);
+    committing_ = true;
     lock.unlock();
-    std::vector<UsageRow> rows;
-    rows.reserve(batch.size());
-    for (const auto& p : batch) rows.push_back(p.row);
-    auto results = store_->SettleBatch(rows);
-    {
-      std::lock_guard<std::mutex> state_lock(mu_);
-      for (size_t i = 0; i < batch.size(); ++i) {
-        auto& p = batch[i];
-        absl::Status status = results.ok() ? (*results)[i].status() : results.status();
-        if (!status.ok()) {
-          p.done(status);
-          continue;
-        }
-        const ChangeResult& r = *(*results)[i];
-        if (!p.hold_id.empty()) CloseHoldLocked(p.hold_id);
-        if (r.duplicate) {
-          Metrics().settlements.Add({{"outcome", "duplicate"}}).Increment();
-        } else {
-          Metrics().settlements.Add({{"outcome", "charged"}}).Increment();
-          Metrics().charged.Add({{"model", p.row.model}}).Increment(static_cast<double>(r.cost));
-          if (auto a = accounts_.find(p.row.account_id); a != accounts_.end()) {
-            a->second.balance = r.balance;
-            a->second.total_spent += r.cost;
-            a->second.updated_at = p.row.created_at;
-          }
-        }
-        p.response->set_cost_nano_usd(r.cost);
-        p.response->set_balance_nano_usd(r.balance);
-        p.response->set_duplicate(r.duplicate);
-        p.done(absl::OkStatus());
-      }
-    }
-    Metrics().batch.Observe(static_cast<double>(batch.size()));
+    Commit(batch);
     lock.lock();
+    committing_ = false;
   }
+}
+
+void BillingLedgerService::Commit(std::deque<PendingSettle>& batch) {
+  std::vector<UsageRow> rows;
+  rows.reserve(batch.size());
+  for (const auto& p : batch) rows.push_back(p.row);
+  auto results = store_->SettleBatch(rows);
+  {
+    std::lock_guard<std::mutex> state_lock(mu_);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      auto& p = batch[i];
+      absl::Status status = results.ok() ? (*results)[i].status() : results.status();
+      if (!status.ok()) {
+        p.done(status);
+        continue;
+      }
+      const ChangeResult& r = *(*results)[i];
+      if (!p.hold_id.empty()) CloseHoldLocked(p.hold_id);
+      if (r.duplicate) {
+        Metrics().settlements.Add({{"outcome", "duplicate"}}).Increment();
+      } else {
+        Metrics().settlements.Add({{"outcome", "charged"}}).Increment();
+        Metrics().charged.Add({{"model", p.row.model}}).Increment(static_cast<double>(r.cost));
+        if (auto a = accounts_.find(p.row.account_id); a != accounts_.end()) {
+          a->second.balance = r.balance;
+          a->second.total_spent += r.cost;
+          a->second.updated_at = p.row.created_at;
+        }
+      }
+      p.response->set_cost_nano_usd(r.cost);
+      p.response->set_balance_nano_usd(r.balance);
+      p.response->set_duplicate(r.duplicate);
+      p.done(absl::OkStatus());
+    }
+  }
+  Metrics().batch.Observe(static_cast<double>(batch.size()));
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::ReleaseHold(grpc::CallbackServerContext* ctx,

@@ -1,8 +1,9 @@
 #pragma once
 // BillingLedgerService: holds and balances answered from memory, durable changes through
-// a LedgerStore. Settlements are group-committed by one writer thread: whatever queued
-// while the previous transaction ran goes into the next one, so a settlement costs one
-// transaction when idle and a share of one under load. One billing-ledger replica owns
+// a LedgerStore. Settlements are group-committed: an idle ledger commits a settlement on
+// the caller's thread; whatever arrives while a transaction runs queues for the writer
+// thread, which commits it all in the next one, so a settlement costs one transaction
+// when idle and a share of one under load. One billing-ledger replica owns
 // the accounts it serves (its memory mirrors the store).
 #include <condition_variable>
 #include <deque>
@@ -76,6 +77,8 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
   absl::StatusOr<AccountState*> AccountLocked(const std::string& account_id);
   void CloseHoldLocked(const std::string& hold_id);
   void WriterLoop();
+  // Writes a batch in one transaction and completes each settlement.
+  void Commit(std::deque<PendingSettle>& batch);
 
   std::unique_ptr<LedgerStore> store_;
   std::function<int64_t()> now_;
@@ -88,6 +91,7 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
   std::condition_variable queue_cv_;
   std::deque<PendingSettle> queue_;
   bool stopping_ = false;
+  bool committing_ = false;  // a batch is being written (by any thread)
   std::thread writer_;
 };
 
