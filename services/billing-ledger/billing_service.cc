@@ -138,12 +138,15 @@ grpc::ServerUnaryReactor* BillingLedgerService::Settle(grpc::CallbackServerConte
                                                        const pb::SettleRequest* req,
                                                        pb::SettleResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  SettleUsage(*req, resp, [reactor](const absl::Status& s) { reactor->Finish(ToGrpcStatus(s)); });
+  // gRPC threads must not block on the store: the writer thread commits for them.
+  SettleUsage(*req, resp, [reactor](const absl::Status& s) { reactor->Finish(ToGrpcStatus(s)); },
+              /*may_commit_here=*/false);
   return reactor;
 }
 
 void BillingLedgerService::SettleUsage(const pb::SettleRequest& request, pb::SettleResponse* resp,
-                                       std::function<void(const absl::Status&)> done) {
+                                       std::function<void(const absl::Status&)> done,
+                                       bool may_commit_here) {
   const pb::SettleRequest* req = &request;
   if (req->request_id().empty() || req->account_id().empty())
     return done(absl::InvalidArgumentError("request_id and account_id are required"));
@@ -168,9 +171,11 @@ void BillingLedgerService::SettleUsage(const pb::SettleRequest& request, pb::Set
   std::deque<PendingSettle> mine;
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
-    if (committing_ || !queue_.empty()) {
-      // A commit is running: join the next batch, which the writer thread commits.
+    if (!may_commit_here || committing_ || !queue_.empty()) {
+      // A commit is running (or this thread may not block): join the next batch, which
+      // the writer thread commits.
       queue_.push_back(std::move(p));
+      queue_cv_.notify_one();
       return;
     }
     committing_ = true;  // idle: commit on this thread, no hand-off

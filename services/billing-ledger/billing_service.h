@@ -50,9 +50,10 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
   // The logic behind the request-path RPCs, for a caller in the same process.
   absl::Status ReserveHold(const pb::ReserveRequest& req, pb::ReserveResponse* resp);
   void CloseHold(const std::string& hold_id);
-  // `done` runs once the settlement is committed (on the ledger's writer thread).
+  // `done` runs once the settlement is committed. With `may_commit_here` an idle ledger
+  // commits on the calling thread; otherwise the writer thread does.
   void SettleUsage(const pb::SettleRequest& req, pb::SettleResponse* resp,
-                   std::function<void(const absl::Status&)> done);
+                   std::function<void(const absl::Status&)> done, bool may_commit_here = true);
 
  private:
   struct Hold {

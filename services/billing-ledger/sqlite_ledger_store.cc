@@ -1,4 +1,7 @@
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "libs/common/ids.h"
@@ -80,7 +83,26 @@ class Transaction {
 
 class SqliteLedgerStore : public LedgerStore {
  public:
-  explicit SqliteLedgerStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
+  // `checkpointer`: a second connection to the same file that moves the WAL into the
+  // database in the background, so the fsync of a checkpoint never stalls a settlement.
+  SqliteLedgerStore(std::unique_ptr<SqliteDb> db, std::unique_ptr<SqliteDb> checkpointer)
+      : db_(std::move(db)), checkpointer_(std::move(checkpointer)) {
+    if (checkpointer_) {
+      checkpoint_thread_ = std::thread([this] {
+        std::unique_lock<std::mutex> lock(stop_mu_);
+        while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stop_; }))
+          (void)checkpointer_->Exec("PRAGMA wal_checkpoint(PASSIVE)");
+      });
+    }
+  }
+  ~SqliteLedgerStore() override {
+    {
+      std::lock_guard<std::mutex> lock(stop_mu_);
+      stop_ = true;
+    }
+    stop_cv_.notify_all();
+    if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+  }
 
   absl::StatusOr<AccountRow> CreateAccount(const std::string& name, int64_t now) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -273,6 +295,11 @@ class SqliteLedgerStore : public LedgerStore {
 
   std::mutex mu_;
   std::unique_ptr<SqliteDb> db_;
+  std::unique_ptr<SqliteDb> checkpointer_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  std::thread checkpoint_thread_;
 };
 
 }  // namespace
@@ -281,7 +308,14 @@ absl::StatusOr<std::unique_ptr<LedgerStore>> OpenSqliteLedgerStore(const std::st
   auto db = SqliteDb::Open(path);
   if (!db.ok()) return db.status();
   if (auto s = (*db)->Exec(kSchema); !s.ok()) return s;
-  return std::unique_ptr<LedgerStore>(new SqliteLedgerStore(std::move(*db)));
+  std::unique_ptr<SqliteDb> checkpointer;
+  if (path != ":memory:") {
+    if (auto s = (*db)->Exec("PRAGMA wal_autocheckpoint=0"); !s.ok()) return s;
+    auto c = SqliteDb::Open(path);
+    if (!c.ok()) return c.status();
+    checkpointer = std::move(*c);
+  }
+  return std::unique_ptr<LedgerStore>(new SqliteLedgerStore(std::move(*db), std::move(checkpointer)));
 }
 
 }  // namespace nexusflow::billing

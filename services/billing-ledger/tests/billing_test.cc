@@ -161,3 +161,51 @@ TEST_F(BillingServiceTest, UnknownAccountIsNotFound) {
 
 }  // namespace
 }  // namespace nexusflow::billing
+
+namespace nexusflow::billing {
+namespace {
+
+TEST(SqliteLedgerStoreTest, SettlementsSurviveReopenExactlyOnce) {
+  char dir[] = "/tmp/nf-ledger-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/ledger.db";
+  std::string account;
+  {
+    auto store = OpenSqliteLedgerStore(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto a = (*store)->CreateAccount("acme", 1);
+    ASSERT_TRUE(a.ok());
+    account = a->id;
+    ASSERT_TRUE((*store)->Credit(account, 1'000'000, "k", "", 1).ok());
+    std::vector<UsageRow> rows(3);
+    for (int i = 0; i < 3; ++i) {
+      rows[i].request_id = "req_" + std::to_string(i % 2);  // req_0 twice in one batch
+      rows[i].account_id = account;
+      rows[i].cost = 1000;
+      rows[i].created_at = 2;
+    }
+    auto results = (*store)->SettleBatch(rows);
+    ASSERT_TRUE(results.ok());
+    EXPECT_FALSE((*results)[0]->duplicate);
+    EXPECT_FALSE((*results)[1]->duplicate);
+    EXPECT_TRUE((*results)[2]->duplicate);
+    UsageRow unknown;
+    unknown.request_id = "req_x";
+    unknown.account_id = "acct_missing";
+    auto mixed = (*store)->SettleBatch({unknown});
+    ASSERT_TRUE(mixed.ok());
+    EXPECT_FALSE((*mixed)[0].ok());  // fails alone
+  }
+  auto store = OpenSqliteLedgerStore(path);
+  ASSERT_TRUE(store.ok());
+  auto a = (*store)->GetAccount(account);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->balance, 1'000'000 - 2000);
+  EXPECT_EQ(a->total_spent, 2000);
+  auto usage = (*store)->ListUsage(account, 10, 0);
+  ASSERT_TRUE(usage.ok());
+  EXPECT_EQ(usage->size(), 2u);
+}
+
+}  // namespace
+}  // namespace nexusflow::billing
