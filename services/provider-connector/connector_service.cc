@@ -144,6 +144,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
         return false;
       }
     }
+    for (auto& e : events) MarkStart(e);
     Send(events);
     return !writer_->cancelled();
   }
@@ -196,9 +197,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     if (!had_error) decoder_.Finish(events);
     if (decoder_.usage_estimated())
       Metrics().estimated.Add({{"provider", provider_}}).Increment();
-    if (!events.empty() && events.front().has_start())
-      events.front().mutable_start()->set_deployment_id(deployment_),
-          events.front().mutable_start()->set_provider(provider_);
+    for (auto& e : events) MarkStart(e);
     Send(events);
     writer_->Finish(grpc::Status::OK);
   }
@@ -229,6 +228,13 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
                  events.end());
     Send(events);
     writer_->Finish(grpc::Status::OK);
+  }
+
+  // The start event names the deployment that answers.
+  void MarkStart(ChatEvent& e) const {
+    if (!e.has_start()) return;
+    e.mutable_start()->set_deployment_id(deployment_);
+    e.mutable_start()->set_provider(provider_);
   }
 
   std::string Snippet() const { return body_.substr(0, 200); }

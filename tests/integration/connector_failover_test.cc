@@ -1,0 +1,177 @@
+// The provider-connector against the real mock provider: failover across deployments
+// before the first byte, upstream errors after it, and usage on every answer.
+#include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "libs/rpc/local_stream.h"
+#include "services/provider-connector/connector_service.h"
+
+namespace nexusflow::connector {
+namespace {
+
+std::string g_mock;
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool Listening(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+class ConnectorFailoverTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    port_ = FreePort();
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::string p = "--port=" + std::to_string(port_);
+      execl(g_mock.c_str(), g_mock.c_str(), p.c_str(), "--api-key=up-key", nullptr);
+      _exit(127);
+    }
+    for (int i = 0; i < 100 && !Listening(port_); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  static void TearDownTestSuite() {
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+  }
+
+  void SetUp() override {
+    Config::ProviderConnector config;
+    config.connect_timeout_ms = 1000;
+    config.request_timeout_ms = 10000;
+    std::string live = "http://127.0.0.1:" + std::to_string(port_) + "/v1";
+    config.providers["dead"] = {"openai", "http://127.0.0.1:1/v1", ""};
+    config.providers["live"] = {"openai", live, "up-key"};
+    config.providers["badkey"] = {"openai", live, "wrong"};
+    service_ = std::make_unique<ProviderConnectorService>(config);
+  }
+
+  // Runs a chat over `providers` and returns its events.
+  std::vector<llm::v1::ChatEvent> Chat(const std::vector<std::string>& providers,
+                                       const std::string& text, bool stream,
+                                       grpc::Status* status = nullptr) {
+    pb::ChatCall call;
+    auto* req = call.mutable_request();
+    req->set_request_id("req_test");
+    req->set_model("m");
+    req->set_stream(stream);
+    auto* msg = req->add_messages();
+    msg->set_role(llm::v1::ROLE_USER);
+    msg->add_parts()->set_text(text);
+    for (const auto& p : providers) {
+      auto* d = call.add_candidates();
+      d->set_id("m@" + p);
+      d->set_provider(p);
+      d->set_upstream_model("m");
+    }
+    auto sink = std::make_shared<LocalStream<pb::ChatChunk>>();
+    service_->StartChat(call, sink);
+    std::vector<llm::v1::ChatEvent> events;
+    pb::ChatChunk chunk;
+    while (sink->Next(&chunk))
+      for (const auto& e : chunk.events()) events.push_back(e);
+    grpc::Status s = sink->Wait();
+    if (status) *status = s;
+    return events;
+  }
+
+  static int port_;
+  static pid_t pid_;
+  std::unique_ptr<ProviderConnectorService> service_;
+};
+
+int ConnectorFailoverTest::port_ = 0;
+pid_t ConnectorFailoverTest::pid_ = 0;
+
+std::string Text(const std::vector<llm::v1::ChatEvent>& events) {
+  std::string out;
+  for (const auto& e : events)
+    if (e.has_text()) out += e.text().text();
+  return out;
+}
+
+TEST_F(ConnectorFailoverTest, ConnectErrorMovesToTheNextDeployment) {
+  for (bool stream : {false, true}) {
+    auto events = Chat({"dead", "live"}, "hello", stream);
+    ASSERT_FALSE(events.empty());
+    EXPECT_TRUE(events.front().has_start());
+    EXPECT_EQ(events.front().start().provider(), "live");
+    EXPECT_EQ(events.front().start().deployment_id(), "m@live");
+    EXPECT_FALSE(Text(events).empty());
+    ASSERT_TRUE(events.back().has_usage());
+    EXPECT_GT(events.back().usage().output_tokens(), 0);
+  }
+}
+
+TEST_F(ConnectorFailoverTest, StreamAndSyncAnswersAgree) {
+  EXPECT_EQ(Text(Chat({"live"}, "same question", false)), Text(Chat({"live"}, "same question", true)));
+}
+
+TEST_F(ConnectorFailoverTest, ServerErrorsFailOverAndAllFailedIsBadGateway) {
+  auto events = Chat({"live", "live"}, "x [mock:status=503]", false);
+  ASSERT_EQ(events.size(), 1u);
+  ASSERT_TRUE(events[0].has_error());
+  EXPECT_EQ(events[0].error().http_status(), 502);
+  EXPECT_NE(events[0].error().message().find("503"), std::string::npos);
+  auto limited = Chat({"live"}, "x [mock:status=429]", false);
+  ASSERT_TRUE(limited[0].has_error());
+  EXPECT_EQ(limited[0].error().http_status(), 429);
+}
+
+TEST_F(ConnectorFailoverTest, CallerErrorsAreNotRetriedAndKeepTheirStatus) {
+  auto events = Chat({"live", "dead"}, "x [mock:status=400]", false);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].error().http_status(), 400);
+  auto creds = Chat({"badkey"}, "hello", false);
+  ASSERT_TRUE(creds[0].has_error());
+  EXPECT_EQ(creds[0].error().http_status(), 502);  // our credential, not the caller's fault
+}
+
+TEST_F(ConnectorFailoverTest, DropMidStreamReportsAnErrorAndBillsWhatWasProduced) {
+  auto events = Chat({"live", "live"}, "x [mock:drop-after=3]", true);
+  bool error = false;
+  for (const auto& e : events) error |= e.has_error();
+  EXPECT_TRUE(error);
+  EXPECT_FALSE(Text(events).empty());
+  ASSERT_TRUE(events.back().has_usage());  // estimated from what arrived
+  EXPECT_GT(events.back().usage().output_tokens(), 0);
+}
+
+}  // namespace
+}  // namespace nexusflow::connector
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  if (argc < 2) {
+    fprintf(stderr, "usage: connector_failover_test PATH_TO_MOCK_PROVIDER\n");
+    return 2;
+  }
+  nexusflow::connector::g_mock = argv[1];
+  return RUN_ALL_TESTS();
+}
