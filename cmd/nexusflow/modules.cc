@@ -7,6 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "gateway/gateway.h"
 #include "gateway/http_server.h"
+#include "libs/config/config_watcher.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/server_host.h"
 #include "services/auth/auth_service.h"
@@ -39,7 +40,8 @@ namespace {
 
 class RunningProcess : public Process {
  public:
-  absl::Status Start(const Config& config, const std::set<std::string>& targets) {
+  absl::Status Start(const Config& config, const std::set<std::string>& targets,
+                     const std::string& config_path) {
     if (targets.count("auth")) {
       auto store = auth::OpenSqliteKeyStore(config.auth.database);
       if (!store.ok()) return store.status();
@@ -49,6 +51,12 @@ class RunningProcess : public Process {
     if (targets.count("routing")) {
       routing_ = std::make_unique<routing::RoutingService>(config.routing);
       host_.AddService(routing_.get());
+      if (!config_path.empty()) {
+        // The catalog is hot: a changed file reaches every gateway through WatchCatalog.
+        watcher_ = std::make_unique<ConfigWatcher>(
+            config_path, std::chrono::seconds(1),
+            [this](const Config& next) { routing_->Update(next.routing); });
+      }
     }
     if (targets.count("rate-limiter")) {
       ratelimit_ = std::make_unique<ratelimit::RateLimiterService>(config.rate_limiter,
@@ -104,6 +112,7 @@ class RunningProcess : public Process {
   bool ready() const override { return !gateway_ || gateway_->ready(); }
 
   void Drain(int grace_seconds) override {
+    watcher_.reset();
     host_.SetServing(false);
     if (gateway_) {
       gateway_->SetDraining();
@@ -122,14 +131,16 @@ class RunningProcess : public Process {
   std::unique_ptr<connector::ProviderConnectorService> connector_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<gateway::HttpServer> http_;
+  std::unique_ptr<ConfigWatcher> watcher_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Process>> StartProcess(const Config& config,
-                                                      const std::set<std::string>& targets) {
+                                                      const std::set<std::string>& targets,
+                                                      const std::string& config_path) {
   auto p = std::make_unique<RunningProcess>();
-  if (auto s = p->Start(config, targets); !s.ok()) return s;
+  if (auto s = p->Start(config, targets, config_path); !s.ok()) return s;
   return std::unique_ptr<Process>(std::move(p));
 }
 

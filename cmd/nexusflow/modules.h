@@ -25,8 +25,10 @@ class Process {
 };
 
 // Builds and starts the targets. Addresses: `grpc_listen` for this process's server,
-// `config.services` for targets elsewhere.
+// `config.services` for targets elsewhere. When `config_path` is given, routing reloads
+// its catalog from that file when it changes.
 absl::StatusOr<std::unique_ptr<Process>> StartProcess(const Config& config,
-                                                      const std::set<std::string>& targets);
+                                                      const std::set<std::string>& targets,
+                                                      const std::string& config_path = "");
 
 }  // namespace nexusflow

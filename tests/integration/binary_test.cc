@@ -19,6 +19,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nexusflow/auth/v1/auth.grpc.pb.h"
+#include "nexusflow/routing/v1/routing.grpc.pb.h"
 
 namespace {
 
@@ -139,6 +140,46 @@ TEST(BinaryTest, CheckConfigRejectsUnknownKeysWithTheirPath) {
   EXPECT_NE(out.find("gateway.admin_kye"), std::string::npos) << out;
   pid_t pid = Spawn({g_binary, "--target=nonsense", "--config=" + WriteConfig(dir)});
   EXPECT_EQ(WaitExit(pid, 10), 2);
+}
+
+std::string CatalogConfig(const std::string& dir, const std::vector<std::string>& models) {
+  std::string yaml = "auth:\n  database: " + dir + "/auth.db\n" +
+                     "provider_connector:\n  providers:\n    p: {kind: openai, base_url: \"http://127.0.0.1:1/v1\"}\n" +
+                     "routing:\n  models:\n";
+  for (const auto& m : models)
+    yaml += "    - {id: " + m + ", pricing: {input: \"1\"}, deployments: [{provider: p}]}\n";
+  return yaml;
+}
+
+TEST(BinaryTest, RoutingReloadsTheCatalogWhenTheFileChanges) {
+  std::string dir = TempDir();
+  std::string path = dir + "/nexusflow.yaml";
+  std::ofstream(path) << CatalogConfig(dir, {"m1"});
+  int grpc_port = FreePort();
+  pid_t pid = Spawn({g_binary, "--target=routing", "--config=" + path,
+                     "--grpc-listen=127.0.0.1:" + std::to_string(grpc_port)});
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port),
+                                     grpc::InsecureChannelCredentials());
+  ASSERT_TRUE(channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20)));
+  auto routing = nexusflow::routing::v1::RoutingService::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto reader = routing->WatchCatalog(&ctx, nexusflow::routing::v1::WatchCatalogRequest{});
+  nexusflow::routing::v1::CatalogSnapshot snap;
+  ASSERT_TRUE(reader->Read(&snap));
+  ASSERT_EQ(snap.models_size(), 1);
+
+  // A broken file is ignored; the next good one is served.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  std::ofstream(path) << "routing:\n  modelz: []\n";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  std::ofstream(path) << CatalogConfig(dir, {"m1", "m2"});
+  ASSERT_TRUE(reader->Read(&snap));
+  EXPECT_EQ(snap.models_size(), 2);
+  EXPECT_EQ(snap.models(1).id(), "m2");
+  ctx.TryCancel();
+  kill(pid, SIGTERM);
+  EXPECT_EQ(WaitExit(pid, 20), 0);
 }
 
 }  // namespace
