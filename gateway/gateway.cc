@@ -133,11 +133,12 @@ void Gateway::Handle(const HttpRequest& req, ResponseWriter& w, RequestLog& log)
   const std::string& p = req.path;
   if (p == "/healthz" || p == "/readyz" || p == "/metrics") {
     log.route = "ops";
-    if (p == "/healthz") return w.Send(200, "text/plain", "ok\n");
+    HeaderList id{{"x-request-id", log.request_id}};
+    if (p == "/healthz") return w.Send(200, "text/plain", "ok\n", id);
     if (p == "/readyz")
-      return ready() ? w.Send(200, "text/plain", "ready\n")
-                     : w.Send(503, "text/plain", draining_ ? "draining\n" : "starting\n");
-    return w.Send(200, "text/plain; version=0.0.4", SerializeMetrics());
+      return ready() ? w.Send(200, "text/plain", "ready\n", id)
+                     : w.Send(503, "text/plain", draining_ ? "draining\n" : "starting\n", id);
+    return w.Send(200, "text/plain; version=0.0.4", SerializeMetrics(), id);
   }
   auto method_not_allowed = [&] {
     SendError(w, ApiProtocol::kOpenAI, {405, absl::StrCat("Method ", req.method, " is not allowed on ", p, "."), "", ""}, log);

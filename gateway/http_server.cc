@@ -7,6 +7,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <cstdio>
+#include <exception>
 
 #include "absl/strings/str_cat.h"
 
@@ -173,6 +175,16 @@ void HttpServer::AcceptLoop() {
     auto conn = std::make_shared<Connection>(std::move(socket));
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (static_cast<int>(connections_.size()) >= options_.max_connections) {
+        // Full: say so and close, rather than start one more thread.
+        BeastWriter w(conn->socket, 11, false);
+        w.Send(503, "application/json",
+               R"({"error":{"message":"Too many connections; retry shortly.","type":"server_error","param":null,"code":"service_unavailable"}})",
+               {{"retry-after", "1"}});
+        beast::error_code ignored;
+        conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
+        continue;
+      }
       connections_.insert(conn);
     }
     std::thread([this, conn] { Serve(conn); }).detach();
@@ -245,7 +257,17 @@ void HttpServer::Serve(std::shared_ptr<Connection> conn) {
     req.remote = remote;
     bool keep_alive = msg.keep_alive() && !draining_;
     BeastWriter writer(conn->socket, msg.version(), keep_alive);
-    handler_(req, writer);
+    try {
+      handler_(req, writer);
+    } catch (const std::exception& e) {
+      // A bug in a handler costs its request, not the process.
+      fprintf(stderr, "nexusflow: handler failed on %s %s: %s\n", req.method.c_str(),
+              req.path.c_str(), e.what());
+      if (!writer.started())
+        writer.Send(500, "application/json",
+                    R"({"error":{"message":"Internal error.","type":"server_error","param":null,"code":null}})", {});
+      break;
+    }
     if (!writer.started()) writer.Send(500, "application/json", R"({"error":{"message":"no response","type":"server_error","param":null,"code":null}})", {});
     if (!writer.complete() || !keep_alive || draining_) break;
     std::lock_guard<std::mutex> lock(conn->mu);

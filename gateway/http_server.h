@@ -62,6 +62,7 @@ class HttpServer {
     std::string listen;  // host:port
     int64_t max_body_bytes = 16 << 20;
     int idle_timeout_seconds = 120;
+    int max_connections = 20000;  // each is a thread; beyond this, 503 and close
   };
   HttpServer(Options options, Handler handler);
   ~HttpServer();
