@@ -1,9 +1,11 @@
 #include "gateway/request_path.h"
 
 #include <condition_variable>
+#include <map>
 #include <mutex>
 
 #include "libs/common/status_map.h"
+#include "libs/metrics/metrics.h"
 #include "libs/rpc/local_stream.h"
 #include "services/billing-ledger/billing_service.h"
 #include "services/provider-connector/connector_service.h"
@@ -11,6 +13,9 @@
 
 namespace nexusflow::gateway {
 namespace {
+
+// The recorder of one local call's metrics, made once per method.
+RpcRecorder& Recorder(const char* service, const char* method);
 
 // Waits for a set of async completions.
 class Latch {
@@ -34,13 +39,20 @@ class Latch {
 class LocalChatChunks : public ChatChunks {
  public:
   explicit LocalChatChunks(std::shared_ptr<LocalStream<connector::v1::ChatChunk>> stream)
-      : stream_(std::move(stream)) {}
+      : stream_(std::move(stream)), start_(std::chrono::steady_clock::now()) {}
   ~LocalChatChunks() override { stream_->Cancel(); }  // no-op once the stream ended
   bool Next(connector::v1::ChatChunk* chunk) override { return stream_->Next(chunk); }
-  grpc::Status Finish() override { return stream_->Wait(); }
+  grpc::Status Finish() override {
+    grpc::Status s = stream_->Wait();
+    static RpcRecorder& recorder = Recorder("nexusflow.connector.v1.ProviderConnectorService", "Chat");
+    recorder.Record(s.error_code(),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    return s;
+  }
 
  private:
   std::shared_ptr<LocalStream<connector::v1::ChatChunk>> stream_;
+  std::chrono::steady_clock::time_point start_;
 };
 
 class GrpcChatChunks : public ChatChunks {
@@ -58,6 +70,32 @@ class GrpcChatChunks : public ChatChunks {
   grpc::ClientContext ctx_;
   std::unique_ptr<grpc::ClientReader<connector::v1::ChatChunk>> reader_;
 };
+
+// Times a direct call and counts it like its RPC.
+class LocalCall {
+ public:
+  explicit LocalCall(RpcRecorder& recorder)
+      : recorder_(recorder), start_(std::chrono::steady_clock::now()) {}
+  void Done(grpc::StatusCode code) {
+    recorder_.Record(code, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  }
+
+ private:
+  RpcRecorder& recorder_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+RpcRecorder& Recorder(const char* service, const char* method) {
+  static std::mutex mu;
+  static std::map<std::pair<std::string, std::string>, std::unique_ptr<RpcRecorder>> recorders;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& r = recorders[{service, method}];
+  if (!r) r = std::make_unique<RpcRecorder>(service, method);
+  return *r;
+}
+
+constexpr char kRateLimiter[] = "nexusflow.ratelimit.v1.RateLimiterService";
+constexpr char kBilling[] = "nexusflow.billing.v1.BillingLedgerService";
 
 }  // namespace
 
@@ -83,8 +121,18 @@ void RequestPath::Admit(const ratelimit::v1::AcquireRequest& areq,
       latch.CountDown();
     });
   }
-  if (local_.ratelimit) *astatus = ToGrpcStatus(local_.ratelimit->AcquireLease(areq, aresp));
-  if (local_.billing) *bstatus = ToGrpcStatus(local_.billing->ReserveHold(breq, bresp));
+  if (local_.ratelimit) {
+    static RpcRecorder& recorder = Recorder(kRateLimiter, "Acquire");
+    LocalCall call(recorder);
+    *astatus = ToGrpcStatus(local_.ratelimit->AcquireLease(areq, aresp));
+    call.Done(astatus->error_code());
+  }
+  if (local_.billing) {
+    static RpcRecorder& recorder = Recorder(kBilling, "Reserve");
+    LocalCall call(recorder);
+    *bstatus = ToGrpcStatus(local_.billing->ReserveHold(breq, bresp));
+    call.Done(bstatus->error_code());
+  }
   if (remote) latch.Wait();
 }
 
@@ -94,7 +142,9 @@ void RequestPath::ReleaseLease(const std::string& lease_id, int64_t actual_token
   req.set_lease_id(lease_id);
   req.set_actual_tokens(actual_tokens);
   if (local_.ratelimit) {
-    (void)local_.ratelimit->ReleaseLease(req);
+    static RpcRecorder& recorder = Recorder(kRateLimiter, "Release");
+    LocalCall call(recorder);
+    call.Done(ToGrpcStatus(local_.ratelimit->ReleaseLease(req)).error_code());
     return;
   }
   struct Call {
@@ -110,7 +160,12 @@ void RequestPath::ReleaseLease(const std::string& lease_id, int64_t actual_token
 
 void RequestPath::ReleaseHold(const std::string& hold_id) {
   if (hold_id.empty()) return;
-  if (local_.billing) return local_.billing->CloseHold(hold_id);
+  if (local_.billing) {
+    static RpcRecorder& recorder = Recorder(kBilling, "ReleaseHold");
+    LocalCall call(recorder);
+    local_.billing->CloseHold(hold_id);
+    return call.Done(grpc::OK);
+  }
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   billing::v1::ReleaseHoldRequest req;
@@ -126,6 +181,8 @@ grpc::Status RequestPath::Settle(const billing::v1::SettleRequest& req,
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     return backends_.billing->Settle(&ctx, req, resp);
   }
+  static RpcRecorder& recorder = Recorder(kBilling, "Settle");
+  LocalCall call(recorder);
   Latch latch(1);
   absl::Status status;
   local_.billing->SettleUsage(req, resp, [&](const absl::Status& s) {
@@ -133,7 +190,9 @@ grpc::Status RequestPath::Settle(const billing::v1::SettleRequest& req,
     latch.CountDown();
   });
   latch.Wait();
-  return ToGrpcStatus(status);
+  grpc::Status out = ToGrpcStatus(status);
+  call.Done(out.error_code());
+  return out;
 }
 
 std::unique_ptr<ChatChunks> RequestPath::Chat(const connector::v1::ChatCall& call,

@@ -82,14 +82,7 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
       grpc::Status status = methods->GetSendStatus();
       double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-      auto& f = Families();
-      f.handled
-          .Add({{"service", service_},
-                {"method", method_},
-                {"code", std::string(GrpcCodeName(status.error_code()))}})
-          .Increment();
-      f.seconds.Add({{"service", service_}, {"method", method_}}, LatencyBuckets())
-          .Observe(seconds);
+      RecordRpc(service_, method_, status.error_code(), seconds);
     }
     methods->Proceed();
   }
@@ -110,6 +103,28 @@ class RpcMetricsInterceptorFactory
 };
 
 }  // namespace
+
+void RecordRpc(const std::string& service, const std::string& method, grpc::StatusCode code,
+               double seconds) {
+  auto& f = Families();
+  f.handled
+      .Add({{"service", service}, {"method", method}, {"code", std::string(GrpcCodeName(code))}})
+      .Increment();
+  f.seconds.Add({{"service", service}, {"method", method}}, LatencyBuckets()).Observe(seconds);
+}
+
+RpcRecorder::RpcRecorder(std::string service, std::string method)
+    : service_(std::move(service)), method_(std::move(method)) {
+  auto& f = Families();
+  ok_ = &f.handled.Add({{"service", service_}, {"method", method_}, {"code", "OK"}});
+  seconds_ = &f.seconds.Add({{"service", service_}, {"method", method_}}, LatencyBuckets());
+}
+
+void RpcRecorder::Record(grpc::StatusCode code, double seconds) {
+  if (code != grpc::OK) return RecordRpc(service_, method_, code, seconds);
+  ok_->Increment();
+  seconds_->Observe(seconds);
+}
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 MakeRpcMetricsInterceptorFactory() {

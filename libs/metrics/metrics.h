@@ -5,6 +5,7 @@
 #include <string>
 
 #include <grpcpp/support/server_interceptor.h>
+#include <prometheus/counter.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
@@ -24,6 +25,25 @@ void StartMetricsListener(const std::string& address);
 // nexusflow_grpc_server_handling_seconds{service,method}.
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 MakeRpcMetricsInterceptorFactory();
+
+// Counts one call the way the interceptor does, for calls between targets of one process
+// that skip gRPC (so dashboards see every call, however it travelled).
+void RecordRpc(const std::string& service, const std::string& method, grpc::StatusCode code,
+               double seconds);
+
+// RecordRpc for one service method, with its OK series looked up once (the hot path
+// pays an increment and an observation, not a label lookup).
+class RpcRecorder {
+ public:
+  RpcRecorder(std::string service, std::string method);
+  void Record(grpc::StatusCode code, double seconds);
+
+ private:
+  std::string service_;
+  std::string method_;
+  prometheus::Counter* ok_;
+  prometheus::Histogram* seconds_;
+};
 
 // Latency buckets (seconds) shared by request histograms.
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets();
