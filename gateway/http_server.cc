@@ -172,6 +172,8 @@ void HttpServer::AcceptLoop() {
     socket.set_option(tcp::no_delay(true), ec);
     timeval tv{options_.idle_timeout_seconds, 0};
     setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    // A client that stops reading cannot hold its thread (and its stream) forever.
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     auto conn = std::make_shared<Connection>(std::move(socket));
     {
       std::lock_guard<std::mutex> lock(mu_);
