@@ -14,6 +14,10 @@
 namespace nexusflow::billing {
 namespace {
 
+// Longer than any request may run (the connector's timeout is minutes): a hold still open
+// then belongs to a gateway that went away before settling or releasing it.
+constexpr int64_t kHoldLifetimeSeconds = 3600;
+
 struct Families {
   prometheus::Family<prometheus::Counter>& charged;
   prometheus::Family<prometheus::Counter>& settlements;
@@ -116,13 +120,25 @@ absl::Status BillingLedgerService::ReserveHold(const pb::ReserveRequest& request
                          " USD. Add credit to continue."));
   }
   std::string hold_id = NewId("hold_", 10);
-  holds_[hold_id] = Hold{req->account_id(), req->request_id(), req->amount_nano_usd()};
+  int64_t now = now_();
+  ExpireHoldsLocked(now);
+  holds_[hold_id] = Hold{req->account_id(), req->request_id(), req->amount_nano_usd(),
+                         now + kHoldLifetimeSeconds};
   hold_by_request_[req->request_id()] = hold_id;
   a.held += req->amount_nano_usd();
   Metrics().reservations.Add({{"outcome", "held"}}).Increment();
   resp->set_hold_id(hold_id);
   resp->set_available_nano_usd(available - req->amount_nano_usd());
   return absl::OkStatus();
+}
+
+void BillingLedgerService::ExpireHoldsLocked(int64_t now) {
+  if (now < next_expiry_sweep_) return;
+  next_expiry_sweep_ = now + 10;
+  std::vector<std::string> expired;
+  for (const auto& [id, hold] : holds_)
+    if (hold.expires <= now) expired.push_back(id);
+  for (const auto& id : expired) CloseHoldLocked(id);
 }
 
 void BillingLedgerService::CloseHoldLocked(const std::string& hold_id) {

@@ -5,6 +5,7 @@
 // thread, which commits it all in the next one, so a settlement costs one transaction
 // when idle and a share of one under load. One billing-ledger replica owns
 // the accounts it serves (its memory mirrors the store).
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -60,6 +61,7 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
     std::string account_id;
     std::string request_id;
     int64_t amount;
+    int64_t expires;  // unix seconds; a caller that vanished frees it then
   };
   struct AccountState {
     int64_t balance = 0;      // nano-USD, as committed
@@ -77,6 +79,8 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
   // The account's state, loaded from the store on first use; mu_ held.
   absl::StatusOr<AccountState*> AccountLocked(const std::string& account_id);
   void CloseHoldLocked(const std::string& hold_id);
+  // Drops holds past their expiry (their request can no longer settle through them).
+  void ExpireHoldsLocked(int64_t now);
   void WriterLoop();
   // Writes a batch in one transaction and completes each settlement.
   void Commit(std::deque<PendingSettle>& batch);
@@ -87,6 +91,7 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
   std::unordered_map<std::string, AccountState> accounts_;
   std::unordered_map<std::string, Hold> holds_;
   std::unordered_map<std::string, std::string> hold_by_request_;
+  int64_t next_expiry_sweep_ = 0;  // unix seconds
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

@@ -39,7 +39,7 @@ class BillingServiceTest : public ::testing::Test {
   void SetUp() override {
     auto store = OpenSqliteLedgerStore(":memory:");
     ASSERT_TRUE(store.ok()) << store.status();
-    service_ = std::make_unique<BillingLedgerService>(std::move(*store), [] { return 1000; });
+    service_ = std::make_unique<BillingLedgerService>(std::move(*store), [this] { return now_; });
     host_.AddService(service_.get());
     ASSERT_TRUE(host_.Start("127.0.0.1:0").ok());
     stub_ = pb::BillingLedgerService::NewStub(host_.InProcessChannel());
@@ -90,6 +90,7 @@ class BillingServiceTest : public ::testing::Test {
     return b.balance_nano_usd();
   }
 
+  int64_t now_ = 1000;  // unix seconds
   std::unique_ptr<BillingLedgerService> service_;
   ServerHost host_;
   std::unique_ptr<pb::BillingLedgerService::Stub> stub_;
@@ -149,6 +150,18 @@ TEST_F(BillingServiceTest, SettledHoldFreesAvailableBalance) {
   ASSERT_TRUE(Settle("a", hold.hold_id(), &s).ok());
   // 9.5M left and no open hold: a 9M hold fits.
   EXPECT_TRUE(Reserve("b", 9'000'000, &hold).ok());
+}
+
+TEST_F(BillingServiceTest, AbandonedHoldsExpireAfterAnHour) {
+  pb::CreditResponse c;
+  ASSERT_TRUE(Credit(1'000'000, "k", &c).ok());
+  pb::ReserveResponse hold;
+  ASSERT_TRUE(Reserve("lost", 1'000'000, &hold).ok());  // never settled nor released
+  EXPECT_EQ(Reserve("next", 1, &hold).error_code(), grpc::FAILED_PRECONDITION);
+  now_ += 3599;
+  EXPECT_EQ(Reserve("next", 1, &hold).error_code(), grpc::FAILED_PRECONDITION);
+  now_ += 20;
+  EXPECT_TRUE(Reserve("next", 1, &hold).ok());
 }
 
 TEST_F(BillingServiceTest, UnknownAccountIsNotFound) {
