@@ -101,6 +101,7 @@ absl::Status BillingLedgerService::ReserveHold(const pb::ReserveRequest& request
     return absl::InvalidArgumentError("request_id and account_id are required");
   if (req->amount_nano_usd() < 0) return absl::InvalidArgumentError("amount must not be negative");
   std::lock_guard<std::mutex> lock(mu_);
+  ExpireHoldsLocked(now_());
   auto account = AccountLocked(req->account_id());
   if (!account.ok()) return account.status();
   AccountState& a = **account;
@@ -120,10 +121,8 @@ absl::Status BillingLedgerService::ReserveHold(const pb::ReserveRequest& request
                          " USD. Add credit to continue."));
   }
   std::string hold_id = NewId("hold_", 10);
-  int64_t now = now_();
-  ExpireHoldsLocked(now);
   holds_[hold_id] = Hold{req->account_id(), req->request_id(), req->amount_nano_usd(),
-                         now + kHoldLifetimeSeconds};
+                         now_() + kHoldLifetimeSeconds};
   hold_by_request_[req->request_id()] = hold_id;
   a.held += req->amount_nano_usd();
   Metrics().reservations.Add({{"outcome", "held"}}).Increment();
