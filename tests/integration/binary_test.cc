@@ -3,6 +3,8 @@
 // stop on SIGTERM.
 #include <gtest/gtest.h>
 
+#include "tests/integration/ports.h"
+
 #include <curl/curl.h>
 #include <grpcpp/create_channel.h>
 #include <netinet/in.h>
@@ -23,19 +25,10 @@
 
 namespace {
 
+using nexusflow::testing::FreePort;
+
 std::string g_binary;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 std::string TempDir() {
   char tmpl[] = "/tmp/nf-binary-test-XXXXXX";
