@@ -274,10 +274,11 @@ void Gateway::Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log) {
   log.input_tokens = u.input_tokens() + u.cache_read_tokens() + u.cache_write_tokens();
   log.output_tokens = u.output_tokens();
   auto& tokens = Metrics().tokens;
-  tokens.Add({{"model", job.model.id()}, {"kind", "input"}}).Increment(static_cast<double>(u.input_tokens()));
-  tokens.Add({{"model", job.model.id()}, {"kind", "cache_read"}}).Increment(static_cast<double>(u.cache_read_tokens()));
-  tokens.Add({{"model", job.model.id()}, {"kind", "cache_write"}}).Increment(static_cast<double>(u.cache_write_tokens()));
-  tokens.Add({{"model", job.model.id()}, {"kind", "output"}}).Increment(static_cast<double>(u.output_tokens()));
+  const std::string& m = job.model.id();
+  CounterFor(tokens, {{"model", m}, {"kind", "input"}}).Increment(static_cast<double>(u.input_tokens()));
+  CounterFor(tokens, {{"model", m}, {"kind", "cache_read"}}).Increment(static_cast<double>(u.cache_read_tokens()));
+  CounterFor(tokens, {{"model", m}, {"kind", "cache_write"}}).Increment(static_cast<double>(u.cache_write_tokens()));
+  CounterFor(tokens, {{"model", m}, {"kind", "output"}}).Increment(static_cast<double>(u.output_tokens()));
 
   billing::v1::SettleRequest req;
   req.set_request_id(log.request_id);

@@ -111,8 +111,9 @@ Handler Gateway::handler() {
     Handle(req, w, log);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (log.route.empty()) log.route = "other";
-    Metrics().requests.Add({{"route", log.route}, {"code", std::to_string(w.status())}}).Increment();
-    Metrics().seconds.Add({{"route", log.route}}, LatencyBuckets()).Observe(seconds);
+    CounterFor(Metrics().requests, {{"route", log.route}, {"code", std::to_string(w.status())}})
+        .Increment();
+    HistogramFor(Metrics().seconds, {{"route", log.route}}).Observe(seconds);
     if (config_.gateway.access_log && log.route != "ops")
       WriteAccessLog(req, w.status(), seconds, w.bytes_written(), log);
   };

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <mutex>
+#include <type_traits>
+#include <unordered_map>
 
 #include "libs/common/status_map.h"
 
@@ -104,13 +106,45 @@ class RpcMetricsInterceptorFactory
 
 }  // namespace
 
+namespace {
+
+template <class T>
+T& SeriesFor(prometheus::Family<T>& family, LabelValues labels) {
+  thread_local std::unordered_map<std::string, void*> cache;
+  std::string key(reinterpret_cast<const char*>(&family), sizeof(void*));
+  for (const auto& [name, value] : labels) {
+    key.push_back('\x1f');
+    key.append(value);
+  }
+  void*& slot = cache[key];
+  if (!slot) {
+    prometheus::Labels map;
+    for (const auto& [name, value] : labels) map.emplace(name, std::string(value));
+    if constexpr (std::is_same_v<T, prometheus::Histogram>)
+      slot = &family.Add(map, LatencyBuckets());
+    else
+      slot = &family.Add(map);
+  }
+  return *static_cast<T*>(slot);
+}
+
+}  // namespace
+
+prometheus::Counter& CounterFor(prometheus::Family<prometheus::Counter>& family, LabelValues labels) {
+  return SeriesFor(family, labels);
+}
+
+prometheus::Histogram& HistogramFor(prometheus::Family<prometheus::Histogram>& family,
+                                    LabelValues labels) {
+  return SeriesFor(family, labels);
+}
+
 void RecordRpc(const std::string& service, const std::string& method, grpc::StatusCode code,
                double seconds) {
   auto& f = Families();
-  f.handled
-      .Add({{"service", service}, {"method", method}, {"code", std::string(GrpcCodeName(code))}})
+  CounterFor(f.handled, {{"service", service}, {"method", method}, {"code", GrpcCodeName(code)}})
       .Increment();
-  f.seconds.Add({{"service", service}, {"method", method}}, LatencyBuckets()).Observe(seconds);
+  HistogramFor(f.seconds, {{"service", service}, {"method", method}}).Observe(seconds);
 }
 
 RpcRecorder::RpcRecorder(std::string service, std::string method)

@@ -2,7 +2,10 @@
 // One Prometheus registry per process. Every gRPC server counts its RPCs through the
 // interceptor below; services register their own families once at start-up.
 #include <memory>
+#include <initializer_list>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include <grpcpp/support/server_interceptor.h>
 #include <prometheus/counter.h>
@@ -25,6 +28,14 @@ void StartMetricsListener(const std::string& address);
 // nexusflow_grpc_server_handling_seconds{service,method}.
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 MakeRpcMetricsInterceptorFactory();
+
+// The series of a family for some label values, found once per thread: Family::Add takes
+// the family's lock on every call, and a request path that counts a dozen things would
+// queue its threads on those locks. Series are never removed, so the pointers stay good.
+using LabelValues = std::initializer_list<std::pair<const char*, std::string_view>>;
+prometheus::Counter& CounterFor(prometheus::Family<prometheus::Counter>& family, LabelValues labels);
+prometheus::Histogram& HistogramFor(prometheus::Family<prometheus::Histogram>& family,
+                                    LabelValues labels);
 
 // Counts one call the way the interceptor does, for calls between targets of one process
 // that skip gRPC (so dashboards see every call, however it travelled).

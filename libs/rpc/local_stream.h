@@ -15,20 +15,24 @@ template <class T>
 class LocalStream : public StreamSink<T> {
  public:
   bool Push(T message) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (cancelled_ || finished_) return false;
-    queue_.push_back(std::move(message));
-    cv_.notify_one();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cancelled_ || finished_) return false;
+      queue_.push_back(std::move(message));
+    }
+    cv_.notify_one();  // after unlocking, so the reader does not wake into a held lock
     return true;
   }
 
   void Finish(grpc::Status status) override {
     std::function<void()> drop;  // may own the producer: released outside the lock
-    std::lock_guard<std::mutex> lock(mu_);
-    if (finished_) return;
-    finished_ = true;
-    status_ = std::move(status);
-    drop.swap(on_cancel_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) return;
+      finished_ = true;
+      status_ = std::move(status);
+      drop.swap(on_cancel_);
+    }
     cv_.notify_one();
   }
 

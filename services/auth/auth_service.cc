@@ -19,7 +19,7 @@ prometheus::Family<prometheus::Counter>& AuthResults() {
   return family;
 }
 
-void CountResult(const char* result) { AuthResults().Add({{"result", result}}).Increment(); }
+void CountResult(const char* result) { CounterFor(AuthResults(), {{"result", result}}).Increment(); }
 
 void ToProto(const KeyRecord& k, pb::ApiKey* out) {
   out->set_id(k.id);

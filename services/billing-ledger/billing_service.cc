@@ -125,7 +125,7 @@ absl::Status BillingLedgerService::ReserveHold(const pb::ReserveRequest& request
                          now_() + kHoldLifetimeSeconds};
   hold_by_request_[req->request_id()] = hold_id;
   a.held += req->amount_nano_usd();
-  Metrics().reservations.Add({{"outcome", "held"}}).Increment();
+  CounterFor(Metrics().reservations, {{"outcome", "held"}}).Increment();
   resp->set_hold_id(hold_id);
   resp->set_available_nano_usd(available - req->amount_nano_usd());
   return absl::OkStatus();
@@ -236,8 +236,8 @@ void BillingLedgerService::Commit(std::deque<PendingSettle>& batch) {
       if (r.duplicate) {
         Metrics().settlements.Add({{"outcome", "duplicate"}}).Increment();
       } else {
-        Metrics().settlements.Add({{"outcome", "charged"}}).Increment();
-        Metrics().charged.Add({{"model", p.row.model}}).Increment(static_cast<double>(r.cost));
+        CounterFor(Metrics().settlements, {{"outcome", "charged"}}).Increment();
+        CounterFor(Metrics().charged, {{"model", p.row.model}}).Increment(static_cast<double>(r.cost));
         if (auto a = accounts_.find(p.row.account_id); a != accounts_.end()) {
           a->second.balance = r.balance;
           a->second.total_spent += r.cost;

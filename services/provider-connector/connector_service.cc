@@ -121,8 +121,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   bool OnBody(long status, std::string_view bytes) {
     if (!first_byte_) {
       first_byte_ = true;
-      Metrics()
-          .ttfb.Add({{"provider", provider_}}, LatencyBuckets())
+      HistogramFor(Metrics().ttfb, {{"provider", provider_}})
           .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_)
                        .count());
     }
@@ -161,7 +160,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     std::string outcome = transport_error.empty() ? std::to_string(status)
                           : timed_out              ? "timeout"
                                                    : "transport_error";
-    Metrics().upstream.Add({{"provider", provider_}, {"outcome", outcome}}).Increment();
+    CounterFor(Metrics().upstream, {{"provider", provider_}, {"outcome", outcome}}).Increment();
     bool started = decoder_.started();
     if (!transport_error.empty() && protocol_error_.empty()) {
       if (!started) return Retry(absl::StrCat(provider_, ": ", transport_error), 0, timed_out);

@@ -85,7 +85,7 @@ absl::Status RateLimiterService::AcquireLease(const pb::AcquireRequest& request,
   }
   SetState(a.requests, resp->mutable_requests());
   SetState(a.tokens, resp->mutable_tokens());
-  Decisions().Add({{"plan", plan}, {"outcome", outcome}}).Increment();
+  CounterFor(Decisions(), {{"plan", plan}, {"outcome", outcome}}).Increment();
   return absl::OkStatus();
 }
 

@@ -51,7 +51,7 @@ grpc::ServerUnaryReactor* RoutingService::Resolve(grpc::CallbackServerContext* c
     reactor->Finish(ToGrpcStatus(model.status()));
     return reactor;
   }
-  Resolutions().Add({{"result", "ok"}}).Increment();
+  CounterFor(Resolutions(), {{"result", "ok"}}).Increment();
   *resp->mutable_model() = std::move(*model);
   reactor->Finish(grpc::Status::OK);
   return reactor;
