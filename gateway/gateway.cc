@@ -24,7 +24,7 @@ namespace {
 
 struct Families {
   prometheus::Family<prometheus::Counter>& requests;
-  prometheus::Family<prometheus::Histogram>& seconds;
+  LatencyHistogramFamily& seconds;
 };
 
 Families& Metrics() {
@@ -33,10 +33,8 @@ Families& Metrics() {
           .Name("nexusflow_gateway_http_requests_total")
           .Help("HTTP requests by route and status code")
           .Register(MetricsRegistry()),
-      prometheus::BuildHistogram()
-          .Name("nexusflow_gateway_http_request_duration_seconds")
-          .Help("Time from reading a request to its last byte, by route")
-          .Register(MetricsRegistry())};
+      NewLatencyHistogram("nexusflow_gateway_http_request_duration_seconds",
+                          "Time from reading a request to its last byte, by route")};
   return f;
 }
 

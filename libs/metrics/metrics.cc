@@ -21,9 +21,45 @@ std::shared_ptr<prometheus::Registry> SharedMetricsRegistry() {
 
 prometheus::Registry& MetricsRegistry() { return *SharedMetricsRegistry(); }
 
+namespace {
+
+// The registry's families and the lock-free histograms, collected together.
+class AllMetrics : public prometheus::Collectable {
+ public:
+  void Add(std::shared_ptr<LatencyHistogramFamily> family) {
+    std::lock_guard<std::mutex> lock(mu_);
+    extras_.push_back(std::move(family));
+  }
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    auto out = MetricsRegistry().Collect();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& e : extras_)
+      for (auto& f : e->Collect()) out.push_back(std::move(f));
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::shared_ptr<LatencyHistogramFamily>> extras_;
+};
+
+std::shared_ptr<AllMetrics> All() {
+  static auto all = std::make_shared<AllMetrics>();
+  return all;
+}
+
+}  // namespace
+
+LatencyHistogramFamily& NewLatencyHistogram(const std::string& name, const std::string& help) {
+  std::vector<double> bounds(LatencyBuckets().begin(), LatencyBuckets().end());
+  auto family = std::make_shared<LatencyHistogramFamily>(name, help, std::move(bounds));
+  All()->Add(family);
+  return *family;  // owned by All() for the life of the process
+}
+
 std::string SerializeMetrics() {
   prometheus::TextSerializer serializer;
-  return serializer.Serialize(MetricsRegistry().Collect());
+  return serializer.Serialize(All()->Collect());
 }
 
 void StartMetricsListener(const std::string& address) {
@@ -31,7 +67,7 @@ void StartMetricsListener(const std::string& address) {
   static std::vector<std::unique_ptr<prometheus::Exposer>> exposers;
   std::lock_guard<std::mutex> lock(mu);
   auto exposer = std::make_unique<prometheus::Exposer>(address);
-  exposer->RegisterCollectable(SharedMetricsRegistry());
+  exposer->RegisterCollectable(All());
   exposers.push_back(std::move(exposer));
 }
 
@@ -46,7 +82,7 @@ namespace {
 
 struct RpcFamilies {
   prometheus::Family<prometheus::Counter>& handled;
-  prometheus::Family<prometheus::Histogram>& seconds;
+  LatencyHistogramFamily& seconds;
 };
 
 RpcFamilies& Families() {
@@ -55,10 +91,8 @@ RpcFamilies& Families() {
           .Name("nexusflow_grpc_server_handled_total")
           .Help("RPCs completed by this process's gRPC server, by method and status code")
           .Register(MetricsRegistry()),
-      prometheus::BuildHistogram()
-          .Name("nexusflow_grpc_server_handling_seconds")
-          .Help("Time from receiving an RPC to sending its status")
-          .Register(MetricsRegistry())};
+      NewLatencyHistogram("nexusflow_grpc_server_handling_seconds",
+                          "Time from receiving an RPC to sending its status")};
   return families;
 }
 
@@ -139,6 +173,22 @@ prometheus::Histogram& HistogramFor(prometheus::Family<prometheus::Histogram>& f
   return SeriesFor(family, labels);
 }
 
+LatencyHistogramFamily::Series& HistogramFor(LatencyHistogramFamily& family, LabelValues labels) {
+  thread_local std::unordered_map<std::string, LatencyHistogramFamily::Series*> cache;
+  std::string key(reinterpret_cast<const char*>(&family), sizeof(void*));
+  for (const auto& [name, value] : labels) {
+    key.push_back('\x1f');
+    key.append(value);
+  }
+  auto*& slot = cache[key];
+  if (!slot) {
+    prometheus::Labels map;
+    for (const auto& [name, value] : labels) map.emplace(name, std::string(value));
+    slot = &family.Get(map);
+  }
+  return *slot;
+}
+
 void RecordRpc(const std::string& service, const std::string& method, grpc::StatusCode code,
                double seconds) {
   auto& f = Families();
@@ -151,7 +201,7 @@ RpcRecorder::RpcRecorder(std::string service, std::string method)
     : service_(std::move(service)), method_(std::move(method)) {
   auto& f = Families();
   ok_ = &f.handled.Add({{"service", service_}, {"method", method_}, {"code", "OK"}});
-  seconds_ = &f.seconds.Add({{"service", service_}, {"method", method_}}, LatencyBuckets());
+  seconds_ = &f.seconds.Get({{"service", service_}, {"method", method_}});
 }
 
 void RpcRecorder::Record(grpc::StatusCode code, double seconds) {

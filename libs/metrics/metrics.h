@@ -12,6 +12,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "libs/metrics/latency_histogram.h"
+
 namespace nexusflow {
 
 prometheus::Registry& MetricsRegistry();
@@ -36,6 +38,11 @@ using LabelValues = std::initializer_list<std::pair<const char*, std::string_vie
 prometheus::Counter& CounterFor(prometheus::Family<prometheus::Counter>& family, LabelValues labels);
 prometheus::Histogram& HistogramFor(prometheus::Family<prometheus::Histogram>& family,
                                     LabelValues labels);
+LatencyHistogramFamily::Series& HistogramFor(LatencyHistogramFamily& family, LabelValues labels);
+
+// A lock-free latency histogram family, exposed on /metrics with the registry's families.
+// Create them at start-up.
+LatencyHistogramFamily& NewLatencyHistogram(const std::string& name, const std::string& help);
 
 // Counts one call the way the interceptor does, for calls between targets of one process
 // that skip gRPC (so dashboards see every call, however it travelled).
@@ -53,7 +60,7 @@ class RpcRecorder {
   std::string service_;
   std::string method_;
   prometheus::Counter* ok_;
-  prometheus::Histogram* seconds_;
+  LatencyHistogramFamily::Series* seconds_;
 };
 
 // Latency buckets (seconds) shared by request histograms.
