@@ -142,8 +142,10 @@ class RpcMetricsInterceptorFactory
 
 namespace {
 
-template <class T>
-T& SeriesFor(prometheus::Family<T>& family, LabelValues labels) {
+// The series of any family for some label values, created by `make` on this thread's
+// first use and cached per thread after.
+template <class Series, class Family, class Make>
+Series& CachedSeries(Family& family, LabelValues labels, Make make) {
   thread_local std::unordered_map<std::string, void*> cache;
   std::string key(reinterpret_cast<const char*>(&family), sizeof(void*));
   for (const auto& [name, value] : labels) {
@@ -154,39 +156,29 @@ T& SeriesFor(prometheus::Family<T>& family, LabelValues labels) {
   if (!slot) {
     prometheus::Labels map;
     for (const auto& [name, value] : labels) map.emplace(name, std::string(value));
-    if constexpr (std::is_same_v<T, prometheus::Histogram>)
-      slot = &family.Add(map, LatencyBuckets());
-    else
-      slot = &family.Add(map);
+    slot = &make(map);
   }
-  return *static_cast<T*>(slot);
+  return *static_cast<Series*>(slot);
 }
 
 }  // namespace
 
 prometheus::Counter& CounterFor(prometheus::Family<prometheus::Counter>& family, LabelValues labels) {
-  return SeriesFor(family, labels);
+  return CachedSeries<prometheus::Counter>(
+      family, labels, [&](const prometheus::Labels& l) -> auto& { return family.Add(l); });
 }
 
 prometheus::Histogram& HistogramFor(prometheus::Family<prometheus::Histogram>& family,
                                     LabelValues labels) {
-  return SeriesFor(family, labels);
+  return CachedSeries<prometheus::Histogram>(family, labels,
+                                             [&](const prometheus::Labels& l) -> auto& {
+                                               return family.Add(l, LatencyBuckets());
+                                             });
 }
 
 LatencyHistogramFamily::Series& HistogramFor(LatencyHistogramFamily& family, LabelValues labels) {
-  thread_local std::unordered_map<std::string, LatencyHistogramFamily::Series*> cache;
-  std::string key(reinterpret_cast<const char*>(&family), sizeof(void*));
-  for (const auto& [name, value] : labels) {
-    key.push_back('\x1f');
-    key.append(value);
-  }
-  auto*& slot = cache[key];
-  if (!slot) {
-    prometheus::Labels map;
-    for (const auto& [name, value] : labels) map.emplace(name, std::string(value));
-    slot = &family.Get(map);
-  }
-  return *slot;
+  return CachedSeries<LatencyHistogramFamily::Series>(
+      family, labels, [&](const prometheus::Labels& l) -> auto& { return family.Get(l); });
 }
 
 void RecordRpc(const std::string& service, const std::string& method, grpc::StatusCode code,
