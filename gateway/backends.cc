@@ -53,32 +53,25 @@ void AuthCache::Start() {
   });
 }
 
-absl::StatusOr<auth::v1::Identity> AuthCache::Authenticate(const std::string& secret) {
-  std::string hash = Sha256(secret);
+std::optional<auth::v1::Identity> AuthCache::Cached(const std::string& key_sha256) {
+  if (!live_) return std::nullopt;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(key_sha256);
+  if (it == entries_.end() || it->second.expires <= std::chrono::steady_clock::now()) return std::nullopt;
+  return it->second.identity;
+}
+
+void AuthCache::Remember(const std::string& key_sha256, const auth::v1::Identity& identity) {
+  if (!live_ || ttl_ <= 0) return;
   auto now = std::chrono::steady_clock::now();
-  if (live_) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = entries_.find(hash);
-    if (it != entries_.end() && it->second.expires > now) return it->second.identity;
+  auto expires = now + std::chrono::seconds(ttl_);
+  if (identity.has_expires_at()) {
+    auto left = std::chrono::seconds(identity.expires_at().seconds() - UnixNow());
+    expires = std::min(expires, now + left);
   }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  auth::v1::AuthenticateRequest req;
-  req.set_key_sha256(hash);
-  auth::v1::AuthenticateResponse resp;
-  grpc::Status status = stub_->Authenticate(&ctx, req, &resp);
-  if (!status.ok()) return FromGrpcStatus(status);
-  if (live_ && ttl_ > 0) {
-    auto expires = now + std::chrono::seconds(ttl_);
-    if (resp.identity().has_expires_at()) {
-      auto left = std::chrono::seconds(resp.identity().expires_at().seconds() - UnixNow());
-      expires = std::min(expires, now + left);
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    if (entries_.size() > 100000) entries_.clear();
-    entries_[hash] = Entry{resp.identity(), expires};
-  }
-  return resp.identity();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (entries_.size() > 100000) entries_.clear();
+  entries_[key_sha256] = Entry{identity, expires};
 }
 
 void CatalogCache::Start() {
@@ -108,16 +101,7 @@ absl::StatusOr<routing::v1::Model> CatalogCache::Resolve(const std::string& mode
                                                          llm::v1::Protocol protocol,
                                                          const std::string& capability) {
   if (auto catalog = Get()) return catalog->Resolve(model, protocol, capability);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  routing::v1::ResolveRequest req;
-  req.set_model(model);
-  req.set_protocol(protocol);
-  req.set_capability(capability);
-  routing::v1::ResolveResponse resp;
-  grpc::Status status = stub_->Resolve(&ctx, req, &resp);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return resp.model();
+  return absl::UnavailableError("The model catalog is loading; retry shortly.");
 }
 
 }  // namespace nexusflow::gateway

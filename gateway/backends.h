@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -60,8 +61,11 @@ class AuthCache {
   void Start();
   void Stop() { watch_.Stop(); }
   bool live() const { return live_; }
-  // UNAUTHENTICATED for a bad key; UNAVAILABLE when auth cannot be reached.
-  absl::StatusOr<auth::v1::Identity> Authenticate(const std::string& secret);
+  // The identity cached for a key's SHA-256, while the watch vouches for the cache.
+  std::optional<auth::v1::Identity> Cached(const std::string& key_sha256);
+  // Keeps auth's answer for the TTL (or the key's expiry, if sooner).
+  void Remember(const std::string& key_sha256, const auth::v1::Identity& identity);
+  auth::v1::AuthService::Stub* stub() const { return stub_; }
 
  private:
   struct Entry {
@@ -84,7 +88,7 @@ class CatalogCache {
   void Stop() { watch_.Stop(); }
   bool loaded() const;
   std::shared_ptr<const routing::Catalog> Get() const;
-  // From the local copy, or from routing itself until the copy has arrived.
+  // From the local copy; UNAVAILABLE until it has arrived (the gateway is not ready then).
   absl::StatusOr<routing::v1::Model> Resolve(const std::string& model, llm::v1::Protocol protocol,
                                              const std::string& capability);
 

@@ -1,11 +1,14 @@
-// The chat request across the services: authenticate, resolve, admit (rate limit and
-// billing hold in parallel), stream from the connector, render, settle exactly once.
+// The chat request across the services, as one coroutine on the connection's loop:
+// resolve, admit (rate limit and billing hold in parallel), stream from the connector,
+// render, settle exactly once.
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "gateway/gateway.h"
@@ -16,6 +19,7 @@
 #include "services/provider-connector/connector_service.h"
 
 namespace nexusflow::gateway {
+namespace net = boost::asio;
 namespace {
 
 struct Families {
@@ -64,26 +68,31 @@ HeaderList RateLimitHeaders(const ratelimit::v1::AcquireResponse& a) {
   return h;
 }
 
-// Events out of the connector's stream of chunks, one at a time.
-class EventReader {
+// A gauge held up for as long as a stream is open.
+class ActiveStream {
  public:
-  explicit EventReader(ChatChunks* reader) : reader_(reader) {}
-  bool Next(llm::v1::ChatEvent* event) {
-    while (index_ >= chunk_.events_size()) {
-      if (!reader_->Next(&chunk_)) return false;
-      index_ = 0;
-    }
-    *event = std::move(*chunk_.mutable_events(index_++));
-    return true;
-  }
-  // The last event returned ended its chunk (a good moment to flush).
-  bool at_chunk_end() const { return index_ >= chunk_.events_size(); }
+  explicit ActiveStream(prometheus::Gauge& g) : g_(g) { g_.Increment(); }
+  ~ActiveStream() { g_.Decrement(); }
 
  private:
-  ChatChunks* reader_;
-  connector::v1::ChatChunk chunk_;
-  int index_ = 0;
+  prometheus::Gauge& g_;
 };
+
+bool HasOutput(const ChatAnswer& a) {
+  return !a.text.empty() || !a.reasoning.empty() || !a.tool_calls.empty();
+}
+
+// Usage for an answer the upstream stopped short of reporting (the caller hung up):
+// the prompt estimate, and about four characters a token of what arrived.
+llm::v1::Usage UsageOfWhatArrived(const ChatAnswer& a, int64_t prompt_estimate) {
+  if (a.has_usage) return a.usage;
+  size_t chars = a.text.size() + a.reasoning.size();
+  for (const auto& t : a.tool_calls) chars += t.name.size() + t.arguments.size();
+  llm::v1::Usage u;
+  u.set_input_tokens(prompt_estimate);
+  u.set_output_tokens(static_cast<int64_t>((chars + 3) / 4));
+  return u;
+}
 
 }  // namespace
 
@@ -94,25 +103,26 @@ struct Gateway::ChatJob {
   routing::v1::Model model;
   std::string hold_id;
   std::string lease_id;
+  int64_t prompt_estimate = 0;
   HeaderList headers;
 };
 
-void Gateway::HandleOpenAiChat(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
-  auto identity = Authenticate(req, w, ApiProtocol::kOpenAI, log);
-  if (!identity) return;
+net::awaitable<void> Gateway::HandleOpenAiChat(HttpExchange& ex, auth::v1::Identity identity,
+                                               RequestLog& log) {
   openai::ParsedChat parsed;
   HttpError error;
-  if (!openai::ParseChatRequest(req.body, &parsed, &error)) return SendError(w, ApiProtocol::kOpenAI, error, log);
+  if (!openai::ParseChatRequest(ex.request().body, &parsed, &error))
+    co_return co_await SendError(ex, ApiProtocol::kOpenAI, error, log);
   ChatJob job;
-  job.identity = std::move(*identity);
+  job.identity = std::move(identity);
   job.request = std::move(parsed.request);
   job.request.set_request_id(log.request_id);
   job.renderer = openai::NewChatRenderer(absl::StrCat("chatcmpl-", log.request_id.substr(4)),
                                          job.request.model(), UnixNow(), parsed.include_usage);
-  RunChat(job, w, log);
+  co_await RunChat(job, ex, log);
 }
 
-void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
+net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog& log) {
   const ApiProtocol protocol = job.renderer->protocol();
   log.model = job.request.model();
   // Routing, from the local catalog.
@@ -121,15 +131,15 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
     HttpError e = HttpErrorFrom(model.status());
     if (model.status().code() == absl::StatusCode::kNotFound) e = {404, std::string(model.status().message()), "model", "model_not_found"};
     if (model.status().code() == absl::StatusCode::kFailedPrecondition) e = {400, std::string(model.status().message()), "model", "model_not_supported"};
-    return SendError(w, protocol, e, log);
+    co_return co_await SendError(ex, protocol, e, log);
   }
   job.model = std::move(*model);
   const auto& allowed = job.identity.allowed_models();
   if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), job.model.id()) == allowed.end())
-    return SendError(w, protocol, {403, absl::StrCat("This API key is not allowed to use the model `", job.model.id(), "`."), "model", "model_not_allowed"}, log);
+    co_return co_await SendError(ex, protocol, {403, absl::StrCat("This API key is not allowed to use the model `", job.model.id(), "`."), "model", "model_not_allowed"}, log);
 
   // Admission: a rate-limit lease and a billing hold, asked in parallel.
-  int64_t prompt_estimate = connector::EstimatePromptTokens(job.request);
+  job.prompt_estimate = connector::EstimatePromptTokens(job.request);
   int64_t max_output = job.request.sampling().has_max_output_tokens()
                            ? job.request.sampling().max_output_tokens()
                            : (job.model.max_output_tokens() > 0 ? job.model.max_output_tokens()
@@ -139,15 +149,15 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
   areq.set_key_id(job.identity.key_id());
   areq.set_plan(job.identity.plan());
   areq.set_model(job.model.id());
-  areq.set_estimated_tokens(prompt_estimate + (job.request.sampling().has_max_output_tokens() ? max_output : 0));
+  areq.set_estimated_tokens(job.prompt_estimate + (job.request.sampling().has_max_output_tokens() ? max_output : 0));
   billing::v1::ReserveRequest breq;
   breq.set_request_id(log.request_id);
   breq.set_account_id(job.identity.account_id());
-  breq.set_amount_nano_usd(billing::MaxCostNanoUsd(prompt_estimate, max_output, job.model.price()));
+  breq.set_amount_nano_usd(billing::MaxCostNanoUsd(job.prompt_estimate, max_output, job.model.price()));
   ratelimit::v1::AcquireResponse aresp;
   billing::v1::ReserveResponse bresp;
   grpc::Status astatus, bstatus;
-  path_.Admit(areq, &aresp, &astatus, breq, &bresp, &bstatus);
+  co_await path_.Admit(areq, &aresp, &astatus, breq, &bresp, &bstatus);
   bool admitted = astatus.ok() && aresp.decision() == ratelimit::v1::DECISION_ALLOWED;
   if (admitted) job.lease_id = aresp.lease_id();
   if (bstatus.ok()) job.hold_id = bresp.hold_id();
@@ -158,7 +168,7 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
   };
   if (!astatus.ok()) {
     undo();
-    return SendError(w, protocol, {503, absl::StrCat("The rate limiter is unavailable: ", astatus.error_message()), "", ""}, log);
+    co_return co_await SendError(ex, protocol, {503, absl::StrCat("The rate limiter is unavailable: ", astatus.error_message()), "", ""}, log);
   }
   if (!admitted) {
     undo();
@@ -168,108 +178,138 @@ void Gateway::RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log) {
     const char* what = aresp.denied_by() == ratelimit::v1::LIMIT_KIND_REQUESTS ? "requests per minute"
                        : aresp.denied_by() == ratelimit::v1::LIMIT_KIND_TOKENS ? "tokens per minute"
                                                                                 : "concurrent requests";
-    return SendError(w, protocol,
-                     {429, absl::StrCat("Rate limit reached for ", what, " on plan '", job.identity.plan(), "'. Retry after ", std::max<int64_t>(1, retry), "s."), "", "rate_limit_exceeded"},
-                     log, headers);
+    co_return co_await SendError(
+        ex, protocol,
+        {429, absl::StrCat("Rate limit reached for ", what, " on plan '", job.identity.plan(), "'. Retry after ", std::max<int64_t>(1, retry), "s."), "", "rate_limit_exceeded"},
+        log, headers);
   }
   if (!bstatus.ok()) {
     undo();
     if (bstatus.error_code() == grpc::FAILED_PRECONDITION)
-      return SendError(w, protocol, {402, bstatus.error_message(), "", "insufficient_balance"}, log, job.headers);
+      co_return co_await SendError(ex, protocol, {402, bstatus.error_message(), "", "insufficient_balance"}, log, job.headers);
     if (bstatus.error_code() == grpc::NOT_FOUND)
-      return SendError(w, protocol, {402, "The account of this key does not exist.", "", "insufficient_balance"}, log, job.headers);
-    return SendError(w, protocol, {503, absl::StrCat("The billing service is unavailable: ", bstatus.error_message()), "", ""}, log);
+      co_return co_await SendError(ex, protocol, {402, "The account of this key does not exist.", "", "insufficient_balance"}, log, job.headers);
+    co_return co_await SendError(ex, protocol, {503, absl::StrCat("The billing service is unavailable: ", bstatus.error_message()), "", ""}, log);
   }
 
-  // The provider.
+  // The provider. A client that hangs up cancels the upstream transfer; whatever had
+  // arrived by then is still read from the stream and billed.
   connector::v1::ChatCall call;
   *call.mutable_request() = job.request;
   *call.mutable_candidates() = job.model.deployments();
-  auto reader = path_.Chat(call, std::chrono::system_clock::now() +
-                                     std::chrono::milliseconds(config_.provider_connector.request_timeout_ms + 30000));
-  EventReader events(reader.get());
+  auto chat = co_await path_.Chat(call, std::chrono::system_clock::now() +
+                                            std::chrono::milliseconds(config_.provider_connector.request_timeout_ms + 30000));
+  ChatStream& stream = chat->stream();
+  ex.WatchClient([&stream] { stream.Cancel(); });
   ChatAnswer answer;
-  llm::v1::ChatEvent event;
-  bool got_first = events.Next(&event);
-  if (!got_first || (event.has_error() && !answer.has_usage)) {
+  connector::v1::ChatChunk chunk;
+  bool got = co_await stream.Next(&chunk);
+  while (got && chunk.events_size() == 0) got = co_await stream.Next(&chunk);
+  if (!got || (chunk.events(0).has_error())) {
+    // Failed before any output: nothing is charged.
     HttpError e;
-    if (got_first) {
-      e = {event.error().http_status() ? event.error().http_status() : 502, event.error().message(), "", ""};
-      while (events.Next(&event)) {
+    if (got) {
+      const auto& err = chunk.events(0).error();
+      e = {err.http_status() ? err.http_status() : 502, err.message(), "", ""};
+      while (co_await stream.Next(&chunk)) {
       }
-      (void)reader->Finish();
+      (void)chat->Finish();
     } else {
-      grpc::Status s = reader->Finish();
+      grpc::Status s = chat->Finish();
       e = {502, absl::StrCat("The provider connector failed: ", s.error_message()), "", ""};
+      if (ex.client_gone()) e = {499, "The client closed the connection.", "", ""};
     }
     undo();
     HeaderList headers = job.headers;
     if (e.status == 429) headers.emplace_back("retry-after", "1");
-    return SendError(w, protocol, e, log, headers);
+    co_return co_await SendError(ex, protocol, e, log, headers);
   }
   HeaderList headers = job.headers;
   headers.emplace_back("x-request-id", log.request_id);
   if (!job.request.stream()) {
     do {
-      answer.Apply(event);
-    } while (events.Next(&event));
-    grpc::Status s = reader->Finish();
-    if (!answer.error && !s.ok()) answer.error = llm::v1::StreamError{}, answer.error->set_http_status(502), answer.error->set_message(s.error_message());
+      for (const auto& e : chunk.events()) answer.Apply(e);
+    } while (co_await stream.Next(&chunk));
+    grpc::Status s = chat->Finish();
     log.deployment = answer.deployment_id;
+    if (stream.cancelled()) {
+      // The caller left before the answer was whole: bill what the provider produced.
+      log.error = "client closed the connection";
+      if (HasOutput(answer) || answer.has_usage) {
+        answer.usage = UsageOfWhatArrived(answer, job.prompt_estimate);
+        co_await Settle(job, answer, log);
+      } else {
+        undo();
+      }
+      co_return co_await ex.Send(499, "application/json", "", headers);
+    }
+    if (!answer.error && !s.ok()) answer.error = llm::v1::StreamError{}, answer.error->set_http_status(502), answer.error->set_message(s.error_message());
     if (answer.error) {
       undo();
-      return SendError(w, protocol, {answer.error->http_status() ? answer.error->http_status() : 502, answer.error->message(), "", ""}, log, job.headers);
+      co_return co_await SendError(ex, protocol, {answer.error->http_status() ? answer.error->http_status() : 502, answer.error->message(), "", ""}, log, job.headers);
     }
-    Settle(job, answer, log);
-    w.Send(200, "application/json", job.renderer->SyncBody(answer), headers);
-    return;
+    co_await Settle(job, answer, log);
+    co_return co_await ex.Send(200, "application/json", job.renderer->SyncBody(answer), std::move(headers));
   }
-  // Streaming: frames go out as events arrive; a client that leaves is still charged for
-  // what the provider produced, so the stream is read to its end either way.
-  auto& active = Metrics().streams.Add({});
-  active.Increment();
-  bool client_ok = w.Start(200, "text/event-stream", headers);
-  std::string frames;  // the frames of one upstream read go out in one write
+  // Streaming: the frames of one upstream read go out in one write, as they arrive. The
+  // next chunk is taken only once the client has the last one: a slow reader fills the
+  // stream's buffer and pauses the upstream.
+  ActiveStream active(Metrics().streams.Add({}));
+  bool client_ok = co_await ex.Start(200, "text/event-stream", headers);
+  if (!client_ok) stream.Cancel();
+  std::string frames;
   do {
-    answer.Apply(event);
-    if (client_ok && !event.has_error() && !event.has_usage())  // usage: after settlement
-      frames += job.renderer->StreamEvent(event);
-    if (client_ok && events.at_chunk_end() && !frames.empty()) {
-      client_ok = w.Write(frames);
-      frames.clear();
+    for (const auto& e : chunk.events()) {
+      answer.Apply(e);
+      if (client_ok && !e.has_error() && !e.has_usage())  // usage: after settlement
+        frames += job.renderer->StreamEvent(e);
     }
-  } while (events.Next(&event));
-  grpc::Status s = reader->Finish();
+    if (client_ok && !frames.empty()) {
+      client_ok = co_await ex.Write(std::move(frames));
+      frames.clear();
+      if (!client_ok) stream.Cancel();
+    }
+  } while (co_await stream.Next(&chunk));
+  grpc::Status s = chat->Finish();
   log.deployment = answer.deployment_id;
-  if (!answer.error && !s.ok()) {
+  bool left = stream.cancelled();
+  if (!left && !answer.error && !s.ok()) {
     answer.error = llm::v1::StreamError{};
     answer.error->set_http_status(502);
     answer.error->set_message(s.error_message());
   }
-  if (answer.error) {
-    undo();
-    if (client_ok) {
-      w.Write(job.renderer->StreamError({answer.error->http_status() ? answer.error->http_status() : 502, answer.error->message(), "", ""}));
-      w.End();
+  if (left || answer.error) {
+    // Output reached the client (or the provider made it for a client who left): it is
+    // charged, on the provider's usage when it reported one, else on what arrived.
+    if (HasOutput(answer) || answer.has_usage) {
+      answer.usage = UsageOfWhatArrived(answer, job.prompt_estimate);
+      answer.has_usage = true;
+      co_await Settle(job, answer, log);
+    } else {
+      undo();
     }
-    log.error = answer.error->message();
-  } else {
-    Settle(job, answer, log);
-    if (client_ok && answer.has_usage) {
-      llm::v1::ChatEvent usage;
-      *usage.mutable_usage() = answer.usage;
-      std::string frames = job.renderer->StreamEvent(usage);
-      if (!frames.empty()) client_ok = w.Write(frames);
+    if (left) {
+      log.error = "client closed the connection";
+    } else {
+      log.error = answer.error->message();
+      if (client_ok) {
+        client_ok = co_await ex.Write(job.renderer->StreamError({answer.error->http_status() ? answer.error->http_status() : 502, answer.error->message(), "", ""}));
+        if (client_ok) co_await ex.End();
+      }
     }
-    if (client_ok) {
-      w.Write(job.renderer->StreamEnd());
-      w.End();
-    }
+    co_return;
   }
-  active.Decrement();
+  co_await Settle(job, answer, log);
+  if (client_ok && answer.has_usage) {
+    llm::v1::ChatEvent usage;
+    *usage.mutable_usage() = answer.usage;
+    std::string usage_frames = job.renderer->StreamEvent(usage);
+    if (!usage_frames.empty()) client_ok = co_await ex.Write(std::move(usage_frames));
+  }
+  if (client_ok && co_await ex.Write(job.renderer->StreamEnd())) co_await ex.End();
 }
 
-void Gateway::Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log) {
+net::awaitable<void> Gateway::Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log) {
   const auto& u = answer.usage;
   log.input_tokens = u.input_tokens() + u.cache_read_tokens() + u.cache_write_tokens();
   log.output_tokens = u.output_tokens();
@@ -292,9 +332,12 @@ void Gateway::Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log) {
   req.set_deployment_id(answer.deployment_id);
   bool settled = false;
   for (int attempt = 0; attempt < 3 && !settled; ++attempt) {
-    if (attempt) std::this_thread::sleep_for(std::chrono::milliseconds(20 * attempt));
+    if (attempt) {
+      net::steady_timer pause(co_await net::this_coro::executor, std::chrono::milliseconds(20 * attempt));
+      co_await pause.async_wait(net::as_tuple(net::use_awaitable));
+    }
     billing::v1::SettleResponse resp;
-    if (path_.Settle(req, &resp).ok()) {
+    if ((co_await path_.Settle(req, &resp)).ok()) {
       settled = true;
       log.cost_nano_usd = resp.cost_nano_usd();
     }

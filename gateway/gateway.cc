@@ -7,11 +7,11 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
-#include <deque>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "gateway/async_call.h"
 #include "gateway/protocols/openai.h"
 #include "libs/common/ids.h"
 #include "libs/common/money.h"
@@ -19,8 +19,59 @@
 
 namespace nexusflow::gateway {
 namespace json = boost::json;
+namespace net = boost::asio;
+
+// One endpoint: where it is, who may call it, and which protocol its errors speak.
+struct Gateway::Route {
+  enum class Auth { kNone, kKey, kAdmin };
+  enum class Kind { kHealth, kReady, kMetrics, kOpenAiChat, kModels, kBalance, kUsage, kAdmin };
+  std::string_view path;
+  bool prefix;               // `path` is a prefix of the request path
+  std::string_view method;   // "" = any (the handler decides)
+  const char* name;          // the route label of metrics and the access log
+  ApiProtocol protocol;
+  Auth auth;
+  Kind kind;
+};
 
 namespace {
+
+using Route = Gateway::Route;
+using Auth = Route::Auth;
+using Kind = Route::Kind;
+
+constexpr Route kRoutes[] = {
+    {"/healthz", false, "", "ops", ApiProtocol::kOpenAI, Auth::kNone, Kind::kHealth},
+    {"/readyz", false, "", "ops", ApiProtocol::kOpenAI, Auth::kNone, Kind::kReady},
+    {"/metrics", false, "", "ops", ApiProtocol::kOpenAI, Auth::kNone, Kind::kMetrics},
+    {"/v1/chat/completions", false, "POST", "chat_completions", ApiProtocol::kOpenAI, Auth::kKey, Kind::kOpenAiChat},
+    {"/v1/models", false, "GET", "models", ApiProtocol::kOpenAI, Auth::kKey, Kind::kModels},
+    {"/v1/models/", true, "GET", "models", ApiProtocol::kOpenAI, Auth::kKey, Kind::kModels},
+    {"/v1/balance", false, "GET", "balance", ApiProtocol::kNexusFlow, Auth::kKey, Kind::kBalance},
+    {"/v1/usage", false, "GET", "usage", ApiProtocol::kNexusFlow, Auth::kKey, Kind::kUsage},
+    {"/admin/v1/", true, "", "admin", ApiProtocol::kNexusFlow, Auth::kAdmin, Kind::kAdmin},
+};
+
+// Content types and bodies of the ops endpoints. (Named, not literals: a string literal
+// in a co_await expression trips GCC 12's coroutine lowering.)
+constexpr std::string_view kTextPlain = "text/plain";
+constexpr std::string_view kPrometheusText = "text/plain; version=0.0.4";
+constexpr std::string_view kJsonType = "application/json";
+constexpr std::string_view kOk = "ok\n", kReady = "ready\n", kDraining = "draining\n",
+                           kStarting = "starting\n";
+
+const Route* FindRoute(std::string_view path) {
+  for (const auto& r : kRoutes)
+    if (r.prefix ? path.substr(0, r.path.size()) == r.path : path == r.path) return &r;
+  return nullptr;
+}
+
+// The protocol of an unknown path's errors: the one whose URL space it is in.
+ApiProtocol ProtocolOfPath(std::string_view path) {
+  if (const Route* r = FindRoute(path)) return r->protocol;
+  if (path.substr(0, 7) == "/admin/") return ApiProtocol::kNexusFlow;
+  return ApiProtocol::kOpenAI;
+}
 
 struct Families {
   prometheus::Family<prometheus::Counter>& requests;
@@ -66,6 +117,7 @@ void WriteAccessLog(const HttpRequest& req, int status, double seconds, int64_t 
   if (!log.error.empty()) line["error"] = log.error;
   std::string text = json::serialize(line);
   text.push_back('\n');
+  // One write of the whole line: lines of concurrent loops never interleave.
   fwrite(text.data(), 1, text.size(), stdout);
   fflush(stdout);
 }
@@ -82,7 +134,10 @@ Gateway::Gateway(const Config& config, Backends backends, LocalServices local)
   Metrics();
 }
 
-Gateway::~Gateway() { Stop(); }
+Gateway::~Gateway() {
+  Stop();
+  blocking_.join();
+}
 
 void Gateway::Start() {
   auth_cache_.Start();
@@ -101,20 +156,101 @@ bool Gateway::ready() const {
   return true;
 }
 
-Handler Gateway::handler() {
-  return [this](const HttpRequest& req, ResponseWriter& w) {
-    auto start = std::chrono::steady_clock::now();
-    RequestLog log;
-    log.request_id = NewId("req_", 12);
-    Handle(req, w, log);
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (log.route.empty()) log.route = "other";
-    CounterFor(Metrics().requests, {{"route", log.route}, {"code", std::to_string(w.status())}})
-        .Increment();
-    HistogramFor(Metrics().seconds, {{"route", log.route}}).Observe(seconds);
-    if (config_.gateway.access_log && log.route != "ops")
-      WriteAccessLog(req, w.status(), seconds, w.bytes_written(), log);
+AsyncHandler Gateway::handler() {
+  return [this](HttpExchange& ex) { return Serve(ex); };
+}
+
+ErrorBodyFn Gateway::error_body() {
+  return [](std::string_view path, int status, const std::string& message, const std::string& code) {
+    return ErrorBody(ProtocolOfPath(path), HttpError{status, message, "", code}, NewId("req_", 12));
   };
+}
+
+net::awaitable<void> Gateway::Serve(HttpExchange& ex) {
+  auto start = std::chrono::steady_clock::now();
+  RequestLog log;
+  log.request_id = NewId("req_", 12);
+  co_await Dispatch(ex, log);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (log.route.empty()) log.route = "other";
+  CounterFor(Metrics().requests, {{"route", log.route}, {"code", std::to_string(ex.status())}})
+      .Increment();
+  HistogramFor(Metrics().seconds, {{"route", log.route}}).Observe(seconds);
+  if (config_.gateway.access_log && log.route != "ops")
+    WriteAccessLog(ex.request(), ex.status(), seconds, ex.bytes_written(), log);
+}
+
+net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
+  HttpRequest& req = ex.request();
+  const Route* route = FindRoute(req.path);
+  if (!route) {
+    log.route = "unknown";
+    co_return co_await SendError(
+        ex, ProtocolOfPath(req.path),
+        {404, absl::StrCat("Unknown request URL: ", req.method, " ", req.path, "."), "", "unknown_url"}, log);
+  }
+  log.route = route->name;
+  if (!route->method.empty() && req.method != route->method) {
+    HeaderList allow;
+    allow.emplace_back("allow", std::string(route->method));
+    co_return co_await SendError(
+        ex, route->protocol,
+        {405, absl::StrCat("Method ", req.method, " is not allowed on ", req.path, "."), "", ""}, log,
+        std::move(allow));
+  }
+  HeaderList id{{"x-request-id", log.request_id}};
+  const std::string_view text = kTextPlain;
+  switch (route->kind) {
+    case Kind::kHealth:
+      co_return co_await ex.Send(200, text, std::string(kOk), id);
+    case Kind::kReady:
+      if (ready()) co_return co_await ex.Send(200, text, std::string(kReady), id);
+      co_return co_await ex.Send(503, text, std::string(draining_ ? kDraining : kStarting), id);
+    case Kind::kMetrics:
+      co_return co_await ex.Send(200, kPrometheusText, SerializeMetrics(), id);
+    default:
+      break;
+  }
+
+  // Who is asking is decided from the headers, before a byte of the body is read.
+  std::optional<auth::v1::Identity> identity;
+  if (route->auth == Auth::kKey) {
+    identity = co_await Authenticate(ex, route->protocol, log);
+    if (!identity) co_return;
+  } else if (route->auth == Auth::kAdmin) {
+    if (auto error = CheckAdminKey(req)) co_return co_await SendError(ex, route->protocol, *error, log);
+  }
+  if (!co_await ex.ReadBody()) {
+    log.error = "request body not received";
+    co_return;
+  }
+
+  ResponseWriter w;
+  switch (route->kind) {
+    case Kind::kOpenAiChat:
+      co_return co_await HandleOpenAiChat(ex, std::move(*identity), log);
+    case Kind::kModels:
+      HandleModels(req, *identity, w, log);  // from the local catalog: no wait
+      break;
+    case Kind::kBalance: {
+      auto fn = [&] { HandleBalance(*identity, w, log); };
+      co_await RunBlocking(blocking_, fn);
+      break;
+    }
+    case Kind::kUsage: {
+      auto fn = [&] { HandleUsage(req, *identity, w, log); };
+      co_await RunBlocking(blocking_, fn);
+      break;
+    }
+    case Kind::kAdmin: {
+      auto fn = [&] { HandleAdmin(req, w, log); };
+      co_await RunBlocking(blocking_, fn);
+      break;
+    }
+    default:
+      break;
+  }
+  co_await ex.Send(w.status, w.content_type, std::move(w.body), std::move(w.headers));
 }
 
 void Gateway::SendJson(ResponseWriter& w, int status, const std::string& body, RequestLog& log) {
@@ -128,51 +264,19 @@ void Gateway::SendError(ResponseWriter& w, ApiProtocol protocol, const HttpError
   w.Send(error.status, "application/json", ErrorBody(protocol, error, log.request_id), headers);
 }
 
-void Gateway::Handle(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
-  const std::string& p = req.path;
-  if (p == "/healthz" || p == "/readyz" || p == "/metrics") {
-    log.route = "ops";
-    HeaderList id{{"x-request-id", log.request_id}};
-    if (p == "/healthz") return w.Send(200, "text/plain", "ok\n", id);
-    if (p == "/readyz")
-      return ready() ? w.Send(200, "text/plain", "ready\n", id)
-                     : w.Send(503, "text/plain", draining_ ? "draining\n" : "starting\n", id);
-    return w.Send(200, "text/plain; version=0.0.4", SerializeMetrics(), id);
-  }
-  auto method_not_allowed = [&] {
-    SendError(w, ApiProtocol::kOpenAI, {405, absl::StrCat("Method ", req.method, " is not allowed on ", p, "."), "", ""}, log);
-  };
-  if (p == "/v1/chat/completions") {
-    log.route = "chat_completions";
-    if (req.method != "POST") return method_not_allowed();
-    return HandleOpenAiChat(req, w, log);
-  }
-  if (p == "/v1/models" || p.rfind("/v1/models/", 0) == 0) {
-    log.route = "models";
-    if (req.method != "GET") return method_not_allowed();
-    return HandleModels(req, w, log);
-  }
-  if (p == "/v1/balance") {
-    log.route = "balance";
-    if (req.method != "GET") return method_not_allowed();
-    return HandleBalance(req, w, log);
-  }
-  if (p == "/v1/usage") {
-    log.route = "usage";
-    if (req.method != "GET") return method_not_allowed();
-    return HandleUsage(req, w, log);
-  }
-  if (p.rfind("/admin/v1/", 0) == 0) {
-    log.route = "admin";
-    return HandleAdmin(req, w, log);
-  }
-  log.route = "unknown";
-  SendError(w, ApiProtocol::kOpenAI,
-            {404, absl::StrCat("Unknown request URL: ", req.method, " ", p, "."), "", "unknown_url"}, log);
+net::awaitable<void> Gateway::SendError(HttpExchange& ex, ApiProtocol protocol,
+                                        const HttpError& error, RequestLog& log,
+                                        HeaderList headers) {
+  log.error = error.message;
+  headers.emplace_back("x-request-id", log.request_id);
+  co_await ex.Send(error.status, kJsonType, ErrorBody(protocol, error, log.request_id),
+                   std::move(headers));
 }
 
-std::optional<auth::v1::Identity> Gateway::Authenticate(const HttpRequest& req, ResponseWriter& w,
-                                                        ApiProtocol protocol, RequestLog& log) {
+net::awaitable<std::optional<auth::v1::Identity>> Gateway::Authenticate(HttpExchange& ex,
+                                                                         ApiProtocol protocol,
+                                                                         RequestLog& log) {
+  const HttpRequest& req = ex.request();
   std::string key;
   std::string authz = req.Header("authorization");
   if (authz.size() > 7 && (authz.rfind("Bearer ", 0) == 0 || authz.rfind("bearer ", 0) == 0)) {
@@ -186,34 +290,46 @@ std::optional<auth::v1::Identity> Gateway::Authenticate(const HttpRequest& req, 
   }
   while (!key.empty() && key.back() == ' ') key.pop_back();
   if (key.empty()) {
-    SendError(w, protocol,
-              {401, "You didn't provide an API key. Pass it as 'Authorization: Bearer <key>' (or x-api-key / x-goog-api-key).", "", "invalid_api_key"},
-              log);
-    return std::nullopt;
+    co_await SendError(ex, protocol,
+                       {401, "You didn't provide an API key. Pass it as 'Authorization: Bearer <key>' (or x-api-key / x-goog-api-key).", "", "invalid_api_key"},
+                       log);
+    co_return std::nullopt;
   }
-  auto identity = auth_cache_.Authenticate(key);
-  if (!identity.ok()) {
-    HttpError e = HttpErrorFrom(identity.status());
-    if (identity.status().code() == absl::StatusCode::kUnauthenticated ||
-        identity.status().code() == absl::StatusCode::kInvalidArgument) {
-      e = {401, std::string(identity.status().message()), "", "invalid_api_key"};
-    } else if (e.status >= 500) {
-      e = {503, "The authentication service is unavailable; retry shortly.", "", ""};
+  std::string hash = Sha256(key);
+  std::optional<auth::v1::Identity> identity = auth_cache_.Cached(hash);
+  if (!identity) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    auth::v1::AuthenticateRequest areq;
+    areq.set_key_sha256(hash);
+    auth::v1::AuthenticateResponse aresp;
+    grpc::Status status = co_await AwaitGrpc([&](auto done) {
+      auth_cache_.stub()->async()->Authenticate(&ctx, &areq, &aresp, std::move(done));
+    });
+    if (!status.ok()) {
+      absl::Status s = FromGrpcStatus(status);
+      HttpError e = HttpErrorFrom(s);
+      if (s.code() == absl::StatusCode::kUnauthenticated || s.code() == absl::StatusCode::kInvalidArgument) {
+        e = {401, std::string(s.message()), "", "invalid_api_key"};
+      } else if (e.status >= 500) {
+        e = {503, "The authentication service is unavailable; retry shortly.", "", ""};
+      }
+      co_await SendError(ex, protocol, e, log);
+      co_return std::nullopt;
     }
-    SendError(w, protocol, e, log);
-    return std::nullopt;
+    auth_cache_.Remember(hash, aresp.identity());
+    identity = std::move(*aresp.mutable_identity());
   }
   log.account_id = identity->account_id();
   log.key_id = identity->key_id();
-  return *identity;
+  co_return identity;
 }
 
-void Gateway::HandleModels(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
-  auto identity = Authenticate(req, w, ApiProtocol::kOpenAI, log);
-  if (!identity) return;
+void Gateway::HandleModels(const HttpRequest& req, const auth::v1::Identity& identity,
+                           ResponseWriter& w, RequestLog& log) {
   auto catalog = catalog_.Get();
   if (!catalog) return SendError(w, ApiProtocol::kOpenAI, {503, "The model catalog is loading; retry shortly.", "", ""}, log);
-  std::vector<std::string> allowed(identity->allowed_models().begin(), identity->allowed_models().end());
+  std::vector<std::string> allowed(identity.allowed_models().begin(), identity.allowed_models().end());
   if (req.path == "/v1/models" || req.path == "/v1/models/")
     return SendJson(w, 200, openai::ModelListJson(catalog->snapshot(), allowed), log);
   std::string id = req.path.substr(strlen("/v1/models/"));
@@ -226,13 +342,11 @@ void Gateway::HandleModels(const HttpRequest& req, ResponseWriter& w, RequestLog
   SendJson(w, 200, openai::ModelJson(*model), log);
 }
 
-void Gateway::HandleBalance(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
-  auto identity = Authenticate(req, w, ApiProtocol::kNexusFlow, log);
-  if (!identity) return;
+void Gateway::HandleBalance(const auth::v1::Identity& identity, ResponseWriter& w, RequestLog& log) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   billing::v1::GetBalanceRequest breq;
-  breq.set_account_id(identity->account_id());
+  breq.set_account_id(identity.account_id());
   billing::v1::Balance b;
   auto status = backends_.billing->GetBalance(&ctx, breq, &b);
   if (!status.ok()) return SendError(w, ApiProtocol::kNexusFlow, HttpErrorFrom(FromGrpcStatus(status)), log);

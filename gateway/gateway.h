@@ -1,16 +1,22 @@
 #pragma once
-// The edge: routes HTTP requests to protocol handlers, orchestrates a chat request
-// across the services (auth → routing → rate-limiter ‖ billing → connector → settle),
-// serves the admin API and the ops endpoints, and writes one access-log line a request.
+// The edge: routes HTTP requests (one route table) to protocol handlers, authenticates
+// from the headers before a body is read, orchestrates a chat request across the
+// services (auth → routing → rate-limiter ‖ billing → connector → settle) as one
+// coroutine on its connection's loop, serves the admin API and the ops endpoints, and
+// writes one access-log line a request.
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "gateway/backends.h"
 #include "gateway/http_server.h"
-#include "gateway/request_path.h"
 #include "gateway/protocols/renderer.h"
+#include "gateway/request_path.h"
 #include "gateway/settlement_retrier.h"
 #include "libs/config/config.h"
 
@@ -30,39 +36,72 @@ struct RequestLog {
   std::string error;
 };
 
+// A whole response built by synchronous code (admin API, usage, balance, models), which
+// the request's coroutine then sends.
+class ResponseWriter {
+ public:
+  void Send(int status, std::string_view content_type, std::string_view body,
+            const HeaderList& headers = {}) {
+    if (sent) return;
+    sent = true;
+    this->status = status;
+    this->content_type = std::string(content_type);
+    this->body = std::string(body);
+    this->headers = headers;
+  }
+  bool sent = false;
+  int status = 500;
+  std::string content_type;
+  std::string body;
+  HeaderList headers;
+};
+
 class Gateway {
  public:
   Gateway(const Config& config, Backends backends, LocalServices local = {});
   ~Gateway();
 
-  // Starts the caches' watches. The HTTP server is separate (see Handler()).
+  // Starts the caches' watches. The HTTP server is separate (see handler()).
   void Start();
   void Stop();
   // Ready once the catalog and the revocation watch are live, and until draining.
   bool ready() const;
   void SetDraining() { draining_ = true; }
-  Handler handler();
+  AsyncHandler handler();
+  // The body of an error the HTTP server answers itself, in the path's protocol.
+  ErrorBodyFn error_body();
+
+  struct Route;
 
  private:
-  void Handle(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
-  void HandleOpenAiChat(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
-  void HandleModels(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
-  void HandleBalance(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
-  void HandleUsage(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
+  boost::asio::awaitable<void> Serve(HttpExchange& ex);
+  boost::asio::awaitable<void> Dispatch(HttpExchange& ex, RequestLog& log);
+  boost::asio::awaitable<void> HandleOpenAiChat(HttpExchange& ex, auth::v1::Identity identity,
+                                                RequestLog& log);
+  void HandleModels(const HttpRequest& req, const auth::v1::Identity& identity,
+                    ResponseWriter& w, RequestLog& log);
+  void HandleBalance(const auth::v1::Identity& identity, ResponseWriter& w, RequestLog& log);
+  void HandleUsage(const HttpRequest& req, const auth::v1::Identity& identity,
+                   ResponseWriter& w, RequestLog& log);
   void HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
+  // The admin key check, from the headers alone.
+  std::optional<HttpError> CheckAdminKey(const HttpRequest& req) const;
 
-  // Authenticates the request's key (any of the accepted headers). On failure writes the
-  // error in `protocol` and returns nullopt.
-  std::optional<auth::v1::Identity> Authenticate(const HttpRequest& req, ResponseWriter& w,
-                                                 ApiProtocol protocol, RequestLog& log);
+  // Authenticates the request's key (any of the accepted headers) from the cache or
+  // auth. On failure sends the error in `protocol` and returns nullopt.
+  boost::asio::awaitable<std::optional<auth::v1::Identity>> Authenticate(
+      HttpExchange& ex, ApiProtocol protocol, RequestLog& log);
   void SendError(ResponseWriter& w, ApiProtocol protocol, const HttpError& error,
                  RequestLog& log, HeaderList headers = {});
   void SendJson(ResponseWriter& w, int status, const std::string& body, RequestLog& log);
+  boost::asio::awaitable<void> SendError(HttpExchange& ex, ApiProtocol protocol,
+                                         const HttpError& error, RequestLog& log,
+                                         HeaderList headers = {});
 
   // The orchestration of one chat request, shared by every protocol.
   struct ChatJob;
-  void RunChat(ChatJob& job, ResponseWriter& w, RequestLog& log);
-  void Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log);
+  boost::asio::awaitable<void> RunChat(ChatJob& job, HttpExchange& ex, RequestLog& log);
+  boost::asio::awaitable<void> Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log);
 
   Config config_;
   Backends backends_;
@@ -71,6 +110,8 @@ class Gateway {
   CatalogCache catalog_;
   std::atomic<bool> draining_{false};
   std::unique_ptr<SettlementRetrier> retrier_;
+  // Synchronous work off the loops: the admin API and other rare calls.
+  boost::asio::thread_pool blocking_{2};
 };
 
 }  // namespace nexusflow::gateway

@@ -1,15 +1,25 @@
 #include "gateway/http_server.h"
 
 #include <sys/socket.h>
-#include <sys/time.h>
 
-#include <boost/asio.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <unordered_set>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace nexusflow::gateway {
@@ -18,16 +28,19 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
+constexpr auto kNoThrow = net::as_tuple(net::use_awaitable);
 
 std::string UrlDecode(std::string_view in, bool form) {
   std::string out;
   out.reserve(in.size());
+  auto hex = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
   for (size_t i = 0; i < in.size(); ++i) {
     char c = in[i];
     if (c == '+' && form) {
       out.push_back(' ');
-    } else if (c == '%' && i + 2 < in.size() && isxdigit(in[i + 1]) && isxdigit(in[i + 2])) {
-      out.push_back(static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16)));
+    } else if (c == '%' && i + 2 < in.size() && isxdigit(static_cast<unsigned char>(in[i + 1])) &&
+               isxdigit(static_cast<unsigned char>(in[i + 2]))) {
+      out.push_back(static_cast<char>(hex(in[i + 1]) * 16 + hex(in[i + 2])));
       i += 2;
     } else {
       out.push_back(c);
@@ -36,117 +49,444 @@ std::string UrlDecode(std::string_view in, bool form) {
   return out;
 }
 
-struct HttpServer::Impl {
-  net::io_context io;
-  tcp::acceptor acceptor{io};
+struct HttpServer::Connection {
+  explicit Connection(tcp::socket s) : stream(std::move(s)) {}
+  beast::tcp_stream stream;
+  std::string ip;
+  bool idle = true;                 // waiting for a request: closed at once by a drain
+  std::function<void()> on_gone;    // the exchange's client watcher, if any
 };
 
-struct HttpServer::Connection {
-  explicit Connection(tcp::socket s) : socket(std::move(s)) {}
-  tcp::socket socket;
-  std::mutex mu;
-  bool idle = true;  // waiting for a request (safe to close on drain)
+struct HttpServer::Shared {
+  Shared(Options o, EventLoops& l, AsyncHandler h, ErrorBodyFn e)
+      : options(std::move(o)), loops(l), handler(std::move(h)), error_body(std::move(e)),
+        connections(static_cast<size_t>(l.size())) {}
+  const Options options;
+  EventLoops& loops;
+  AsyncHandler handler;
+  ErrorBodyFn error_body;
+  std::unique_ptr<tcp::acceptor> acceptor;  // on loop 0
+  std::atomic<bool> draining{false};
+  std::atomic<int> active{0};
+  std::atomic<unsigned> next_loop{0};
+  std::mutex mu;  // per_ip; drain waits on cv
+  std::condition_variable cv;
+  std::unordered_map<std::string, int> per_ip;
+  // By loop; each set is touched only on its own loop's thread.
+  std::vector<std::unordered_set<Connection*>> connections;
+
+  std::string ErrorBody(std::string_view path, int status, const std::string& message,
+                        const std::string& code) const {
+    if (error_body) return error_body(path, status, message, code);
+    const char* type = status >= 500 ? "server_error" : "invalid_request_error";
+    return absl::StrCat(R"({"error":{"message":")", message, R"(","type":")", type,
+                        R"(","param":null,"code":)", code.empty() ? "null" : "\"" + code + "\"", "}}");
+  }
 };
 
 namespace {
 
-class BeastWriter : public ResponseWriter {
- public:
-  BeastWriter(tcp::socket& socket, unsigned version, bool keep_alive)
-      : socket_(socket), version_(version), keep_alive_(keep_alive) {}
+using Shared = HttpServer::Shared;
+using Connection = HttpServer::Connection;
 
-  void Send(int status, std::string_view content_type, std::string_view body,
-            const HeaderList& headers) override {
-    if (started_) return;
-    started_ = true;
-    status_ = status;
-    http::response<http::string_body> res{static_cast<http::status>(status), version_};
-    res.set(http::field::server, "nexusflow");
-    res.set(http::field::content_type, content_type);
-    for (const auto& [k, v] : headers) res.set(k, v);
-    res.keep_alive(keep_alive_);
-    res.body() = std::string(body);
-    res.prepare_payload();
-    beast::error_code ec;
-    http::write(socket_, res, ec);
-    if (ec) gone_ = true;
-    bytes_ += static_cast<int64_t>(body.size());
+// A response written straight to a socket that is about to close (refusals at accept).
+void RefuseAndClose(tcp::socket& socket, int status, const char* reason, const std::string& body,
+                    int retry_after) {
+  std::string text = absl::StrCat("HTTP/1.1 ", status, " ", reason,
+                                  "\r\nServer: nexusflow\r\nContent-Type: application/json\r\nRetry-After: ",
+                                  retry_after, "\r\nConnection: close\r\nContent-Length: ", body.size(),
+                                  "\r\n\r\n", body);
+  (void)::send(socket.native_handle(), text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  boost::system::error_code ec;
+  socket.shutdown(tcp::socket::shutdown_both, ec);
+  socket.close(ec);
+}
+
+class Exchange : public HttpExchange {
+ public:
+  Exchange(Shared& shared, Connection& conn, beast::flat_buffer& buffer,
+           http::request_parser<http::string_body>& parser, HttpRequest& req, bool keep_alive)
+      : shared_(shared), conn_(conn), buffer_(buffer), parser_(parser), req_(req),
+        keep_alive_(keep_alive) {}
+
+  ~Exchange() override { StopWatching(); }
+
+  HttpRequest& request() override { return req_; }
+
+  net::awaitable<bool> ReadBody() override {
+    if (body_read_) co_return !gone_;
+    body_read_ = true;
+    if (parser_.is_done()) co_return true;
+    if (absl::EqualsIgnoreCase(req_.Header("expect"), "100-continue")) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
+      auto [ec, n] = co_await net::async_write(conn_.stream, net::buffer(kContinue), kNoThrow);
+      if (ec) {
+        gone_ = true;
+        co_return false;
+      }
+    }
+    conn_.stream.expires_after(std::chrono::milliseconds(shared_.options.body_timeout_ms));
+    auto [ec, n] = co_await http::async_read(conn_.stream, buffer_, parser_, kNoThrow);
+    if (ec == http::error::body_limit) {
+      keep_alive_ = false;
+      co_await SendError(413, "Request body too large.", "request_too_large");
+      co_return false;
+    }
+    if (ec == beast::error::timeout) {
+      gone_ = true;  // the stream closed the socket at the deadline
+      co_return false;
+    }
+    if (ec) {
+      if (ec == http::error::end_of_stream || ec == net::error::eof ||
+          ec == net::error::connection_reset) {
+        gone_ = true;
+      } else {
+        keep_alive_ = false;
+        co_await SendError(400, "Malformed request body.", "");
+      }
+      co_return false;
+    }
+    req_.body = std::move(parser_.get().body());
+    co_return true;
   }
 
-  bool Start(int status, std::string_view content_type, const HeaderList& headers) override {
-    if (started_) return !gone_;
+  net::awaitable<void> Send(int status, std::string_view content_type, std::string body,
+                            HeaderList headers) override {
+    if (started_) co_return;
+    started_ = true;
+    status_ = status;
+    if (gone_) co_return;
+    http::response<http::string_body> res{static_cast<http::status>(status), req_version()};
+    res.set(http::field::server, "nexusflow");
+    res.set(http::field::content_type, content_type);
+    for (auto& [k, v] : headers) res.set(k, v);
+    res.keep_alive(KeepAlive());
+    bytes_ += static_cast<int64_t>(body.size());
+    res.body() = std::move(body);
+    res.prepare_payload();
+    conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
+    auto [ec, n] = co_await http::async_write(conn_.stream, res, kNoThrow);
+    if (ec) gone_ = true;
+    complete_ = !gone_;
+  }
+
+  net::awaitable<bool> Start(int status, std::string_view content_type, HeaderList headers) override {
+    if (started_) co_return !gone_;
     started_ = true;
     streaming_ = true;
     status_ = status;
-    http::response<http::empty_body> res{static_cast<http::status>(status), version_};
+    if (gone_) co_return false;
+    http::response<http::empty_body> res{static_cast<http::status>(status), req_version()};
     res.set(http::field::server, "nexusflow");
     res.set(http::field::content_type, content_type);
     res.set(http::field::cache_control, "no-cache");
     res.set("x-accel-buffering", "no");
-    for (const auto& [k, v] : headers) res.set(k, v);
-    res.keep_alive(keep_alive_);
+    for (auto& [k, v] : headers) res.set(k, v);
+    res.keep_alive(KeepAlive());
     res.chunked(true);
     http::response_serializer<http::empty_body> sr{res};
-    beast::error_code ec;
-    http::write_header(socket_, sr, ec);
+    conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
+    auto [ec, n] = co_await http::async_write_header(conn_.stream, sr, kNoThrow);
     if (ec) gone_ = true;
-    return !gone_;
+    co_return !gone_;
   }
 
-  bool Write(std::string_view data) override {
-    if (gone_ || !streaming_ || data.empty()) return !gone_;
-    beast::error_code ec;
-    net::write(socket_, http::make_chunk(net::const_buffer(data.data(), data.size())), ec);
-    if (ec) gone_ = true;
+  net::awaitable<bool> Write(std::string data) override {
+    if (gone_ || !streaming_ || ended_ || data.empty()) co_return !gone_;
     bytes_ += static_cast<int64_t>(data.size());
-    return !gone_;
-  }
-
-  void End() override {
-    if (gone_ || !streaming_ || ended_) return;
-    ended_ = true;
-    beast::error_code ec;
-    net::write(socket_, http::make_chunk_last(), ec);
+    conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
+    auto [ec, n] = co_await net::async_write(
+        conn_.stream, http::make_chunk(net::const_buffer(data.data(), data.size())), kNoThrow);
     if (ec) gone_ = true;
+    co_return !gone_;
   }
 
+  net::awaitable<void> End() override {
+    if (gone_ || !streaming_ || ended_) co_return;
+    ended_ = true;
+    conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
+    auto [ec, n] = co_await net::async_write(conn_.stream, http::make_chunk_last(), kNoThrow);
+    if (ec) gone_ = true;
+    complete_ = !gone_;
+  }
+
+  void WatchClient(std::function<void()> on_gone) override {
+    if (watching_ || gone_) return;
+    watching_ = true;
+    conn_.on_gone = [this, fn = std::move(on_gone)] {
+      if (!watching_) return;
+      watching_ = false;
+      gone_ = true;
+      conn_.on_gone = nullptr;
+      fn();
+    };
+    ArmWatch();
+  }
+
+  bool client_gone() const override { return gone_; }
   bool started() const override { return started_; }
   int status() const override { return status_; }
   int64_t bytes_written() const override { return bytes_; }
-  bool gone() const { return gone_; }
-  bool complete() const { return started_ && (!streaming_ || ended_) && !gone_; }
+
+  // The connection may carry another request.
+  bool reusable() const { return complete_ && KeepAlive(); }
+
+  net::awaitable<void> SendError(int status, const std::string& message, const std::string& code) {
+    co_await Send(status, "application/json", shared_.ErrorBody(req_.path, status, message, code), {});
+  }
 
  private:
-  tcp::socket& socket_;
-  unsigned version_;
+  unsigned req_version() const { return parser_.get().version(); }
+
+  // Keep-alive only when the request was read whole and nobody is shutting down.
+  bool KeepAlive() const {
+    return keep_alive_ && parser_.is_done() && !shared_.draining.load(std::memory_order_relaxed);
+  }
+
+  void ArmWatch() {
+    auto& socket = conn_.stream.socket();
+    socket.async_wait(tcp::socket::wait_read, [this, alive = alive_](boost::system::error_code ec) {
+      if (!*alive || !watching_) return;
+      if (ec == net::error::operation_aborted) return;
+      char byte;
+      ssize_t n = ec ? -1 : ::recv(conn_.stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) {  // the client sent more (a pipelined request): it is still there
+        watching_ = false;
+        conn_.on_gone = nullptr;
+        return;
+      }
+      if (n < 0 && !ec && (errno == EAGAIN || errno == EWOULDBLOCK)) return ArmWatch();
+      if (conn_.on_gone) conn_.on_gone();
+    });
+  }
+
+  void StopWatching() {
+    *alive_ = false;
+    if (!watching_) return;
+    watching_ = false;
+    conn_.on_gone = nullptr;
+    boost::system::error_code ec;
+    conn_.stream.socket().cancel(ec);  // nothing else is pending once the handler is done
+  }
+
+  Shared& shared_;
+  Connection& conn_;
+  beast::flat_buffer& buffer_;
+  http::request_parser<http::string_body>& parser_;
+  HttpRequest& req_;
   bool keep_alive_;
+  bool body_read_ = false;
   bool started_ = false;
   bool streaming_ = false;
   bool ended_ = false;
+  bool complete_ = false;
   bool gone_ = false;
+  bool watching_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   int status_ = 0;
   int64_t bytes_ = 0;
 };
 
+void FillRequest(const http::request<http::string_body>& msg, const std::string& remote,
+                 HttpRequest& req) {
+  req.method = std::string(msg.method_string());
+  req.target = std::string(msg.target());
+  auto q = req.target.find('?');
+  req.path = UrlDecode(std::string_view(req.target).substr(0, q), false);
+  if (q != std::string::npos) {
+    std::string_view rest(req.target);
+    rest.remove_prefix(q + 1);
+    while (!rest.empty()) {
+      auto amp = rest.find('&');
+      std::string_view pair = rest.substr(0, amp);
+      auto eq = pair.find('=');
+      req.query[UrlDecode(pair.substr(0, eq))] =
+          eq == std::string_view::npos ? "" : UrlDecode(pair.substr(eq + 1));
+      if (amp == std::string_view::npos) break;
+      rest.remove_prefix(amp + 1);
+    }
+  }
+  for (const auto& field : msg) {
+    std::string name(field.name_string());
+    absl::AsciiStrToLower(&name);
+    req.headers[std::move(name)] = std::string(field.value());
+  }
+  req.remote = remote;
+}
+
+// Serves one connection, request after request, on the loop that owns its socket.
+net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Connection> conn,
+                           int loop) {
+  const auto& o = shared->options;
+  auto& registry = shared->connections[loop];
+  registry.insert(conn.get());
+  std::string remote;
+  {
+    boost::system::error_code ec;
+    auto ep = conn->stream.socket().remote_endpoint(ec);
+    if (!ec) remote = absl::StrCat(ep.address().to_string(), ":", ep.port());
+  }
+  beast::flat_buffer buffer;  // grows to what a request needs (the parser caps headers and body)
+  while (!shared->draining.load(std::memory_order_relaxed)) {
+    conn->idle = true;
+    if (buffer.size() == 0) {
+      // Idle keep-alive: wait for the first byte of the next request.
+      conn->stream.expires_after(std::chrono::seconds(o.idle_timeout_seconds));
+      auto [ec, n] = co_await conn->stream.async_read_some(buffer.prepare(4096), kNoThrow);
+      if (ec) break;
+      buffer.commit(n);
+    }
+    conn->idle = false;
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<uint32_t>(o.max_header_bytes));
+    parser.body_limit(static_cast<uint64_t>(o.max_body_bytes));
+    conn->stream.expires_after(std::chrono::milliseconds(o.header_timeout_ms));
+    auto [ec, n] = co_await http::async_read_header(conn->stream, buffer, parser, kNoThrow);
+    HttpRequest req;
+    if (ec) {
+      if (ec == beast::error::timeout || ec == http::error::end_of_stream ||
+          ec == net::error::eof || ec == net::error::connection_reset ||
+          ec == net::error::operation_aborted)
+        break;  // a timeout has closed the socket already
+      if (parser.got_some() || ec == http::error::header_limit) {
+        // What the path is, if it got that far, decides the error's protocol.
+        req.path = "/";
+        Exchange ex(*shared, *conn, buffer, parser, req, false);
+        if (ec == http::error::header_limit)
+          co_await ex.SendError(431, "Request header fields too large.", "request_header_fields_too_large");
+        else
+          co_await ex.SendError(400, "Malformed HTTP request.", "");
+      }
+      break;
+    }
+    FillRequest(parser.get(), remote, req);
+    bool keep_alive = parser.get().keep_alive();
+    Exchange ex(*shared, *conn, buffer, parser, req, keep_alive);
+    size_t header_count = std::distance(parser.get().begin(), parser.get().end());
+    if (header_count > static_cast<size_t>(o.max_header_count)) {
+      co_await ex.SendError(431, absl::StrCat("Too many header fields (at most ", o.max_header_count, ")."),
+                            "request_header_fields_too_large");
+      break;
+    }
+    bool failed = false;
+    try {
+      co_await shared->handler(ex);
+    } catch (const std::exception& e) {
+      // A bug in a handler costs its request, not the process.
+      fprintf(stderr, "nexusflow: handler failed on %s %s: %s\n", req.method.c_str(),
+              req.path.c_str(), e.what());
+      failed = true;
+    }
+    if (!ex.started()) co_await ex.SendError(500, failed ? "Internal error." : "No response.", "");
+    if (failed || !ex.reusable()) break;
+  }
+  registry.erase(conn.get());
+  boost::system::error_code ec;
+  conn->stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  conn->stream.close();
+  if (o.max_connections_per_ip > 0) {
+    std::lock_guard<std::mutex> lock(shared->mu);
+    if (--shared->per_ip[conn->ip] <= 0) shared->per_ip.erase(conn->ip);
+  }
+  if (shared->active.fetch_sub(1) == 1) {
+    std::lock_guard<std::mutex> lock(shared->mu);
+    shared->cv.notify_all();
+  }
+}
+
+net::awaitable<void> Accept(std::shared_ptr<Shared> shared) {
+  const auto& o = shared->options;
+  auto& acceptor = *shared->acceptor;
+  while (true) {
+    auto [ec, socket] = co_await acceptor.async_accept(kNoThrow);
+    if (ec) {
+      if (shared->draining || !acceptor.is_open()) co_return;
+      if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space) {
+        net::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(50));
+        co_await pause.async_wait(kNoThrow);
+      }
+      continue;
+    }
+    if (shared->active.load() >= o.max_connections) {
+      RefuseAndClose(socket, 503, "Service Unavailable",
+                     shared->ErrorBody("/", 503, "Too many connections; retry shortly.", "service_unavailable"), 1);
+      continue;
+    }
+    std::string ip;
+    {
+      boost::system::error_code e;
+      auto ep = socket.remote_endpoint(e);
+      if (!e) ip = ep.address().to_string();
+    }
+    if (o.max_connections_per_ip > 0) {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      int& n = shared->per_ip[ip];
+      if (n >= o.max_connections_per_ip) {
+        if (n == 0) shared->per_ip.erase(ip);
+        RefuseAndClose(socket, 429, "Too Many Requests",
+                       shared->ErrorBody("/", 429, "Too many connections from this address; retry shortly.",
+                                         "too_many_connections"), 1);
+        continue;
+      }
+      ++n;
+    }
+    shared->active.fetch_add(1);
+    boost::system::error_code e;
+    socket.set_option(tcp::no_delay(true), e);
+    // Round robin over the loops; the connection stays on its loop for life.
+    int loop = static_cast<int>(shared->next_loop.fetch_add(1, std::memory_order_relaxed) %
+                                static_cast<unsigned>(shared->loops.size()));
+    auto& io = shared->loops.at(loop);
+    auto protocol = socket.local_endpoint(e).protocol();
+    int fd = socket.release(e);
+    net::post(io, [shared, &io, protocol, fd, ip = std::move(ip), loop]() mutable {
+      auto conn = std::make_unique<Connection>(tcp::socket(io, protocol, fd));
+      conn->ip = std::move(ip);
+      net::co_spawn(io, Serve(shared, std::move(conn), loop), net::detached);
+    });
+  }
+}
+
+// Runs `fn` on every loop and waits for all of them.
+void OnEveryLoop(EventLoops& loops, const std::function<void(int)>& fn) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int left = loops.size();
+  for (int i = 0; i < loops.size(); ++i) {
+    net::post(loops.at(i), [&, i] {
+      fn(i);
+      std::lock_guard<std::mutex> lock(mu);
+      if (--left == 0) cv.notify_all();
+    });
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait_for(lock, std::chrono::seconds(5), [&] { return left == 0; });
+}
+
 }  // namespace
 
-HttpServer::HttpServer(Options options, Handler handler)
-    : options_(std::move(options)), handler_(std::move(handler)), impl_(std::make_unique<Impl>()) {}
+HttpServer::HttpServer(Options options, EventLoops& loops, AsyncHandler handler, ErrorBodyFn error_body)
+    : options_(options), loops_(loops),
+      shared_(std::make_shared<Shared>(std::move(options), loops, std::move(handler), std::move(error_body))) {}
 
 HttpServer::~HttpServer() {
-  if (accept_thread_.joinable()) Drain(0);
+  if (shared_->acceptor && !shared_->draining) Drain(0);
 }
+
+int HttpServer::active_connections() const { return shared_->active.load(); }
 
 absl::Status HttpServer::Start() {
   auto colon = options_.listen.rfind(':');
   if (colon == std::string::npos) return absl::InvalidArgumentError("listen must be host:port");
   std::string host = options_.listen.substr(0, colon);
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  beast::error_code ec;
+  boost::system::error_code ec;
   auto address = net::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("bad listen address ", options_.listen));
   tcp::endpoint ep(address, static_cast<unsigned short>(std::stoi(options_.listen.substr(colon + 1))));
-  auto& acc = impl_->acceptor;
+  shared_->acceptor = std::make_unique<tcp::acceptor>(loops_.at(0));
+  auto& acc = *shared_->acceptor;
   acc.open(ep.protocol(), ec);
   if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) acc.bind(ep, ec);
@@ -154,174 +494,52 @@ absl::Status HttpServer::Start() {
   if (ec)
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen, ": ", ec.message()));
   port_ = acc.local_endpoint().port();
-  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  net::co_spawn(loops_.at(0), Accept(shared_), net::detached);
   return absl::OkStatus();
 }
 
-void HttpServer::AcceptLoop() {
-  while (!draining_) {
-    beast::error_code ec;
-    tcp::socket socket(impl_->io);
-    impl_->acceptor.accept(socket, ec);
-    if (ec) {
-      if (draining_) break;
-      if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      continue;
-    }
-    socket.set_option(tcp::no_delay(true), ec);
-    timeval tv{options_.idle_timeout_seconds, 0};
-    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    // A client that stops reading cannot hold its thread (and its stream) forever.
-    setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    auto conn = std::make_shared<Connection>(std::move(socket));
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (static_cast<int>(connections_.size()) >= options_.max_connections) {
-        // Full: say so and close, rather than start one more thread.
-        BeastWriter w(conn->socket, 11, false);
-        w.Send(503, "application/json",
-               R"({"error":{"message":"Too many connections; retry shortly.","type":"server_error","param":null,"code":"service_unavailable"}})",
-               {{"retry-after", "1"}});
-        beast::error_code ignored;
-        conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
-        continue;
-      }
-      connections_.insert(conn);
-    }
-    std::thread([this, conn] { Serve(conn); }).detach();
-  }
-}
-
-void HttpServer::Serve(std::shared_ptr<Connection> conn) {
-  beast::flat_buffer buffer;
-  std::string remote;
-  {
-    beast::error_code ec;
-    auto ep = conn->socket.remote_endpoint(ec);
-    if (!ec) remote = absl::StrCat(ep.address().to_string(), ":", ep.port());
-  }
-  while (true) {
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(static_cast<uint64_t>(options_.max_body_bytes));
-    parser.header_limit(64 * 1024);
-    beast::error_code ec;
-    http::read(conn->socket, buffer, parser, ec);
-    if (ec == http::error::body_limit || ec == http::error::header_limit) {
-      BeastWriter w(conn->socket, 11, false);
-      w.Send(413, "application/json",
-             R"({"error":{"message":"Request body too large.","type":"invalid_request_error","param":null,"code":"request_too_large"}})",
-             {});
-      break;
-    }
-    if (ec) {
-      if (ec != http::error::end_of_stream && ec != net::error::eof &&
-          ec != net::error::connection_reset && ec != net::error::operation_aborted &&
-          ec != net::error::would_block && ec != net::error::try_again &&
-          ec != net::error::shut_down && ec != net::error::bad_descriptor &&
-          ec != net::error::timed_out && parser.got_some()) {
-        BeastWriter w(conn->socket, 11, false);
-        w.Send(400, "application/json",
-               R"({"error":{"message":"Malformed HTTP request.","type":"invalid_request_error","param":null,"code":null}})",
-               {});
-      }
-      break;
-    }
-    {
-      std::lock_guard<std::mutex> lock(conn->mu);
-      conn->idle = false;
-    }
-    auto msg = parser.release();
-    HttpRequest req;
-    req.method = std::string(msg.method_string());
-    req.target = std::string(msg.target());
-    auto q = req.target.find('?');
-    req.path = UrlDecode(req.target.substr(0, q), false);
-    if (q != std::string::npos) {
-      std::string_view rest(req.target);
-      rest.remove_prefix(q + 1);
-      while (!rest.empty()) {
-        auto amp = rest.find('&');
-        std::string_view pair = rest.substr(0, amp);
-        auto eq = pair.find('=');
-        req.query[UrlDecode(pair.substr(0, eq))] =
-            eq == std::string_view::npos ? "" : UrlDecode(pair.substr(eq + 1));
-        if (amp == std::string_view::npos) break;
-        rest.remove_prefix(amp + 1);
-      }
-    }
-    for (const auto& field : msg) {
-      std::string name(field.name_string());
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      req.headers[name] = std::string(field.value());
-    }
-    req.body = std::move(msg.body());
-    req.remote = remote;
-    bool keep_alive = msg.keep_alive() && !draining_;
-    BeastWriter writer(conn->socket, msg.version(), keep_alive);
-    try {
-      handler_(req, writer);
-    } catch (const std::exception& e) {
-      // A bug in a handler costs its request, not the process.
-      fprintf(stderr, "nexusflow: handler failed on %s %s: %s\n", req.method.c_str(),
-              req.path.c_str(), e.what());
-      if (!writer.started())
-        writer.Send(500, "application/json",
-                    R"({"error":{"message":"Internal error.","type":"server_error","param":null,"code":null}})", {});
-      break;
-    }
-    if (!writer.started()) writer.Send(500, "application/json", R"({"error":{"message":"no response","type":"server_error","param":null,"code":null}})", {});
-    if (!writer.complete() || !keep_alive || draining_) break;
-    std::lock_guard<std::mutex> lock(conn->mu);
-    conn->idle = true;
-  }
-  beast::error_code ec;
-  conn->socket.shutdown(tcp::socket::shutdown_both, ec);
-  conn->socket.close(ec);
-  std::lock_guard<std::mutex> lock(mu_);
-  connections_.erase(conn);
-  cv_.notify_all();
-}
-
-int HttpServer::active_connections() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(connections_.size());
-}
-
 void HttpServer::Drain(int grace_seconds) {
-  if (draining_.exchange(true)) return;
-  beast::error_code ec;
-  // shutdown() wakes a thread blocked in accept(); close() alone does not on Linux.
-  ::shutdown(impl_->acceptor.native_handle(), SHUT_RDWR);
-  if (accept_thread_.joinable()) accept_thread_.join();
-  impl_->acceptor.close(ec);
-  auto close_idle = [this] {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& c : connections_) {
-      std::lock_guard<std::mutex> cl(c->mu);
-      beast::error_code e;
-      if (c->idle) c->socket.shutdown(tcp::socket::shutdown_receive, e);
+  if (shared_->draining.exchange(true)) return;
+  auto shared = shared_;
+  // Stop accepting: new connections are refused from here on.
+  OnEveryLoop(loops_, [shared](int i) {
+    if (i != 0 || !shared->acceptor) return;
+    boost::system::error_code ec;
+    shared->acceptor->close(ec);
+  });
+  auto close_idle = [shared](int i) {
+    for (Connection* c : shared->connections[i]) {
+      if (!c->idle) continue;
+      boost::system::error_code ec;
+      c->stream.socket().shutdown(tcp::socket::shutdown_receive, ec);
+      c->stream.socket().cancel(ec);
     }
   };
-  close_idle();
-  std::unique_lock<std::mutex> lock(mu_);
+  OnEveryLoop(loops_, close_idle);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(grace_seconds);
-  while (!connections_.empty()) {
-    if (cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() +
-                                                    std::chrono::milliseconds(100))) ==
-            std::cv_status::timeout &&
-        std::chrono::steady_clock::now() >= deadline)
-      break;
-    lock.unlock();
-    close_idle();  // connections that finished a request since
-    lock.lock();
+  while (shared_->active.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    {
+      std::unique_lock<std::mutex> lock(shared_->mu);
+      shared_->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return shared_->active.load() == 0; });
+    }
+    OnEveryLoop(loops_, close_idle);  // connections that finished a request since
   }
-  for (const auto& c : connections_) {
-    beast::error_code e;
-    c->socket.shutdown(tcp::socket::shutdown_both, e);
-  }
-  // Give the threads of force-closed connections a moment to leave.
-  cv_.wait_for(lock, std::chrono::seconds(1), [this] { return connections_.empty(); });
+  if (shared_->active.load() == 0) return;
+  // Past the grace period: close what is left; a request waiting on its upstream is told.
+  OnEveryLoop(loops_, [shared](int i) {
+    std::vector<Connection*> left(shared->connections[i].begin(), shared->connections[i].end());
+    for (Connection* c : left) {
+      if (c->on_gone) {
+        auto fn = c->on_gone;
+        fn();
+      }
+      boost::system::error_code ec;
+      c->stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+      c->stream.socket().cancel(ec);
+    }
+  });
+  std::unique_lock<std::mutex> lock(shared_->mu);
+  shared_->cv.wait_for(lock, std::chrono::seconds(1), [&] { return shared_->active.load() == 0; });
 }
 
 }  // namespace nexusflow::gateway

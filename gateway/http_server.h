@@ -1,8 +1,13 @@
 #pragma once
-// The edge's HTTP/1.1 server (Boost.Beast): keep-alive, bounded bodies, whole responses
-// and chunked streams (SSE). Each connection is served by its own thread, which runs the
-// handler and may block on gRPC calls; a drain stops accepting, closes idle connections
-// and lets in-flight requests and streams finish.
+// The edge's HTTP/1.1 server on the process's event loops (Boost.Beast on C++20
+// coroutines). A connection costs a coroutine frame and its buffers, no thread: it lives
+// on one loop from accept to close, and so does every request it carries. Keep-alive,
+// chunked request bodies, `Expect: 100-continue`, whole responses and chunked streams
+// (SSE). Deadlines: one for the request line and headers and one for the body, each
+// for the whole read however the bytes drip; an idle keep-alive timeout; a send timeout
+// for clients that stop reading. Caps: header bytes and count, body bytes, connections
+// in all and per client address. Handlers see the headers before the body is read, so a
+// request can be refused without reading it.
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -12,12 +17,14 @@
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
-#include <unordered_set>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include <boost/asio/awaitable.hpp>
+
 #include "absl/status/status.h"
+#include "libs/loop/event_loops.h"
 
 namespace nexusflow::gateway {
 
@@ -29,7 +36,7 @@ struct HttpRequest {
   std::string path;    // without the query
   std::map<std::string, std::string> query;  // decoded
   std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
+  std::string body;    // empty until HttpExchange::ReadBody
   std::string remote;  // peer address
 
   std::string Header(const std::string& lower_name) const {
@@ -38,33 +45,54 @@ struct HttpRequest {
   }
 };
 
-// How a handler answers: once with Send, or as a stream with Start/Write/End.
-class ResponseWriter {
+// One request and its response. Every method is called from the coroutine serving the
+// request, on its connection's loop; awaited calls never block the loop.
+class HttpExchange {
  public:
-  virtual ~ResponseWriter() = default;
-  virtual void Send(int status, std::string_view content_type, std::string_view body,
-                    const HeaderList& headers = {}) = 0;
-  // Starts a chunked response. False when the client is gone.
-  virtual bool Start(int status, std::string_view content_type, const HeaderList& headers) = 0;
-  // Writes one chunk and flushes it. False when the client is gone (later calls no-ops).
-  virtual bool Write(std::string_view data) = 0;
-  virtual void End() = 0;
+  virtual ~HttpExchange() = default;
+  virtual HttpRequest& request() = 0;
+  // Reads the body within the body deadline (after `100 Continue` when the client asked).
+  // False when it could not be had: the server has answered (413, 400) or the client is
+  // gone, and the connection closes.
+  virtual boost::asio::awaitable<bool> ReadBody() = 0;
+  // A whole response.
+  virtual boost::asio::awaitable<void> Send(int status, std::string_view content_type,
+                                            std::string body, HeaderList headers = {}) = 0;
+  // A chunked response: Start, Write…, End. False once the client is gone.
+  virtual boost::asio::awaitable<bool> Start(int status, std::string_view content_type,
+                                             HeaderList headers) = 0;
+  virtual boost::asio::awaitable<bool> Write(std::string data) = 0;
+  virtual boost::asio::awaitable<void> End() = 0;
+  // Calls `on_gone` once, on this loop, if the client hangs up while the request is
+  // served (seen while nothing is being written, too). One watcher per exchange.
+  virtual void WatchClient(std::function<void()> on_gone) = 0;
+  virtual bool client_gone() const = 0;
   virtual bool started() const = 0;
   virtual int status() const = 0;
   virtual int64_t bytes_written() const = 0;
 };
 
-using Handler = std::function<void(const HttpRequest&, ResponseWriter&)>;
+using AsyncHandler = std::function<boost::asio::awaitable<void>(HttpExchange&)>;
+// The body of an error the server answers itself (413, 431, 400, 503, …), in the
+// protocol of the request's path.
+using ErrorBodyFn = std::function<std::string(std::string_view path, int status,
+                                              const std::string& message, const std::string& code)>;
 
 class HttpServer {
  public:
   struct Options {
     std::string listen;  // host:port
     int64_t max_body_bytes = 16 << 20;
-    int idle_timeout_seconds = 120;
-    int max_connections = 20000;  // each is a thread; beyond this, 503 and close
+    int idle_timeout_seconds = 120;  // keep-alive connection with no request
+    int header_timeout_ms = 10000;   // from a request's first byte to its last header
+    int body_timeout_ms = 60000;     // the whole body
+    int send_timeout_seconds = 120;  // one write to a client that does not read
+    int max_header_bytes = 64 << 10;
+    int max_header_count = 100;
+    int max_connections = 20000;
+    int max_connections_per_ip = 0;  // 0: no cap
   };
-  HttpServer(Options options, Handler handler);
+  HttpServer(Options options, EventLoops& loops, AsyncHandler handler, ErrorBodyFn error_body = nullptr);
   ~HttpServer();
 
   absl::Status Start();
@@ -74,21 +102,14 @@ class HttpServer {
   void Drain(int grace_seconds);
   int active_connections() const;
 
- private:
-  struct Connection;
-  void AcceptLoop();
-  void Serve(std::shared_ptr<Connection> conn);
+  struct Connection;  // one accepted connection (defined in the .cc)
+  struct Shared;      // what the loops share: counts, caps, drain state
 
+ private:
   Options options_;
-  Handler handler_;
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  EventLoops& loops_;
+  std::shared_ptr<Shared> shared_;
   int port_ = 0;
-  std::atomic<bool> draining_{false};
-  std::thread accept_thread_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::unordered_set<std::shared_ptr<Connection>> connections_;
 };
 
 // Percent-decodes a URL component ('+' as space when `form`).

@@ -1,75 +1,35 @@
 #include "gateway/request_path.h"
 
-#include <condition_variable>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <grpcpp/support/client_callback.h>
 #include <map>
 #include <mutex>
 
+#include "gateway/async_call.h"
 #include "libs/common/status_map.h"
 #include "libs/metrics/metrics.h"
-#include "libs/rpc/local_stream.h"
 #include "services/billing-ledger/billing_service.h"
 #include "services/provider-connector/connector_service.h"
 #include "services/rate-limiter/rate_limiter_service.h"
 
 namespace nexusflow::gateway {
+namespace net = boost::asio;
 namespace {
 
 // The recorder of one local call's metrics, made once per method.
-RpcRecorder& Recorder(const char* service, const char* method);
+RpcRecorder& Recorder(const char* service, const char* method) {
+  static std::mutex mu;
+  static std::map<std::pair<std::string, std::string>, std::unique_ptr<RpcRecorder>> recorders;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& r = recorders[{service, method}];
+  if (!r) r = std::make_unique<RpcRecorder>(service, method);
+  return *r;
+}
 
-// Waits for a set of async completions.
-class Latch {
- public:
-  explicit Latch(int n) : n_(n) {}
-  void CountDown() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (--n_ == 0) cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return n_ == 0; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_;
-};
-
-class LocalChatChunks : public ChatChunks {
- public:
-  explicit LocalChatChunks(std::shared_ptr<LocalStream<connector::v1::ChatChunk>> stream)
-      : stream_(std::move(stream)), start_(std::chrono::steady_clock::now()) {}
-  ~LocalChatChunks() override { stream_->Cancel(); }  // no-op once the stream ended
-  bool Next(connector::v1::ChatChunk* chunk) override { return stream_->Next(chunk); }
-  grpc::Status Finish() override {
-    grpc::Status s = stream_->Wait();
-    static RpcRecorder& recorder = Recorder("nexusflow.connector.v1.ProviderConnectorService", "Chat");
-    recorder.Record(s.error_code(),
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
-    return s;
-  }
-
- private:
-  std::shared_ptr<LocalStream<connector::v1::ChatChunk>> stream_;
-  std::chrono::steady_clock::time_point start_;
-};
-
-class GrpcChatChunks : public ChatChunks {
- public:
-  GrpcChatChunks(connector::v1::ProviderConnectorService::Stub* stub,
-                 const connector::v1::ChatCall& call,
-                 std::chrono::system_clock::time_point deadline) {
-    ctx_.set_deadline(deadline);
-    reader_ = stub->Chat(&ctx_, call);
-  }
-  bool Next(connector::v1::ChatChunk* chunk) override { return reader_->Read(chunk); }
-  grpc::Status Finish() override { return reader_->Finish(); }
-
- private:
-  grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReader<connector::v1::ChatChunk>> reader_;
-};
+constexpr char kRateLimiter[] = "nexusflow.ratelimit.v1.RateLimiterService";
+constexpr char kBilling[] = "nexusflow.billing.v1.BillingLedgerService";
+constexpr char kConnector[] = "nexusflow.connector.v1.ProviderConnectorService";
 
 // Times a direct call and counts it like its RPC.
 class LocalCall {
@@ -85,42 +45,93 @@ class LocalCall {
   std::chrono::steady_clock::time_point start_;
 };
 
-RpcRecorder& Recorder(const char* service, const char* method) {
-  static std::mutex mu;
-  static std::map<std::pair<std::string, std::string>, std::unique_ptr<RpcRecorder>> recorders;
-  std::lock_guard<std::mutex> lock(mu);
-  auto& r = recorders[{service, method}];
-  if (!r) r = std::make_unique<RpcRecorder>(service, method);
-  return *r;
-}
+// A remote Chat: reads one chunk at a time into the stream, and stops reading while the
+// stream is full (gRPC's flow control then holds the connector back).
+class GrpcChatReader : public grpc::ClientReadReactor<connector::v1::ChatChunk> {
+ public:
+  static void Start(connector::v1::ProviderConnectorService::Stub* stub,
+                    const connector::v1::ChatCall& call,
+                    std::chrono::system_clock::time_point deadline,
+                    std::shared_ptr<ChatStream> stream) {
+    auto r = std::shared_ptr<GrpcChatReader>(new GrpcChatReader(call, deadline, stream));
+    r->self_ = r;
+    std::weak_ptr<GrpcChatReader> weak = r;
+    stream->SetOnCancel([r] { r->ctx_.TryCancel(); });
+    stream->SetOnDrain([weak] {
+      if (auto me = weak.lock()) me->Resume();
+    });
+    stub->async()->Chat(&r->ctx_, &r->call_, r.get());
+    r->StartRead(&r->chunk_);
+    r->StartCall();
+  }
 
-constexpr char kRateLimiter[] = "nexusflow.ratelimit.v1.RateLimiterService";
-constexpr char kBilling[] = "nexusflow.billing.v1.BillingLedgerService";
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    stream_->Push(std::move(chunk_));
+    chunk_.Clear();
+    if (stream_->full()) {
+      paused_ = true;
+      return;
+    }
+    StartRead(&chunk_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    std::shared_ptr<GrpcChatReader> keep;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      keep.swap(self_);
+    }
+    stream_->Finish(status);  // drops the stream's callbacks, and with them this reader
+  }
+
+ private:
+  GrpcChatReader(const connector::v1::ChatCall& call, std::chrono::system_clock::time_point deadline,
+                 std::shared_ptr<ChatStream> stream)
+      : call_(call), stream_(std::move(stream)) {
+    ctx_.set_deadline(deadline);
+  }
+
+  void Resume() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!paused_ || done_) return;
+    paused_ = false;
+    StartRead(&chunk_);
+  }
+
+  grpc::ClientContext ctx_;
+  connector::v1::ChatCall call_;
+  connector::v1::ChatChunk chunk_;
+  std::shared_ptr<ChatStream> stream_;
+  std::mutex mu_;
+  bool paused_ = false;
+  bool done_ = false;
+  std::shared_ptr<GrpcChatReader> self_;  // alive until OnDone
+};
 
 }  // namespace
 
-void RequestPath::Admit(const ratelimit::v1::AcquireRequest& areq,
-                        ratelimit::v1::AcquireResponse* aresp, grpc::Status* astatus,
-                        const billing::v1::ReserveRequest& breq,
-                        billing::v1::ReserveResponse* bresp, grpc::Status* bstatus) {
-  int remote = (local_.ratelimit ? 0 : 1) + (local_.billing ? 0 : 1);
-  Latch latch(remote);
-  grpc::ClientContext actx, bctx;
-  auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
-  if (!local_.ratelimit) {
-    actx.set_deadline(deadline);
-    backends_.ratelimit->async()->Acquire(&actx, &areq, aresp, [&](grpc::Status s) {
-      *astatus = std::move(s);
-      latch.CountDown();
-    });
+ChatCall::~ChatCall() {
+  if (!finished_) stream_->Cancel();
+}
+
+grpc::Status ChatCall::Finish() {
+  finished_ = true;
+  grpc::Status s = stream_->status();
+  if (local_) {
+    static RpcRecorder& recorder = Recorder(kConnector, "Chat");
+    recorder.Record(s.error_code(),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
   }
-  if (!local_.billing) {
-    bctx.set_deadline(deadline);
-    backends_.billing->async()->Reserve(&bctx, &breq, bresp, [&](grpc::Status s) {
-      *bstatus = std::move(s);
-      latch.CountDown();
-    });
-  }
+  return s;
+}
+
+net::awaitable<void> RequestPath::Admit(const ratelimit::v1::AcquireRequest& areq,
+                                        ratelimit::v1::AcquireResponse* aresp, grpc::Status* astatus,
+                                        const billing::v1::ReserveRequest& breq,
+                                        billing::v1::ReserveResponse* bresp, grpc::Status* bstatus) {
   if (local_.ratelimit) {
     static RpcRecorder& recorder = Recorder(kRateLimiter, "Acquire");
     LocalCall call(recorder);
@@ -133,7 +144,28 @@ void RequestPath::Admit(const ratelimit::v1::AcquireRequest& areq,
     *bstatus = ToGrpcStatus(local_.billing->ReserveHold(breq, bresp));
     call.Done(bstatus->error_code());
   }
-  if (remote) latch.Wait();
+  auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
+  grpc::ClientContext actx, bctx;
+  actx.set_deadline(deadline);
+  bctx.set_deadline(deadline);
+  auto acquire = [&]() -> net::awaitable<void> {
+    *astatus = co_await AwaitGrpc([&](auto done) {
+      backends_.ratelimit->async()->Acquire(&actx, &areq, aresp, std::move(done));
+    });
+  };
+  auto reserve = [&]() -> net::awaitable<void> {
+    *bstatus = co_await AwaitGrpc([&](auto done) {
+      backends_.billing->async()->Reserve(&bctx, &breq, bresp, std::move(done));
+    });
+  };
+  using namespace net::experimental::awaitable_operators;
+  if (!local_.ratelimit && !local_.billing) {
+    co_await (acquire() && reserve());
+  } else if (!local_.ratelimit) {
+    co_await acquire();
+  } else if (!local_.billing) {
+    co_await reserve();
+  }
 }
 
 void RequestPath::ReleaseLease(const std::string& lease_id, int64_t actual_tokens) {
@@ -154,6 +186,7 @@ void RequestPath::ReleaseLease(const std::string& lease_id, int64_t actual_token
   };
   auto* call = new Call;
   call->req = std::move(req);
+  call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   backends_.ratelimit->async()->Release(&call->ctx, &call->req, &call->resp,
                                         [call](grpc::Status) { delete call; });
 }
@@ -166,42 +199,49 @@ void RequestPath::ReleaseHold(const std::string& hold_id) {
     local_.billing->CloseHold(hold_id);
     return call.Done(grpc::OK);
   }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  billing::v1::ReleaseHoldRequest req;
-  req.set_hold_id(hold_id);
-  billing::v1::ReleaseHoldResponse resp;
-  (void)backends_.billing->ReleaseHold(&ctx, req, &resp);
+  struct Call {
+    grpc::ClientContext ctx;
+    billing::v1::ReleaseHoldRequest req;
+    billing::v1::ReleaseHoldResponse resp;
+  };
+  auto* call = new Call;
+  call->req.set_hold_id(hold_id);
+  call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  backends_.billing->async()->ReleaseHold(&call->ctx, &call->req, &call->resp,
+                                          [call](grpc::Status) { delete call; });
 }
 
-grpc::Status RequestPath::Settle(const billing::v1::SettleRequest& req,
-                                 billing::v1::SettleResponse* resp) {
+net::awaitable<grpc::Status> RequestPath::Settle(const billing::v1::SettleRequest& req,
+                                                 billing::v1::SettleResponse* resp) {
   if (!local_.billing) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    return backends_.billing->Settle(&ctx, req, resp);
+    co_return co_await AwaitGrpc([&](auto done) {
+      backends_.billing->async()->Settle(&ctx, &req, resp, std::move(done));
+    });
   }
   static RpcRecorder& recorder = Recorder(kBilling, "Settle");
   LocalCall call(recorder);
-  Latch latch(1);
-  absl::Status status;
-  local_.billing->SettleUsage(req, resp, [&](const absl::Status& s) {
-    status = s;
-    latch.CountDown();
+  // The ledger's writer thread commits (with others queued meanwhile); the loop goes on
+  // serving until it has.
+  grpc::Status out = co_await AwaitGrpc([&](auto done) {
+    local_.billing->SettleUsage(
+        req, resp, [done = std::move(done)](const absl::Status& s) { done(ToGrpcStatus(s)); },
+        /*may_commit_here=*/false);
   });
-  latch.Wait();
-  grpc::Status out = ToGrpcStatus(status);
   call.Done(out.error_code());
-  return out;
+  co_return out;
 }
 
-std::unique_ptr<ChatChunks> RequestPath::Chat(const connector::v1::ChatCall& call,
-                                              std::chrono::system_clock::time_point deadline) {
-  if (!local_.connector)
-    return std::make_unique<GrpcChatChunks>(backends_.connector.get(), call, deadline);
-  auto stream = std::make_shared<LocalStream<connector::v1::ChatChunk>>();
-  local_.connector->StartChat(call, stream);
-  return std::make_unique<LocalChatChunks>(std::move(stream));
+net::awaitable<std::unique_ptr<ChatCall>> RequestPath::Chat(
+    const connector::v1::ChatCall& call, std::chrono::system_clock::time_point deadline) {
+  auto stream = std::make_shared<ChatStream>(co_await net::this_coro::executor);
+  if (local_.connector) {
+    local_.connector->StartChat(call, stream);
+    co_return std::make_unique<ChatCall>(std::move(stream), true);
+  }
+  GrpcChatReader::Start(backends_.connector.get(), call, deadline, stream);
+  co_return std::make_unique<ChatCall>(std::move(stream), false);
 }
 
 }  // namespace nexusflow::gateway

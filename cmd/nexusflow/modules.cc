@@ -8,6 +8,7 @@
 #include "gateway/gateway.h"
 #include "gateway/http_server.h"
 #include "libs/config/config_watcher.h"
+#include "libs/loop/event_loops.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/server_host.h"
 #include "services/auth/auth_service.h"
@@ -42,6 +43,9 @@ class RunningProcess : public Process {
  public:
   absl::Status Start(const Config& config, const std::set<std::string>& targets,
                      const std::string& config_path) {
+    // The event loops: the gateway's connections and the connector's upstream calls.
+    if (targets.count("gateway") || targets.count("provider-connector"))
+      loops_ = std::make_unique<EventLoops>(config.server.io_threads);
     if (targets.count("auth")) {
       auto store = auth::OpenSqliteKeyStore(config.auth.database);
       if (!store.ok()) return store.status();
@@ -70,7 +74,7 @@ class RunningProcess : public Process {
       host_.AddService(billing_.get());
     }
     if (targets.count("provider-connector")) {
-      connector_ = std::make_unique<connector::ProviderConnectorService>(config.provider_connector);
+      connector_ = std::make_unique<connector::ProviderConnectorService>(config.provider_connector, *loops_);
       host_.AddService(connector_.get());
     }
     if (auto s = host_.Start(config.server.grpc_listen); !s.ok()) return s;
@@ -103,9 +107,20 @@ class RunningProcess : public Process {
     gateway::LocalServices local{ratelimit_.get(), billing_.get(), connector_.get()};
     gateway_ = std::make_unique<gateway::Gateway>(config, std::move(b), local);
     gateway_->Start();
-    http_ = std::make_unique<gateway::HttpServer>(
-        gateway::HttpServer::Options{config.server.http_listen, config.gateway.max_body_bytes, 120},
-        gateway_->handler());
+    gateway::HttpServer::Options http;
+    const auto& sv = config.server;
+    http.listen = sv.http_listen;
+    http.max_body_bytes = config.gateway.max_body_bytes;
+    http.idle_timeout_seconds = sv.idle_timeout_seconds;
+    http.header_timeout_ms = sv.header_timeout_ms;
+    http.body_timeout_ms = sv.body_timeout_ms;
+    http.send_timeout_seconds = sv.send_timeout_seconds;
+    http.max_header_bytes = sv.max_header_bytes;
+    http.max_header_count = sv.max_header_count;
+    http.max_connections = sv.max_connections;
+    http.max_connections_per_ip = sv.max_connections_per_ip;
+    http_ = std::make_unique<gateway::HttpServer>(http, *loops_, gateway_->handler(),
+                                                  gateway_->error_body());
     return http_->Start();
   }
 
@@ -123,6 +138,7 @@ class RunningProcess : public Process {
   }
 
  private:
+  std::unique_ptr<EventLoops> loops_;  // first made, last gone: everything below runs on it
   ServerHost host_;
   std::unique_ptr<auth::AuthService> auth_;
   std::unique_ptr<routing::RoutingService> routing_;

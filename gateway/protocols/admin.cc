@@ -106,28 +106,32 @@ bool ParsePaging(const HttpRequest& req, billing::v1::ListUsageRequest* out, Htt
 
 }  // namespace
 
-void Gateway::HandleUsage(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
-  auto identity = Authenticate(req, w, ApiProtocol::kNexusFlow, log);
-  if (!identity) return;
+void Gateway::HandleUsage(const HttpRequest& req, const auth::v1::Identity& identity,
+                          ResponseWriter& w, RequestLog& log) {
   billing::v1::ListUsageRequest lreq;
   HttpError error;
   if (!ParsePaging(req, &lreq, &error)) return SendError(w, ApiProtocol::kNexusFlow, error, log);
-  lreq.set_account_id(identity->account_id());
+  lreq.set_account_id(identity.account_id());
   billing::v1::ListUsageResponse resp;
   auto s = Call([&](grpc::ClientContext& c) { return backends_.billing->ListUsage(&c, lreq, &resp); });
   if (!s.ok()) return SendError(w, ApiProtocol::kNexusFlow, HttpErrorFrom(FromGrpcStatus(s)), log);
   SendJson(w, 200, UsageListJson(resp), log);
 }
 
-void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
-  const ApiProtocol P = ApiProtocol::kNexusFlow;
+std::optional<HttpError> Gateway::CheckAdminKey(const HttpRequest& req) const {
   const std::string& admin_key = config_.gateway.admin_key;
   std::string authz = req.Header("authorization");
   std::string given = authz.rfind("Bearer ", 0) == 0 ? authz.substr(7) : "";
   if (admin_key.empty())
-    return SendError(w, P, {403, "The admin API is disabled: no admin key is configured.", "", ""}, log);
+    return HttpError{403, "The admin API is disabled: no admin key is configured.", "", ""};
   if (given.size() != admin_key.size() || CRYPTO_memcmp(given.data(), admin_key.data(), given.size()) != 0)
-    return SendError(w, P, {401, "A valid admin key is required: Authorization: Bearer <admin key>.", "", "invalid_api_key"}, log);
+    return HttpError{401, "A valid admin key is required: Authorization: Bearer <admin key>.", "", "invalid_api_key"};
+  return std::nullopt;
+}
+
+// Called once CheckAdminKey has passed.
+void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
+  const ApiProtocol P = ApiProtocol::kNexusFlow;
 
   std::vector<std::string> parts = absl::StrSplit(req.path.substr(strlen("/admin/v1/")), '/', absl::SkipEmpty());
   json::value body;

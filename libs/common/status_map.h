@@ -21,8 +21,12 @@ absl::Status FromGrpcStatus(const grpc::Status& status);
 // (FAILED_PRECONDITION from billing is 402), the caller picks the status itself.
 int HttpStatusFor(absl::StatusCode code);
 
-// An error as the HTTP caller will see it.
+// An error as the HTTP caller will see it. (Not an aggregate on purpose: GCC 12 destroys
+// an aggregate temporary twice when it is built inside a co_await expression.)
 struct HttpError {
+  HttpError() = default;
+  HttpError(int status, std::string message, std::string param = "", std::string code = "")
+      : status(status), message(std::move(message)), param(std::move(param)), code(std::move(code)) {}
   int status = 500;
   std::string message;
   std::string param;  // offending parameter, when known (OpenAI "param")

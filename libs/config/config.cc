@@ -103,13 +103,28 @@ int64_t ReadUsdPerMtok(const YAML::Node& node, const std::string& path) {
 }
 
 void ParseServer(const YAML::Node& n, const std::string& p, Config::Server& s) {
-  ExpectMap(n, p, {"http_listen", "grpc_listen", "metrics_listen", "drain_grace_seconds"});
+  ExpectMap(n, p, {"http_listen", "grpc_listen", "metrics_listen", "drain_grace_seconds",
+                   "io_threads", "idle_timeout_seconds", "header_timeout_ms", "body_timeout_ms",
+                   "send_timeout_seconds", "max_header_bytes", "max_header_count",
+                   "max_connections", "max_connections_per_ip"});
   if (n["http_listen"]) s.http_listen = ReadAddress(n["http_listen"], Sub(p, "http_listen"), false);
   if (n["grpc_listen"]) s.grpc_listen = ReadAddress(n["grpc_listen"], Sub(p, "grpc_listen"), false);
   if (n["metrics_listen"])
     s.metrics_listen = ReadAddress(n["metrics_listen"], Sub(p, "metrics_listen"), true);
   if (n["drain_grace_seconds"])
     s.drain_grace_seconds = ReadInt(n["drain_grace_seconds"], Sub(p, "drain_grace_seconds"), 0, 3600);
+  auto read = [&](const char* key, int& out, int64_t lo, int64_t hi) {
+    if (n[key]) out = static_cast<int>(ReadInt(n[key], Sub(p, key), lo, hi));
+  };
+  read("io_threads", s.io_threads, 0, 256);
+  read("idle_timeout_seconds", s.idle_timeout_seconds, 1, 86400);
+  read("header_timeout_ms", s.header_timeout_ms, 100, 600000);
+  read("body_timeout_ms", s.body_timeout_ms, 100, 3600000);
+  read("send_timeout_seconds", s.send_timeout_seconds, 1, 86400);
+  read("max_header_bytes", s.max_header_bytes, 1024, 1 << 20);
+  read("max_header_count", s.max_header_count, 8, 10000);
+  read("max_connections", s.max_connections, 1, 10000000);
+  read("max_connections_per_ip", s.max_connections_per_ip, 0, 10000000);
 }
 
 void ParseModel(const YAML::Node& n, const std::string& p, ModelConfig& m) {

@@ -56,6 +56,15 @@ struct Config {
     std::string grpc_listen = "127.0.0.1:9090";  // this process's gRPC server
     std::string metrics_listen;                  // extra /metrics listener; "" = none
     int drain_grace_seconds = 10;
+    int io_threads = 0;               // event-loop threads; 0 = one per hardware thread
+    int idle_timeout_seconds = 120;   // keep-alive connection without a request
+    int header_timeout_ms = 10000;    // request line and headers, from their first byte
+    int body_timeout_ms = 60000;      // the whole request body
+    int send_timeout_seconds = 120;   // one write to a client that does not read
+    int max_header_bytes = 65536;     // request line and headers together
+    int max_header_count = 100;
+    int max_connections = 20000;      // beyond: 503 with retry-after
+    int max_connections_per_ip = 0;   // beyond: 429 with retry-after; 0 = no cap
   } server;
   // Where each target is reached when it runs in another process.
   std::map<std::string, std::string> services;

@@ -1,7 +1,7 @@
 #pragma once
-// A stream between targets in one process: the producer pushes (any thread), the
-// consumer blocks in Next. It stands where a gRPC server stream would, without the
-// serialisation and the thread hops.
+// A blocking stream for tests and tools: the producer pushes (any thread), the consumer
+// blocks in Next. (The gateway's own end of a stream is gateway/chat_stream.h, which
+// suspends a coroutine instead of a thread.)
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -18,6 +18,7 @@ class LocalStream : public StreamSink<T> {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (cancelled_ || finished_) return false;
+      watermark_.Add(message.ByteSizeLong());
       queue_.push_back(std::move(message));
     }
     cv_.notify_one();  // after unlocking, so the reader does not wake into a held lock
@@ -32,6 +33,7 @@ class LocalStream : public StreamSink<T> {
       finished_ = true;
       status_ = std::move(status);
       drop.swap(on_cancel_);
+      on_drain_ = nullptr;
     }
     cv_.notify_one();
   }
@@ -46,13 +48,28 @@ class LocalStream : public StreamSink<T> {
     on_cancel_ = std::move(fn);
   }
 
+  bool full() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return watermark_.Full();
+  }
+
+  void SetOnDrain(std::function<void()> fn) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    on_drain_ = std::move(fn);
+  }
+
   // The next message; false at the end of the stream (then see status()).
   bool Next(T* out) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return !queue_.empty() || finished_; });
-    if (queue_.empty()) return false;
-    *out = std::move(queue_.front());
-    queue_.pop_front();
+    std::function<void()> drain;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return !queue_.empty() || finished_; });
+      if (queue_.empty()) return false;
+      *out = std::move(queue_.front());
+      queue_.pop_front();
+      if (watermark_.Remove(out->ByteSizeLong())) drain = on_drain_;
+    }
+    if (drain) drain();
     return true;
   }
 
@@ -83,6 +100,8 @@ class LocalStream : public StreamSink<T> {
   bool cancelled_ = false;
   grpc::Status status_;
   std::function<void()> on_cancel_;
+  std::function<void()> on_drain_;
+  Watermark watermark_{kStreamBufferBytes};
 };
 
 }  // namespace nexusflow

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "libs/common/sse.h"
+#include "libs/loop/event_loops.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/stream_writer.h"
 #include "services/provider-connector/openai_upstream.h"
@@ -66,6 +67,12 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       self->cancelled_ = true;
       if (self->transfer_id_) self->http_.Cancel(self->transfer_id_);
     });
+    // The consumer caught up: let the paused transfer go on.
+    writer_->SetOnDrain([self] {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      if (self->paused_ && self->transfer_id_) self->http_.Resume(self->transfer_id_);
+      self->paused_ = false;
+    });
     Next();
   }
 
@@ -95,7 +102,15 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       http_call->timeout_ms = config_.request_timeout_ms;
       auto self = shared_from_this();
       http_call->on_body = [self](long status, std::string_view bytes) {
-        return self->OnBody(status, bytes);
+        if (status < 300 && self->stream_) {
+          // A consumer that is behind pauses the upstream instead of growing a buffer.
+          std::lock_guard<std::mutex> lock(self->mu_);
+          if (self->writer_->full()) {
+            self->paused_ = true;
+            return BodyAction::kPause;
+          }
+        }
+        return self->OnBody(status, bytes) ? BodyAction::kContinue : BodyAction::kAbort;
       };
       http_call->on_done = [self](long status, const std::string& err, bool timed_out) {
         self->OnDone(status, err, timed_out);
@@ -269,6 +284,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   SseParser sse_;
   std::mutex mu_;
   bool cancelled_ = false;
+  bool paused_ = false;  // the transfer waits for the consumer's drain
   uint64_t transfer_id_ = 0;
   int candidate_ = 0;
   bool stream_ = false;
@@ -300,10 +316,20 @@ int64_t EstimatePromptTokens(const llm::v1::ChatRequest& request) {
   return (chars + 3) / 4;
 }
 
-ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnector& config)
-    : config_(config), http_(config.max_connections_per_host) {
+ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnector& config,
+                                                   EventLoops& loops)
+    : config_(config), http_(loops, config.max_connections_per_host) {
   Metrics();
 }
+
+ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnector& config)
+    : config_(config),
+      own_loops_(std::make_unique<EventLoops>(1)),
+      http_(*own_loops_, config.max_connections_per_host) {
+  Metrics();
+}
+
+ProviderConnectorService::~ProviderConnectorService() = default;
 
 void ProviderConnectorService::StartChat(const pb::ChatCall& call,
                                          std::shared_ptr<StreamSink<pb::ChatChunk>> sink) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "libs/config/config.h"
+#include "libs/loop/event_loops.h"
 #include "libs/rpc/stream_writer.h"
 #include "nexusflow/connector/v1/connector.grpc.pb.h"
 #include "services/provider-connector/http_client.h"
@@ -16,7 +17,12 @@ namespace pb = ::nexusflow::connector::v1;
 
 class ProviderConnectorService : public pb::ProviderConnectorService::CallbackService {
  public:
+  // Upstream calls run on `loops` (the process's event loops): a call started on a loop
+  // thread stays on it.
+  ProviderConnectorService(const Config::ProviderConnector& config, EventLoops& loops);
+  // With a loop of its own (tests, tools).
   explicit ProviderConnectorService(const Config::ProviderConnector& config);
+  ~ProviderConnectorService() override;
 
   grpc::ServerWriteReactor<pb::ChatChunk>* Chat(grpc::CallbackServerContext* ctx,
                                                const pb::ChatCall* call) override;
@@ -26,6 +32,7 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
 
  private:
   Config::ProviderConnector config_;
+  std::unique_ptr<EventLoops> own_loops_;
   HttpClient http_;
 };
 

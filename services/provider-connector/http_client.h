@@ -1,19 +1,28 @@
 #pragma once
-// An HTTP client for upstream calls: one libcurl multi handle driven by one thread, so
-// thousands of concurrent requests (and streams) share keep-alive connection pools.
-// Callbacks run on that thread and must not block.
-#include <atomic>
+// An HTTP client for upstream calls, driven by the process's event loops: one libcurl
+// multi handle per loop, its sockets and timer watched by that loop's Asio reactor
+// (curl_multi_socket_action), so an upstream read and whatever it feeds run on the
+// loop thread that started the call. Thousands of concurrent calls share keep-alive
+// pools (one per loop). Callbacks run on the call's loop and must not block.
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
-#include <unordered_map>
 #include <vector>
 
+namespace nexusflow {
+class EventLoops;
+}
+
 namespace nexusflow::connector {
+
+// What a body callback asks of the transfer.
+enum class BodyAction {
+  kContinue,
+  kPause,  // the bytes were not taken: they come again after Resume
+  kAbort,
+};
 
 struct HttpCall {
   std::string url;
@@ -22,38 +31,31 @@ struct HttpCall {
   bool get = false;
   long connect_timeout_ms = 5000;
   long timeout_ms = 600000;  // whole transfer
-  // Body bytes as they arrive (status is known by then). Return false to abort.
-  std::function<bool(long status, std::string_view bytes)> on_body;
+  // Body bytes as they arrive (status is known by then).
+  std::function<BodyAction(long status, std::string_view bytes)> on_body;
   // Once, at the end. `transport_error` is empty on a complete HTTP exchange (any status).
   std::function<void(long status, const std::string& transport_error, bool timed_out)> on_done;
 };
 
 class HttpClient {
  public:
-  explicit HttpClient(long max_connections_per_host);
+  HttpClient(EventLoops& loops, long max_connections_per_host);
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
 
-  // Starts a call; returns its id for Cancel.
+  // Starts a call on the calling thread's loop (or the next loop, off the loops);
+  // returns its id for Cancel and Resume.
   uint64_t Start(std::shared_ptr<HttpCall> call);
-  // Aborts a call; its on_done runs with transport_error "cancelled".
+  // Aborts a call; its on_done runs with transport_error "cancelled". Any thread.
   void Cancel(uint64_t id);
+  // Continues a call paused by kPause. Any thread.
+  void Resume(uint64_t id);
 
-  struct Transfer;  // one call in flight (defined in the .cc)
+  class Multi;  // one loop's multi handle (defined in the .cc)
 
  private:
-  void Loop();
-  void Complete(Transfer* t, int curl_code);
-
-  void* multi_;  // CURLM*
-  long max_per_host_;
-  std::mutex mu_;
-  std::vector<std::pair<uint64_t, std::shared_ptr<HttpCall>>> pending_;
-  std::vector<uint64_t> cancels_;
-  std::unordered_map<uint64_t, Transfer*> active_;  // loop thread only
-  std::atomic<uint64_t> next_id_{1};
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  EventLoops& loops_;
+  std::vector<std::shared_ptr<Multi>> multis_;  // by loop index
 };
 
 }  // namespace nexusflow::connector

@@ -5,6 +5,8 @@
 // writes demo.env with the variables read here.
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
 
 function requireEnv(name) {
@@ -146,4 +148,223 @@ export function assertUsage(usage, what) {
             `${what}: completion_tokens ${usage.completion_tokens}`);
   assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens,
                `${what}: total_tokens != prompt + completion`);
+}
+
+// ---------------------------------------------------------------------------------------
+// The edge (edge.test.mjs): the mock provider's counters, /metrics, raw HTTP connections.
+
+// The mock provider tools/run started (NEXUSFLOW_MOCK_PORT, exported by run-e2e.sh).
+export const MOCK_URL = process.env.NEXUSFLOW_MOCK_PORT
+  ? `http://127.0.0.1:${process.env.NEXUSFLOW_MOCK_PORT}` : '';
+// The gateway's connection deadlines (server.header_timeout_ms / body_timeout_ms), as
+// run-e2e.sh sets them; the defaults are deploy/local/nexusflow.yaml's.
+export const HEADER_TIMEOUT_MS = Number(process.env.NEXUSFLOW_HEADER_TIMEOUT_MS || 10_000);
+export const BODY_TIMEOUT_MS = Number(process.env.NEXUSFLOW_BODY_TIMEOUT_MS || 60_000);
+
+// GET /mock/stats of the mock provider: {"open_streams": N, ...}.
+export async function mockStats() {
+  assert.ok(MOCK_URL, 'NEXUSFLOW_MOCK_PORT is not set: run the tests through run-e2e.sh');
+  const res = await fetch(`${MOCK_URL}/mock/stats`);
+  const text = await res.text();
+  assert.equal(res.status, 200, `GET ${MOCK_URL}/mock/stats → ${res.status} ${text.slice(0, 200)} ` +
+                                '(the mock provider needs its /mock/stats route)');
+  const body = JSON.parse(text);
+  assert.ok(Number.isInteger(body.open_streams) && body.open_streams >= 0,
+            `/mock/stats open_streams: ${text.slice(0, 200)}`);
+  return body;
+}
+
+// The sum of every sample of metric `name` (all label sets) on the gateway's /metrics
+// (its public port, else the metrics listener); undefined when no sample is there.
+export async function gatewayMetric(name) {
+  const urls = [`${ORIGIN}/metrics`];
+  if (METRICS_URL) urls.push(METRICS_URL);
+  const sample = new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)`);
+  const tried = [];
+  for (const url of urls) {
+    let res;
+    try {
+      res = await fetch(url);
+    } catch (e) {
+      tried.push(`${url}: ${e.cause?.code ?? e.message}`);
+      continue;
+    }
+    const text = await res.text();
+    tried.push(`${url} → ${res.status}`);
+    if (res.status !== 200) continue;
+    let found = false;
+    let sum = 0;
+    for (const line of text.split('\n')) {
+      const m = sample.exec(line);
+      if (m) {
+        found = true;
+        sum += Number(m[2]);
+      }
+    }
+    if (found) return { value: sum, tried };
+  }
+  return { value: undefined, tried };
+}
+
+// The gateway's host and port, for raw connections.
+export const GATEWAY_ADDR = {
+  host: new URL(BASE_URL).hostname,
+  port: Number(new URL(BASE_URL).port || 80),
+};
+
+// A chunked body starting at `pos`: {body, end} (end is just past the last chunk and the
+// trailers), or null while incomplete.
+function parseChunked(buf, pos) {
+  const parts = [];
+  for (;;) {
+    const lineEnd = buf.indexOf('\r\n', pos, 'latin1');
+    if (lineEnd < 0) return null;
+    const size = parseInt(buf.toString('latin1', pos, lineEnd), 16);
+    if (Number.isNaN(size)) throw new Error(`bad chunk size at byte ${pos}`);
+    if (size === 0) {
+      // Optional trailer fields, then an empty line.
+      const end = buf.indexOf('\r\n\r\n', lineEnd, 'latin1');
+      return end < 0 ? null : { body: Buffer.concat(parts), end: end + 4 };
+    }
+    if (lineEnd + 2 + size + 2 > buf.length) return null;
+    parts.push(buf.subarray(lineEnd + 2, lineEnd + 2 + size));
+    pos = lineEnd + 2 + size + 2;
+  }
+}
+
+// Parses the HTTP/1.1 responses at the start of `buf` (a Buffer). Interim 1xx responses
+// are returned like the others. A body is framed by Content-Length, chunked encoding or,
+// without either, the close (`eof`). Returns {responses, partial}: partial is true when
+// bytes after the last complete response do not make a whole response yet.
+export function parseHttpResponses(buf, eof = false) {
+  const responses = [];
+  let pos = 0;
+  while (pos < buf.length) {
+    const headEnd = buf.indexOf('\r\n\r\n', pos, 'latin1');
+    if (headEnd < 0) break;
+    const lines = buf.toString('latin1', pos, headEnd).split('\r\n');
+    const m = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0]);
+    if (!m) throw new Error(`not an HTTP response: ${JSON.stringify(lines[0].slice(0, 100))}`);
+    const status = Number(m[1]);
+    const headers = {};
+    for (const line of lines.slice(1)) {
+      const colon = line.indexOf(':');
+      if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    let bodyStart = headEnd + 4;
+    let body;
+    if (status < 200 || status === 204 || status === 304) {
+      body = Buffer.alloc(0);
+    } else if (/\bchunked\b/i.test(headers['transfer-encoding'] ?? '')) {
+      const chunked = parseChunked(buf, bodyStart);
+      if (!chunked) return { responses, partial: true };
+      body = chunked.body;
+      bodyStart = chunked.end;
+    } else if (headers['content-length'] !== undefined) {
+      const length = Number(headers['content-length']);
+      if (bodyStart + length > buf.length) return { responses, partial: true };
+      body = buf.subarray(bodyStart, bodyStart + length);
+      bodyStart += length;
+    } else {
+      if (!eof) return { responses, partial: true };
+      body = buf.subarray(bodyStart);
+      bodyStart = buf.length;
+    }
+    responses.push({ status, headers, body: body.toString('utf8') });
+    pos = bodyStart;
+  }
+  return { responses, partial: pos < buf.length };
+}
+
+// One raw TCP connection to the gateway, for tests about HTTP framing and deadlines. It
+// keeps every byte received and the moment the server ended the connection (FIN, reset,
+// or a write that failed because it was gone); times are performance.now() milliseconds.
+export class RawHttp {
+  static open({ host, port } = GATEWAY_ADDR) {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      socket.once('error', reject);
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        resolve(new RawHttp(socket));
+      });
+    });
+  }
+
+  constructor(socket) {
+    this.socket = socket;
+    this.openedAt = performance.now();
+    this.data = Buffer.alloc(0);
+    this.firstByteAt = null;
+    this.closedAt = null;
+    this.closeHow = null;
+    this.bytesWritten = 0;
+    this.waiters = new Set();
+    socket.setNoDelay(true);
+    socket.on('data', (d) => {
+      if (this.firstByteAt === null) this.firstByteAt = performance.now();
+      this.data = Buffer.concat([this.data, d]);
+      this.wake();
+    });
+    socket.on('end', () => this.markClosed('FIN'));
+    socket.on('error', (e) => this.markClosed(e.code ?? e.message));
+    socket.on('close', () => this.markClosed('close'));
+  }
+
+  markClosed(how) {
+    if (this.closedAt === null) {
+      this.closedAt = performance.now();
+      this.closeHow = how;
+    }
+    this.wake();
+  }
+
+  wake() {
+    for (const w of [...this.waiters]) w();
+  }
+
+  get closed() {
+    return this.closedAt !== null;
+  }
+
+  // Writes unless the server already closed; false when it did.
+  write(data) {
+    if (this.closed || this.socket.destroyed) return false;
+    const buf = Buffer.from(data, 'latin1');
+    this.bytesWritten += buf.length;
+    this.socket.write(buf);
+    return true;
+  }
+
+  // Resolves true as soon as `pred()` holds, false once `timeoutMs` passed without it.
+  waitUntil(pred, timeoutMs) {
+    if (pred()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const check = () => {
+        if (!pred()) return;
+        finish(true);
+      };
+      const timer = setTimeout(() => finish(pred()), timeoutMs);
+      const finish = (v) => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(v);
+      };
+      this.waiters.add(check);
+    });
+  }
+
+  responses() {
+    return parseHttpResponses(this.data, this.closed).responses;
+  }
+
+  // The received bytes, for assertion messages.
+  preview(max = 300) {
+    const s = this.data.toString('latin1');
+    return JSON.stringify(s.length > max ? `${s.slice(0, max)}…` : s);
+  }
+
+  destroy() {
+    this.socket.destroy();
+  }
 }

@@ -114,6 +114,11 @@ export NEXUSFLOW_METRICS_PORT="$METRICS_PORT"
 export NEXUSFLOW_ADMIN_KEY="nf-admin-e2e-${MODE}-0123456789abcdef"
 export NEXUSFLOW_DEMO_KEY="sk-nf-e2edemo${MODE}0123456789abcdef0123"
 export NEXUSFLOW_DATA_DIR="$DATA_DIR"
+# The edge's connection deadlines (server.header_timeout_ms / body_timeout_ms in
+# deploy/local/nexusflow.yaml), short so edge.test.mjs's slow-client tests run fast. The
+# tests read them too, as they read NEXUSFLOW_MOCK_PORT for the mock's /mock/stats.
+export NEXUSFLOW_HEADER_TIMEOUT_MS=2000
+export NEXUSFLOW_BODY_TIMEOUT_MS=3000
 
 log "starting $LAUNCHER ${RUN_ARGS[*]:-} (data dir $DATA_DIR, log $LOG)"
 cd "$ROOT"

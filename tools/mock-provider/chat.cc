@@ -185,6 +185,8 @@ MockMarkers ParseMarkers(std::string_view text) {
       markers.delay_ms = std::min(*value, kMaxMarkerDelayMs);
     } else if (key == "drop-after") {
       markers.drop_after = static_cast<int>(std::min<std::int64_t>(*value, INT32_MAX));
+    } else if (key == "chunk-delay") {
+      markers.chunk_delay_ms = std::min(*value, kMaxMarkerDelayMs);
     }
   }
   return markers;

@@ -21,6 +21,7 @@ struct MockMarkers {
   std::optional<int> words;        // [mock:words=N]: reply length in words
   std::int64_t delay_ms = 0;       // [mock:delay=MS]: extra wait before answering
   std::optional<int> drop_after;   // [mock:drop-after=N]: streaming only
+  std::optional<std::int64_t> chunk_delay_ms;  // [mock:chunk-delay=MS]: replaces --chunk-delay-ms
 };
 
 // An OpenAI error answer: HTTP status plus the `{"error":{...}}` body fields.

@@ -4,7 +4,9 @@
 //   main.cc    flags → MockOptions, then RunMockProvider.
 //   server.cc  Boost.Beast over Asio coroutines: one io_context per thread, an accept loop
 //              handing connections round-robin to them, HTTP/1.1 keep-alive, routing,
-//              delays on steady_timers, SSE writing, and the 413/400/401/404 edges.
+//              delays on steady_timers, SSE writing (with a read kept pending during a
+//              stream's waits, to notice a client leaving), and the 413/400/401/404 edges.
+//   stream_stats.cc  process-wide stream counters served at GET /mock/stats.
 //   chat.cc    pure request → answer logic: validation, the seed (FNV-1a over model and
 //              message text), reply words, token counts, forced tool calls built from the
 //              tool's JSON schema, `[mock:...]` markers, and the JSON/SSE serialisation.

@@ -26,6 +26,7 @@
 #include <boost/beast/http.hpp>
 
 #include "chat.h"
+#include "stream_stats.h"
 
 namespace nexusflow::mock {
 namespace {
@@ -44,6 +45,7 @@ constexpr std::chrono::seconds kIoTimeout{60};  // reading one body or writing o
 constexpr std::chrono::seconds kDrainTimeout{5};
 constexpr std::size_t kMaxDrainBytes = 64 * 1024 * 1024;
 constexpr std::size_t kDrainChunkBytes = 64 * 1024;
+constexpr std::size_t kWatchReadBytes = 4 * 1024;
 
 std::string_view View(beast::string_view s) { return {s.data(), s.size()}; }
 
@@ -145,12 +147,92 @@ asio::awaitable<bool> Flush(beast::tcp_stream& stream, std::string& out) {
   co_return !ec;
 }
 
-// Streams the answer as SSE. Frames produced at the same instant share one write; before
-// every wait the pending bytes are flushed, so a client sees each delayed chunk when it is
-// produced. HTTP/1.0 clients get a close-delimited body instead of chunked encoding.
-asio::awaitable<bool> StreamChat(beast::tcp_stream& stream, const Request& req,
-                                 const std::string& request_id, const ChatReply& reply,
-                                 const MockOptions& options) {
+// Notices a streaming client going away while the stream waits between chunks, when no
+// write can fail. From the stream's first wait until its end one read stays pending on the
+// socket: bytes that arrive (a pipelined next request) are appended to the connection's
+// buffer for the next parse; EOF or an error means the client is gone, and the stream's
+// pending wait and write are cancelled. With more than kMaxHeaderBytes of pipelined input
+// buffered the watch stops reading, and only a failed write notices the client leaving.
+class PeerWatch {
+ public:
+  PeerWatch(beast::tcp_stream& stream, beast::flat_buffer& buffer)
+      : stream_(stream),
+        buffer_(buffer),
+        wake_(stream.get_executor()),
+        finished_(stream.get_executor()) {}
+  PeerWatch(const PeerWatch&) = delete;
+  PeerWatch& operator=(const PeerWatch&) = delete;
+
+  bool gone() const { return gone_; }
+
+  // Waits `ms` (starting the read on first use); false when the client is gone.
+  asio::awaitable<bool> Wait(std::int64_t ms) {
+    if (!started_) Start();
+    if (gone_) co_return false;
+    wake_.expires_after(std::chrono::milliseconds(ms));
+    co_await wake_.async_wait(kNoThrow);
+    co_return !gone_;
+  }
+
+  // Ends the read. Must be awaited before the stream or the buffer is destroyed.
+  asio::awaitable<void> Stop() {
+    stopping_ = true;
+    if (!reading_) co_return;
+    beast::error_code ignored;
+    stream_.socket().cancel(ignored);
+    while (reading_) {  // Read() cancels finished_ when it returns
+      finished_.expires_at(asio::steady_timer::time_point::max());
+      co_await finished_.async_wait(kNoThrow);
+    }
+  }
+
+ private:
+  void Start() {
+    started_ = true;
+    reading_ = true;
+    asio::co_spawn(stream_.get_executor(), Read(), [this](std::exception_ptr failure) {
+      if (!failure) return;
+      reading_ = false;
+      finished_.cancel();
+      ReportFailure(failure);
+    });
+  }
+
+  asio::awaitable<void> Read() {
+    while (!stopping_ && buffer_.size() < kMaxHeaderBytes) {
+      auto space = buffer_.prepare(kWatchReadBytes);
+      auto [ec, n] = co_await stream_.socket().async_read_some(space, kNoThrow);
+      buffer_.commit(n);
+      if (ec) {
+        if (!stopping_) {
+          gone_ = true;
+          wake_.cancel();
+          beast::error_code ignored;
+          stream_.socket().cancel(ignored);  // a write blocked on a full socket buffer
+        }
+        break;
+      }
+    }
+    reading_ = false;
+    finished_.cancel();
+  }
+
+  beast::tcp_stream& stream_;
+  beast::flat_buffer& buffer_;
+  asio::steady_timer wake_;      // the stream's current wait
+  asio::steady_timer finished_;  // Stop() waits on it for Read() to return
+  bool started_ = false;
+  bool reading_ = false;
+  bool stopping_ = false;
+  bool gone_ = false;
+};
+
+// Writes the SSE frames of `reply`. Frames produced at the same instant share one write;
+// before every wait the pending bytes are flushed, so a client sees each delayed chunk when
+// it is produced.
+asio::awaitable<StreamEnd> WriteStream(beast::tcp_stream& stream, PeerWatch& watch,
+                                       const Request& req, const std::string& request_id,
+                                       const ChatReply& reply, const MockOptions& options) {
   const bool chunked = req.version() >= 11;
   const bool keep_alive = chunked && req.keep_alive();
   std::string out = chunked ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n";
@@ -161,6 +243,8 @@ asio::awaitable<bool> StreamChat(beast::tcp_stream& stream, const Request& req,
   if (!keep_alive) out += "Connection: close\r\n";
   out += "\r\n";
 
+  const std::int64_t chunk_delay_ms =
+      reply.markers.chunk_delay_ms.value_or(std::int64_t{options.chunk_delay_ms});
   const std::vector<SseFrame> frames = ChatStreamFrames(reply, NewResponseIds());
   const std::optional<int>& drop_after = reply.markers.drop_after;
   int content_sent = 0;
@@ -168,33 +252,52 @@ asio::awaitable<bool> StreamChat(beast::tcp_stream& stream, const Request& req,
     if (drop_after && ((frame.kind == FrameKind::kContent && content_sent >= *drop_after) ||
                        frame.kind == FrameKind::kFinish)) {
       co_await Flush(stream, out);
-      beast::error_code ignored;
-      stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-      stream.close();
-      co_return false;
+      co_return StreamEnd::kDropped;
     }
     std::int64_t wait_ms = 0;
     if (frame.kind == FrameKind::kFirst) {
       wait_ms = options.ttft_ms + reply.markers.delay_ms;
     } else if (frame.kind == FrameKind::kContent) {
-      wait_ms = options.chunk_delay_ms;
+      wait_ms = chunk_delay_ms;
     }
     if (wait_ms > 0) {
-      if (!co_await Flush(stream, out)) co_return false;
-      co_await Sleep(wait_ms);
+      if (!co_await Flush(stream, out)) co_return StreamEnd::kAborted;
+      if (!co_await watch.Wait(wait_ms)) co_return StreamEnd::kAborted;
     }
     AppendFrame(out, frame.bytes, chunked);
     if (frame.kind == FrameKind::kContent) ++content_sent;
   }
   if (chunked) out += "0\r\n\r\n";
-  if (!co_await Flush(stream, out)) co_return false;
-  co_return keep_alive;
+  if (!co_await Flush(stream, out)) co_return StreamEnd::kAborted;
+  co_return StreamEnd::kCompleted;
+}
+
+// Streams the answer as SSE and counts it in ProcessStreamStats(); returns whether the
+// connection stays open. HTTP/1.0 clients get a close-delimited body instead of chunked
+// encoding.
+asio::awaitable<bool> StreamChat(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                 const Request& req, const std::string& request_id,
+                                 const ChatReply& reply, const MockOptions& options) {
+  StreamTracker tracker(ProcessStreamStats());
+  PeerWatch watch(stream, buffer);
+  const StreamEnd end = co_await WriteStream(stream, watch, req, request_id, reply, options);
+  co_await watch.Stop();
+  tracker.End(end);
+  if (end == StreamEnd::kDropped) {
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream.close();
+  }
+  co_return end == StreamEnd::kCompleted && req.version() >= 11 && req.keep_alive();
 }
 
 // Every route but chat: answered at once.
 Answer RouteImmediate(const Request& req, std::string_view path) {
   const bool is_get = req.method() == http::verb::get;
   if (path == "/healthz" && is_get) return Answer{200, "text/plain; charset=utf-8", "ok"};
+  if (path == "/mock/stats" && is_get) {
+    return Answer{200, "application/json", StreamStatsBody(ProcessStreamStats().Snapshot())};
+  }
   if (path == "/v1/models" && is_get) return Answer{200, "application/json", ModelListBody()};
   constexpr std::string_view kModelPrefix = "/v1/models/";
   if (path.starts_with(kModelPrefix) && is_get) {
@@ -231,8 +334,8 @@ std::optional<Answer> CheckApiKey(const Request& req, const MockOptions& options
 }
 
 // Routes one request; returns whether the connection stays open.
-asio::awaitable<bool> HandleRequest(beast::tcp_stream& stream, const Request& req,
-                                    const MockOptions& options) {
+asio::awaitable<bool> HandleRequest(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                    const Request& req, const MockOptions& options) {
   const std::string request_id = "req_" + RandomHex(24);
   const std::string_view target = View(req.target());
   const std::string_view path = target.substr(0, target.find('?'));
@@ -255,7 +358,7 @@ asio::awaitable<bool> HandleRequest(beast::tcp_stream& stream, const Request& re
             reply.markers.status,
             "mock-provider: status " + status + " forced by [mock:status=" + status + "]"));
       } else if (reply.stream) {
-        co_return co_await StreamChat(stream, req, request_id, reply, options);
+        co_return co_await StreamChat(stream, buffer, req, request_id, reply, options);
       } else {
         co_await Sleep(std::int64_t{options.latency_ms} + reply.markers.delay_ms);
         answer.body = ChatCompletionBody(reply, NewResponseIds());
@@ -321,7 +424,7 @@ asio::awaitable<void> ServeConnection(tcp::socket socket,
       }
     }
 
-    if (!co_await HandleRequest(stream, parser.get(), *options)) break;
+    if (!co_await HandleRequest(stream, buffer, parser.get(), *options)) break;
   }
   beast::error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
