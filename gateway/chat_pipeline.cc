@@ -200,7 +200,7 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   auto chat = co_await path_.Chat(call, std::chrono::system_clock::now() +
                                             std::chrono::milliseconds(config_.provider_connector.request_timeout_ms + 30000));
   ChatStream& stream = chat->stream();
-  ex.WatchClient([&stream] { stream.Cancel(); });
+  ex.WatchClient([watched = chat->shared_stream()] { watched->Cancel(); });
   ChatAnswer answer;
   connector::v1::ChatChunk chunk;
   bool got = co_await stream.Next(&chunk);

@@ -1,19 +1,18 @@
 #include "gateway/chat_stream.h"
 
-#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace nexusflow::gateway {
 namespace net = boost::asio;
 
-ChatStream::ChatStream(net::any_io_executor executor)
-    : executor_(std::move(executor)), wake_(executor_) {
-  wake_.expires_at(std::chrono::steady_clock::time_point::max());
-}
+ChatStream::ChatStream(net::any_io_executor executor) : executor_(std::move(executor)) {}
+
+void ChatStream::WakeLocked(std::function<void()>& out) { out.swap(waiter_); }
 
 bool ChatStream::Push(Chunk chunk) {
-  bool wake = false;
+  std::function<void()> wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_) return false;
@@ -21,14 +20,14 @@ bool ChatStream::Push(Chunk chunk) {
     watermark_.Add(size);
     sizes_.push_back(size);
     queue_.push_back(std::move(chunk));
-    wake = std::exchange(waiting_, false);
+    WakeLocked(wake);
   }
-  if (wake) Wake();
+  if (wake) net::post(executor_, std::move(wake));
   return true;
 }
 
 void ChatStream::Finish(grpc::Status status) {
-  bool wake = false;
+  std::function<void()> wake;
   std::function<void()> drop_cancel, drop_drain;  // may own the producer: released unlocked
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -37,9 +36,9 @@ void ChatStream::Finish(grpc::Status status) {
     status_ = std::move(status);
     drop_cancel.swap(on_cancel_);
     drop_drain.swap(on_drain_);
-    wake = std::exchange(waiting_, false);
+    WakeLocked(wake);
   }
-  if (wake) Wake();
+  if (wake) net::post(executor_, std::move(wake));
 }
 
 bool ChatStream::cancelled() const {
@@ -62,10 +61,27 @@ void ChatStream::SetOnDrain(std::function<void()> fn) {
   on_drain_ = std::move(fn);
 }
 
+net::awaitable<void> ChatStream::Wait() {
+  co_await net::async_initiate<decltype(net::use_awaitable), void()>(
+      [this](auto handler) {
+        // std::function copies: the coroutine's handler can only move.
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        std::function<void()> resume = [h] { (*h)(); };
+        bool ready;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ready = !queue_.empty() || finished_;
+          if (!ready) waiter_ = std::move(resume);
+        }
+        if (ready) net::post(executor_, std::move(resume));
+      },
+      net::use_awaitable);
+}
+
 net::awaitable<bool> ChatStream::Next(Chunk* out) {
   while (true) {
     std::function<void()> drain;
-    bool wait = false;
+    bool empty = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!queue_.empty()) {
@@ -76,14 +92,14 @@ net::awaitable<bool> ChatStream::Next(Chunk* out) {
       } else if (finished_) {
         co_return false;
       } else {
-        waiting_ = wait = true;
+        empty = true;
       }
     }
-    if (!wait) {
+    if (!empty) {
       if (drain) drain();  // the producer was paused: it may go on
       co_return true;
     }
-    (void)co_await wake_.async_wait(net::as_tuple(net::use_awaitable));
+    co_await Wait();
   }
 }
 
@@ -101,17 +117,6 @@ void ChatStream::Cancel() {
     fn = std::move(on_cancel_);
   }
   if (fn) fn();
-}
-
-void ChatStream::Wake() {
-  // The consumer is suspended on wake_ (it set waiting_ before suspending on this same
-  // executor), so cancelling the timer resumes it.
-  if (executor_.target<net::io_context::executor_type>() &&
-      executor_.target<net::io_context::executor_type>()->running_in_this_thread()) {
-    wake_.cancel();
-    return;
-  }
-  net::post(executor_, [self = shared_from_this()] { self->wake_.cancel(); });
 }
 
 }  // namespace nexusflow::gateway

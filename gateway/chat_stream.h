@@ -11,7 +11,6 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "libs/rpc/stream_writer.h"
 #include "nexusflow/connector/v1/connector.grpc.pb.h"
@@ -40,15 +39,16 @@ class ChatStream : public StreamSink<connector::v1::ChatChunk>,
   void Cancel();
 
  private:
-  void Wake();
+  // Suspends the consumer until a producer has something (or nothing more) for it.
+  boost::asio::awaitable<void> Wait();
+  void WakeLocked(std::function<void()>& out);
 
   boost::asio::any_io_executor executor_;
-  boost::asio::steady_timer wake_;  // the consumer waits on it; producers cancel it
   mutable std::mutex mu_;
+  std::function<void()> waiter_;  // resumes the suspended consumer (posted to executor_)
   std::deque<Chunk> queue_;
   std::deque<size_t> sizes_;
   Watermark watermark_{kStreamBufferBytes};
-  bool waiting_ = false;
   bool finished_ = false;
   bool cancelled_ = false;
   grpc::Status status_;

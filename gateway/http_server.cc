@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -49,10 +50,22 @@ std::string UrlDecode(std::string_view in, bool form) {
   return out;
 }
 
+using Clock = std::chrono::steady_clock;
+
+// Deadlines are kept per connection and enforced by one sweep a loop (every
+// kSweepInterval), not by a timer per read or write: re-arming the earliest timer is a
+// syscall, and a request would make several. A deadline may thus pass by up to one
+// interval before its connection is cut.
+constexpr auto kSweepInterval = std::chrono::milliseconds(200);
+
 struct HttpServer::Connection {
-  explicit Connection(tcp::socket s) : stream(std::move(s)) {}
-  beast::tcp_stream stream;
+  explicit Connection(tcp::socket s) : socket(std::move(s)) {}
+  tcp::socket socket;
+  Clock::time_point deadline = Clock::time_point::max();  // of the operation under way
+  bool timed_out = false;           // the sweep cut it
   std::string ip;
+  void Expire(Clock::duration d) { deadline = Clock::now() + d; }
+  void Unexpire() { deadline = Clock::time_point::max(); }
   bool idle = true;                 // waiting for a request: closed at once by a drain
   std::function<void()> on_gone;    // the exchange's client watcher, if any
 };
@@ -74,6 +87,7 @@ struct HttpServer::Shared {
   std::unordered_map<std::string, int> per_ip;
   // By loop; each set is touched only on its own loop's thread.
   std::vector<std::unordered_set<Connection*>> connections;
+  std::atomic<bool> stopped{false};  // the sweeps end
 
   std::string ErrorBody(std::string_view path, int status, const std::string& message,
                         const std::string& code) const {
@@ -119,22 +133,24 @@ class Exchange : public HttpExchange {
     if (parser_.is_done()) co_return true;
     if (absl::EqualsIgnoreCase(req_.Header("expect"), "100-continue")) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
-      auto [ec, n] = co_await net::async_write(conn_.stream, net::buffer(kContinue), kNoThrow);
+      conn_.Expire(std::chrono::seconds(shared_.options.send_timeout_seconds));
+      auto [ec, n] = co_await net::async_write(conn_.socket, net::buffer(kContinue), kNoThrow);
+      conn_.Unexpire();
       if (ec) {
         gone_ = true;
         co_return false;
       }
     }
-    conn_.stream.expires_after(std::chrono::milliseconds(shared_.options.body_timeout_ms));
-    auto [ec, n] = co_await http::async_read(conn_.stream, buffer_, parser_, kNoThrow);
+    conn_.Expire(std::chrono::milliseconds(shared_.options.body_timeout_ms));
+    auto [ec, n] = co_await http::async_read(conn_.socket, buffer_, parser_, kNoThrow);
+    conn_.Unexpire();
     if (ec == http::error::body_limit) {
       keep_alive_ = false;
       co_await SendError(413, "Request body too large.", "request_too_large");
       co_return false;
     }
-    if (ec == beast::error::timeout) {
-      gone_ = true;  // the stream closed the socket at the deadline
+    if (conn_.timed_out) {
+      gone_ = true;  // the sweep cut the connection at the deadline
       co_return false;
     }
     if (ec) {
@@ -165,10 +181,12 @@ class Exchange : public HttpExchange {
     bytes_ += static_cast<int64_t>(body.size());
     res.body() = std::move(body);
     res.prepare_payload();
-    conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
-    auto [ec, n] = co_await http::async_write(conn_.stream, res, kNoThrow);
+    conn_.Expire(std::chrono::seconds(shared_.options.send_timeout_seconds));
+    auto [ec, n] = co_await http::async_write(conn_.socket, res, kNoThrow);
+    conn_.Unexpire();
     if (ec) gone_ = true;
     complete_ = !gone_;
+    StopWatching();
   }
 
   net::awaitable<bool> Start(int status, std::string_view content_type, HeaderList headers) override {
@@ -186,8 +204,9 @@ class Exchange : public HttpExchange {
     res.keep_alive(KeepAlive());
     res.chunked(true);
     http::response_serializer<http::empty_body> sr{res};
-    conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
-    auto [ec, n] = co_await http::async_write_header(conn_.stream, sr, kNoThrow);
+    conn_.Expire(std::chrono::seconds(shared_.options.send_timeout_seconds));
+    auto [ec, n] = co_await http::async_write_header(conn_.socket, sr, kNoThrow);
+    conn_.Unexpire();
     if (ec) gone_ = true;
     co_return !gone_;
   }
@@ -195,9 +214,10 @@ class Exchange : public HttpExchange {
   net::awaitable<bool> Write(std::string data) override {
     if (gone_ || !streaming_ || ended_ || data.empty()) co_return !gone_;
     bytes_ += static_cast<int64_t>(data.size());
-    conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
+    conn_.Expire(std::chrono::seconds(shared_.options.send_timeout_seconds));
     auto [ec, n] = co_await net::async_write(
-        conn_.stream, http::make_chunk(net::const_buffer(data.data(), data.size())), kNoThrow);
+        conn_.socket, http::make_chunk(net::const_buffer(data.data(), data.size())), kNoThrow);
+    conn_.Unexpire();
     if (ec) gone_ = true;
     co_return !gone_;
   }
@@ -205,21 +225,24 @@ class Exchange : public HttpExchange {
   net::awaitable<void> End() override {
     if (gone_ || !streaming_ || ended_) co_return;
     ended_ = true;
-    conn_.stream.expires_after(std::chrono::seconds(shared_.options.send_timeout_seconds));
-    auto [ec, n] = co_await net::async_write(conn_.stream, http::make_chunk_last(), kNoThrow);
+    conn_.Expire(std::chrono::seconds(shared_.options.send_timeout_seconds));
+    auto [ec, n] = co_await net::async_write(conn_.socket, http::make_chunk_last(), kNoThrow);
+    conn_.Unexpire();
     if (ec) gone_ = true;
     complete_ = !gone_;
+    StopWatching();
   }
 
   void WatchClient(std::function<void()> on_gone) override {
     if (watching_ || gone_) return;
     watching_ = true;
-    conn_.on_gone = [this, fn = std::move(on_gone)] {
+    conn_.on_gone = [this, fn = std::move(on_gone)]() mutable {
       if (!watching_) return;
       watching_ = false;
       gone_ = true;
-      conn_.on_gone = nullptr;
-      fn();
+      auto call = std::move(fn);
+      conn_.on_gone = nullptr;  // destroys this closure: only locals from here on
+      call();
     };
     ArmWatch();
   }
@@ -245,12 +268,12 @@ class Exchange : public HttpExchange {
   }
 
   void ArmWatch() {
-    auto& socket = conn_.stream.socket();
+    auto& socket = conn_.socket;
     socket.async_wait(tcp::socket::wait_read, [this, alive = alive_](boost::system::error_code ec) {
       if (!*alive || !watching_) return;
       if (ec == net::error::operation_aborted) return;
       char byte;
-      ssize_t n = ec ? -1 : ::recv(conn_.stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      ssize_t n = ec ? -1 : ::recv(conn_.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n > 0) {  // the client sent more (a pipelined request): it is still there
         watching_ = false;
         conn_.on_gone = nullptr;
@@ -261,13 +284,16 @@ class Exchange : public HttpExchange {
     });
   }
 
+  // Once the response is out (or the exchange is over) hang-ups no longer matter; the
+  // wait is cancelled while no other operation is pending on the socket.
   void StopWatching() {
     *alive_ = false;
+    alive_ = std::make_shared<bool>(true);
     if (!watching_) return;
     watching_ = false;
     conn_.on_gone = nullptr;
     boost::system::error_code ec;
-    conn_.stream.socket().cancel(ec);  // nothing else is pending once the handler is done
+    conn_.socket.cancel(ec);  // nothing else is pending once the handler is done
   }
 
   Shared& shared_;
@@ -324,7 +350,7 @@ net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Conne
   std::string remote;
   {
     boost::system::error_code ec;
-    auto ep = conn->stream.socket().remote_endpoint(ec);
+    auto ep = conn->socket.remote_endpoint(ec);
     if (!ec) remote = absl::StrCat(ep.address().to_string(), ":", ep.port());
   }
   beast::flat_buffer buffer;  // grows to what a request needs (the parser caps headers and body)
@@ -332,8 +358,9 @@ net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Conne
     conn->idle = true;
     if (buffer.size() == 0) {
       // Idle keep-alive: wait for the first byte of the next request.
-      conn->stream.expires_after(std::chrono::seconds(o.idle_timeout_seconds));
-      auto [ec, n] = co_await conn->stream.async_read_some(buffer.prepare(4096), kNoThrow);
+      conn->Expire(std::chrono::seconds(o.idle_timeout_seconds));
+      auto [ec, n] = co_await conn->socket.async_read_some(buffer.prepare(4096), kNoThrow);
+      conn->Unexpire();
       if (ec) break;
       buffer.commit(n);
     }
@@ -341,14 +368,15 @@ net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Conne
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<uint32_t>(o.max_header_bytes));
     parser.body_limit(static_cast<uint64_t>(o.max_body_bytes));
-    conn->stream.expires_after(std::chrono::milliseconds(o.header_timeout_ms));
-    auto [ec, n] = co_await http::async_read_header(conn->stream, buffer, parser, kNoThrow);
+    conn->Expire(std::chrono::milliseconds(o.header_timeout_ms));
+    auto [ec, n] = co_await http::async_read_header(conn->socket, buffer, parser, kNoThrow);
+    conn->Unexpire();
     HttpRequest req;
     if (ec) {
-      if (ec == beast::error::timeout || ec == http::error::end_of_stream ||
+      if (conn->timed_out || ec == http::error::end_of_stream ||
           ec == net::error::eof || ec == net::error::connection_reset ||
           ec == net::error::operation_aborted)
-        break;  // a timeout has closed the socket already
+        break;
       if (parser.got_some() || ec == http::error::header_limit) {
         // What the path is, if it got that far, decides the error's protocol.
         req.path = "/";
@@ -383,8 +411,8 @@ net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Conne
   }
   registry.erase(conn.get());
   boost::system::error_code ec;
-  conn->stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-  conn->stream.close();
+  conn->socket.shutdown(tcp::socket::shutdown_both, ec);
+  conn->socket.close(ec);
   if (o.max_connections_per_ip > 0) {
     std::lock_guard<std::mutex> lock(shared->mu);
     if (--shared->per_ip[conn->ip] <= 0) shared->per_ip.erase(conn->ip);
@@ -448,6 +476,24 @@ net::awaitable<void> Accept(std::shared_ptr<Shared> shared) {
   }
 }
 
+// Cuts the connections of one loop whose deadline has passed.
+net::awaitable<void> Sweep(std::shared_ptr<Shared> shared, int loop) {
+  net::steady_timer timer(co_await net::this_coro::executor);
+  while (!shared->stopped.load(std::memory_order_relaxed)) {
+    timer.expires_after(kSweepInterval);
+    co_await timer.async_wait(kNoThrow);
+    auto now = Clock::now();
+    for (Connection* c : shared->connections[loop]) {
+      if (c->deadline > now) continue;
+      c->timed_out = true;
+      c->Unexpire();
+      boost::system::error_code ec;
+      c->socket.shutdown(tcp::socket::shutdown_both, ec);
+      c->socket.cancel(ec);
+    }
+  }
+}
+
 // Runs `fn` on every loop and waits for all of them.
 void OnEveryLoop(EventLoops& loops, const std::function<void(int)>& fn) {
   std::mutex mu;
@@ -472,6 +518,7 @@ HttpServer::HttpServer(Options options, EventLoops& loops, AsyncHandler handler,
 
 HttpServer::~HttpServer() {
   if (shared_->acceptor && !shared_->draining) Drain(0);
+  shared_->stopped = true;
 }
 
 int HttpServer::active_connections() const { return shared_->active.load(); }
@@ -495,6 +542,7 @@ absl::Status HttpServer::Start() {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen, ": ", ec.message()));
   port_ = acc.local_endpoint().port();
   net::co_spawn(loops_.at(0), Accept(shared_), net::detached);
+  for (int i = 0; i < loops_.size(); ++i) net::co_spawn(loops_.at(i), Sweep(shared_, i), net::detached);
   return absl::OkStatus();
 }
 
@@ -511,8 +559,8 @@ void HttpServer::Drain(int grace_seconds) {
     for (Connection* c : shared->connections[i]) {
       if (!c->idle) continue;
       boost::system::error_code ec;
-      c->stream.socket().shutdown(tcp::socket::shutdown_receive, ec);
-      c->stream.socket().cancel(ec);
+      c->socket.shutdown(tcp::socket::shutdown_receive, ec);
+      c->socket.cancel(ec);
     }
   };
   OnEveryLoop(loops_, close_idle);
@@ -534,8 +582,8 @@ void HttpServer::Drain(int grace_seconds) {
         fn();
       }
       boost::system::error_code ec;
-      c->stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-      c->stream.socket().cancel(ec);
+      c->socket.shutdown(tcp::socket::shutdown_both, ec);
+      c->socket.cancel(ec);
     }
   });
   std::unique_lock<std::mutex> lock(shared_->mu);

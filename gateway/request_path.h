@@ -35,6 +35,7 @@ class ChatCall {
       : stream_(std::move(stream)), local_(local), start_(std::chrono::steady_clock::now()) {}
   ~ChatCall();  // cancels a stream still running (the caller left early)
   ChatStream& stream() { return *stream_; }
+  std::shared_ptr<ChatStream> shared_stream() const { return stream_; }
   // After Next returned false: how the stream ended (counted like the RPC when local).
   grpc::Status Finish();
 

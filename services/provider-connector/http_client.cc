@@ -177,15 +177,27 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
     return 0;
   }
 
+  // curl's timer, with as few re-arms as correctness allows (each re-arm of the earliest
+  // timer is a timerfd syscall): "now" is a post; a later time than the armed one keeps
+  // the armed one (an early socket_action is harmless, curl asks again); -1 is ignored
+  // for the same reason.
   static int OnTimer(CURLM*, long timeout_ms, void* userp) {
     auto* self = static_cast<Multi*>(userp);
-    if (timeout_ms < 0) {
-      self->timer_.cancel();
+    if (timeout_ms < 0) return 0;
+    if (timeout_ms == 0) {
+      net::post(self->io_, [self = self->shared_from_this()] {
+        if (!self->shut_) self->Action(CURL_SOCKET_TIMEOUT, 0);
+      });
       return 0;
     }
-    self->timer_.expires_after(std::chrono::milliseconds(timeout_ms));
+    auto when = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    if (self->timer_armed_ && when >= self->timer_.expiry()) return 0;
+    self->timer_armed_ = true;
+    self->timer_.expires_at(when);
     self->timer_.async_wait([self = self->shared_from_this()](boost::system::error_code ec) {
-      if (!ec && !self->shut_) self->Action(CURL_SOCKET_TIMEOUT, 0);
+      if (ec) return;  // re-armed or shut down
+      self->timer_armed_ = false;
+      if (!self->shut_) self->Action(CURL_SOCKET_TIMEOUT, 0);
     });
     return 0;
   }
@@ -281,6 +293,7 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
   net::steady_timer timer_;
   CURLM* multi_ = nullptr;
   bool shut_ = false;
+  bool timer_armed_ = false;
   std::unordered_map<curl_socket_t, std::shared_ptr<Socket>> sockets_;
   std::unordered_map<uint64_t, Transfer*> active_;
 };
