@@ -1,6 +1,7 @@
 // nexusflow: one binary, many targets. `--target=all` runs every service in one process;
 // `--target=auth` (or a comma list) runs some of them, reaching the rest by config.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -63,6 +64,13 @@ int main(int argc, char** argv) {
   if (auto v = absl::GetFlag(FLAGS_grpc_listen); !v.empty()) config->server.grpc_listen = v;
   if (auto v = absl::GetFlag(FLAGS_http_listen); !v.empty()) config->server.http_listen = v;
   if (auto v = absl::GetFlag(FLAGS_metrics_listen); !v.empty()) config->server.metrics_listen = v;
+
+  // Every connection is a descriptor (two for a stream in all-in-one: client and
+  // upstream): take all the process may have.
+  if (rlimit nofile{}; getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
 
   // Signals are taken by sigwait below, so every thread started from here blocks them.
   sigset_t signals;

@@ -90,7 +90,7 @@ struct Config {
   struct ProviderConnector {
     int connect_timeout_ms = 5000;
     int request_timeout_ms = 600000;
-    int max_connections_per_host = 4096;  // upstream HTTP/1.1 connections = concurrent calls
+    int max_connections_per_host = 20000;  // upstream HTTP/1.1 connections = concurrent calls
     std::map<std::string, ProviderConfig> providers;
   } provider_connector;
 };

@@ -62,6 +62,11 @@ std::shared_ptr<grpc::Channel> DialTarget(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  // A stream's receive window stays small and fixed: a reader that stops (a gateway
+  // whose client reads slowly) holds its sender back after this many bytes, instead of
+  // letting bandwidth probing grow the window to megabytes per stream.
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 256 << 10);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 

@@ -304,8 +304,10 @@ std::atomic<uint64_t> next_call{1};
 
 HttpClient::HttpClient(EventLoops& loops, long max_connections_per_host) : loops_(loops) {
   static CurlGlobal global;
+  // The cap is the process's: each loop's pool gets its share.
+  long per_loop = std::max(1L, (max_connections_per_host + loops.size() - 1) / loops.size());
   for (int i = 0; i < loops.size(); ++i)
-    multis_.push_back(std::make_shared<Multi>(loops.at(i), max_connections_per_host));
+    multis_.push_back(std::make_shared<Multi>(loops.at(i), per_loop));
 }
 
 HttpClient::~HttpClient() {

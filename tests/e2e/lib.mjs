@@ -5,6 +5,8 @@
 // writes demo.env with the variables read here.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
@@ -367,4 +369,44 @@ export class RawHttp {
   destroy() {
     this.socket.destroy();
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes and memory (flow.test.mjs): which process listens on a port, and its RSS.
+
+// The ids of the processes listening on TCP `port` on this machine, from
+// `ss -Hltnp "sport = :PORT"` (its `users:(("nexusflow",pid=NNN,fd=N))` column). Only
+// processes of this user are shown with their pid, which the ones tools/run started are.
+export function listeningPids(port) {
+  const out = execFileSync('ss', ['-Hltnp', `sport = :${port}`], { encoding: 'utf8', timeout: 5_000 });
+  return [...new Set([...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])))];
+}
+
+// The one process listening on `port`; fails the test when there is none or several.
+export function listeningPid(port) {
+  const pids = listeningPids(port);
+  assert.equal(pids.length, 1, `processes listening on port ${port}: ${JSON.stringify(pids)} ` +
+                               '(ss -ltnp must show the listener with its pid)');
+  return pids[0];
+}
+
+// The gateway: the process listening on the HTTP port of BASE_URL.
+export function gatewayPid() {
+  return listeningPid(GATEWAY_ADDR.port);
+}
+
+// Resident set size of process `pid` in bytes (VmRSS of /proc/PID/status).
+export function processRssBytes(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
+  assert.ok(m, `no VmRSS in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
+}
+
+// The caller's usage records (GET /v1/usage with `apiKey`), newest first.
+export async function userUsage(apiKey, limit = 20) {
+  const res = await fetch(`${BASE_URL}/usage?limit=${limit}`, { headers: { Authorization: `Bearer ${apiKey}` } });
+  const text = await res.text();
+  assert.equal(res.status, 200, `GET /v1/usage → ${res.status} ${text.slice(0, 200)}`);
+  return JSON.parse(text);
 }
