@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cmath>
 
+#include <boost/json.hpp>
+
 namespace nexusflow::loadgen {
 namespace {
 
@@ -162,6 +164,62 @@ std::optional<HttpUrl> ParseHttpUrl(std::string_view url) {
     }
     out.port = static_cast<std::uint16_t>(value);
   }
+  return out;
+}
+
+namespace {
+
+void AppendJson(const boost::json::value& value, std::string& out) {
+  switch (value.kind()) {
+    case boost::json::kind::double_: {
+      const double d = value.get_double();
+      if (!std::isfinite(d)) {
+        out += "null";
+        return;
+      }
+      char buf[64];
+      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), d, std::chars_format::fixed);
+      if (ec != std::errc()) {
+        out += boost::json::serialize(value);
+        return;
+      }
+      out.append(buf, end);
+      return;
+    }
+    case boost::json::kind::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& member : value.get_object()) {
+        if (!first) out += ',';
+        first = false;
+        out += boost::json::serialize(boost::json::value(member.key()));
+        out += ':';
+        AppendJson(member.value(), out);
+      }
+      out += '}';
+      return;
+    }
+    case boost::json::kind::array: {
+      out += '[';
+      bool first = true;
+      for (const auto& item : value.get_array()) {
+        if (!first) out += ',';
+        first = false;
+        AppendJson(item, out);
+      }
+      out += ']';
+      return;
+    }
+    default:
+      out += boost::json::serialize(value);
+  }
+}
+
+}  // namespace
+
+std::string ReportJson(const boost::json::value& value) {
+  std::string out;
+  AppendJson(value, out);
   return out;
 }
 

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <optional>
+
+#include <boost/json/value.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,5 +70,9 @@ struct HttpUrl {
 
 // `http://host[:port][/path]`; nullopt for anything else (https included).
 std::optional<HttpUrl> ParseHttpUrl(std::string_view url);
+
+// Serialises like boost::json::serialize, but doubles in their shortest plain form
+// ("10.031", "25") rather than "1.0031E1", for reports that people read.
+std::string ReportJson(const boost::json::value& value);
 
 }  // namespace nexusflow::loadgen

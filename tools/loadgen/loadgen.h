@@ -29,6 +29,7 @@ struct SlowlorisOptions {
   double duration_s = 10;
   double ramp_s = 0;
   int threads = 1;
+  bool reconnect = false;   // replace a connection the server closed with a new one
 };
 
 int RunStream(const StreamOptions& options);

@@ -45,7 +45,7 @@ void PrintUsage(std::ostream& out) {
          "      [--ramp-s=0] [--threads=1] [--repeat=1] [--timeout-s=60] [--grace-s=10]\n"
          "  nexusflow-loadgen --mode=slowloris --host=127.0.0.1 --port=P --connections=N\n"
          "      [--interval-ms=1000] --duration-s=S [--ramp-s=0] [--threads=1]\n"
-         "      [--path=/v1/chat/completions]\n"
+         "      [--path=/v1/chat/completions] [--reconnect=0]\n"
          "Prints one JSON object on stdout when done.\n";
 }
 
@@ -128,6 +128,9 @@ int main(int argc, char** argv) {
     } else if (name == "repeat") {
       ok = ParseInt(value, 0, 1, n);
       stream.repeat = n == 1;
+    } else if (name == "reconnect") {
+      ok = ParseInt(value, 0, 1, n);
+      slow.reconnect = n == 1;
     } else if (name == "interval-ms") {
       ok = ParseInt(value, 1, 3600 * 1000, n);
       slow.interval_ms = static_cast<int>(n);

