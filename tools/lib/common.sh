@@ -8,7 +8,7 @@ NF_BUILD="${NF_BUILD_DIR:-$NF_ROOT/build}"
 NF_BUILD_PACKAGES=(cmake ninja-build g++ pkg-config ccache curl openssl ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libboost1.81-dev libboost-json1.81-dev prometheus-cpp-dev libyaml-cpp-dev
-  libsqlite3-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libssl-dev
+  libsqlite3-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev)
 
 nf_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
