@@ -1,5 +1,7 @@
 #include "services/billing-ledger/pricing.h"
 
+#include <algorithm>
+
 namespace nexusflow::billing {
 namespace {
 
@@ -12,16 +14,22 @@ int64_t CeilPerMillion(__int128 numerator) {
 }  // namespace
 
 int64_t CostNanoUsd(const llm::v1::Usage& u, const llm::v1::Price& p) {
+  // 1-hour cache writes are a part of the cache writes, at their own price when set.
+  int64_t write_1h = std::clamp<int64_t>(u.cache_write_1h_tokens(), 0, u.cache_write_tokens());
+  int64_t price_1h = p.cache_write_1h_nano_usd_per_mtok() > 0 ? p.cache_write_1h_nano_usd_per_mtok()
+                                                              : p.cache_write_nano_usd_per_mtok();
   __int128 sum = static_cast<__int128>(u.input_tokens()) * p.input_nano_usd_per_mtok() +
                  static_cast<__int128>(u.cache_read_tokens()) * p.cache_read_nano_usd_per_mtok() +
-                 static_cast<__int128>(u.cache_write_tokens()) * p.cache_write_nano_usd_per_mtok() +
+                 static_cast<__int128>(u.cache_write_tokens() - write_1h) * p.cache_write_nano_usd_per_mtok() +
+                 static_cast<__int128>(write_1h) * price_1h +
                  static_cast<__int128>(u.output_tokens()) * p.output_nano_usd_per_mtok();
   return CeilPerMillion(sum);
 }
 
 int64_t MaxCostNanoUsd(int64_t prompt_tokens, int64_t max_output_tokens,
                        const llm::v1::Price& p) {
-  int64_t input_price = std::max(p.input_nano_usd_per_mtok(), p.cache_write_nano_usd_per_mtok());
+  int64_t input_price = std::max({p.input_nano_usd_per_mtok(), p.cache_write_nano_usd_per_mtok(),
+                                  p.cache_write_1h_nano_usd_per_mtok()});
   __int128 sum = static_cast<__int128>(prompt_tokens) * input_price +
                  static_cast<__int128>(max_output_tokens) * p.output_nano_usd_per_mtok();
   return CeilPerMillion(sum);

@@ -34,6 +34,20 @@ TEST(PricingTest, CostSumsFourKindsAndRoundsUpOnce) {
   EXPECT_EQ(CostNanoUsd(llm::v1::Usage{}, Sonnet()), 0);
 }
 
+TEST(PricingTest, OneHourCacheWritesHaveTheirOwnPrice) {
+  llm::v1::Usage u;
+  u.set_cache_write_tokens(3'000);     // 1,000 of them for an hour
+  u.set_cache_write_1h_tokens(1'000);
+  // Without a 1-hour price every write is priced as a 5-minute one (3.75 USD/Mtok).
+  EXPECT_EQ(CostNanoUsd(u, Sonnet()), 11'250'000);
+  llm::v1::Price p = Sonnet();
+  p.set_cache_write_1h_nano_usd_per_mtok(6'000'000'000);  // 2x input
+  EXPECT_EQ(CostNanoUsd(u, p), 2'000 * 3'750 + 1'000 * 6'000);
+  // A 1-hour count above the writes cannot charge more than the writes.
+  u.set_cache_write_1h_tokens(10'000);
+  EXPECT_EQ(CostNanoUsd(u, p), 3'000 * 6'000);
+}
+
 class BillingServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
