@@ -58,7 +58,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
         http_(http),
         call_(call),
         writer_(std::move(writer)),
-        decoder_(EstimatePromptTokens(call.request())) {}
+        prompt_estimate_(EstimatePromptTokens(call.request())) {}
 
   void Begin() {
     auto self = shared_from_this();
@@ -87,17 +87,24 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
         ++candidate_;
         continue;
       }
+      const UpstreamCodec* codec = CodecForKind(prov->second.kind);
+      if (!codec) {
+        errors_.push_back(absl::StrCat(dep.provider(), ": no codec for kind '", prov->second.kind, "'"));
+        ++candidate_;
+        continue;
+      }
       provider_ = dep.provider();
       deployment_ = dep.id();
-      auto http_call = std::make_shared<HttpCall>();
-      http_call->url = prov->second.base_url + "/chat/completions";
-      http_call->headers = {"Content-Type: application/json",
-                            absl::StrCat("X-Request-Id: ", call_.request().request_id())};
-      if (!prov->second.api_key.empty())
-        http_call->headers.push_back(absl::StrCat("Authorization: Bearer ", prov->second.api_key));
+      codec_ = codec;
+      decoder_ = codec->NewDecoder(prompt_estimate_);
+      sse_ = SseParser();
       stream_ = call_.request().stream();
-      if (stream_) http_call->headers.push_back("Accept: text/event-stream");
-      http_call->body = BuildOpenAiChatBody(call_.request(), dep.upstream_model(), stream_);
+      UpstreamCall wire = codec->BuildCall(call_.request(), prov->second, dep.upstream_model(), stream_);
+      auto http_call = std::make_shared<HttpCall>();
+      http_call->url = std::move(wire.url);
+      http_call->headers = std::move(wire.headers);
+      http_call->headers.push_back(absl::StrCat("X-Request-Id: ", call_.request().request_id()));
+      http_call->body = std::move(wire.body);
       http_call->connect_timeout_ms = config_.connect_timeout_ms;
       http_call->timeout_ms = config_.request_timeout_ms;
       auto self = shared_from_this();
@@ -153,7 +160,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     sse_.Feed(bytes, frames);
     std::vector<ChatEvent> events;
     for (const auto& f : frames) {
-      if (auto s = decoder_.FeedChunk(f.data, events); !s.ok()) {
+      if (auto s = decoder_->FeedEvent(f.event, f.data, events); !s.ok()) {
         protocol_error_ = std::string(s.message());
         return false;
       }
@@ -176,7 +183,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
                           : timed_out              ? "timeout"
                                                    : "transport_error";
     CounterFor(Metrics().upstream, {{"provider", provider_}, {"outcome", outcome}}).Increment();
-    bool started = decoder_.started();
+    bool started = decoder_ && decoder_->started();
     if (!transport_error.empty() && protocol_error_.empty()) {
       if (!started) return Retry(absl::StrCat(provider_, ": ", transport_error), 0, timed_out);
       return FailMidStream(timed_out ? 504 : 502, timed_out ? "upstream_timeout" : "upstream_error",
@@ -203,13 +210,13 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       return FailMidStream(502, "upstream_protocol_error", protocol_error_);
     std::vector<ChatEvent> events;
     if (!stream_) {
-      if (auto s = decoder_.FeedResponse(body_, events); !s.ok())
+      if (auto s = decoder_->FeedResponse(body_, events); !s.ok())
         return FailMidStream(502, "upstream_protocol_error", std::string(s.message()));
     }
     bool had_error = false;
     for (const auto& e : events) had_error |= e.has_error();
-    if (!had_error) decoder_.Finish(events);
-    if (decoder_.usage_estimated())
+    if (!had_error) decoder_->Finish(events);
+    if (decoder_->usage_estimated())
       Metrics().estimated.Add({{"provider", provider_}}).Increment();
     for (auto& e : events) MarkStart(e);
     Send(events);
@@ -236,7 +243,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     e.mutable_error()->set_code(code);
     e.mutable_error()->set_message(message);
     events.push_back(std::move(e));
-    decoder_.Finish(events);
+    decoder_->Finish(events);
     events.erase(std::remove_if(events.begin(), events.end(),
                                 [](const ChatEvent& ev) { return ev.has_finish(); }),
                  events.end());
@@ -254,12 +261,8 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   std::string Snippet() const { return body_.substr(0, 200); }
 
   std::string UpstreamMessage() const {
-    OpenAiDecoder probe(0);
-    std::vector<ChatEvent> events;
-    if (probe.FeedChunk(body_, events).ok())
-      for (const auto& e : events)
-        if (e.has_error()) return e.error().message();
-    return Snippet();
+    std::string message = codec_ ? codec_->ErrorMessage(body_) : "";
+    return message.empty() ? Snippet() : message;
   }
 
   const Config::ProviderConnector& config_;
@@ -280,7 +283,9 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     one.push_back(std::move(event));
     return Send(one);
   }
-  OpenAiDecoder decoder_;
+  int64_t prompt_estimate_;
+  const UpstreamCodec* codec_ = nullptr;      // of the deployment being tried
+  std::unique_ptr<UpstreamDecoder> decoder_;  // one per attempt
   SseParser sse_;
   std::mutex mu_;
   bool cancelled_ = false;

@@ -328,3 +328,44 @@ void OpenAiDecoder::Finish(std::vector<llmpb::ChatEvent>& out) {
 }
 
 }  // namespace nexusflow::connector
+
+namespace nexusflow::connector {
+namespace {
+
+class OpenAiChatCodec : public UpstreamCodec {
+ public:
+  llmpb::Protocol protocol() const override { return llmpb::PROTOCOL_OPENAI; }
+
+  UpstreamCall BuildCall(const llmpb::ChatRequest& request, const ProviderConfig& provider,
+                         const std::string& upstream_model, bool stream) const override {
+    UpstreamCall call;
+    call.url = provider.base_url + "/chat/completions";
+    call.headers.push_back("Content-Type: application/json");
+    if (!provider.api_key.empty()) call.headers.push_back("Authorization: Bearer " + provider.api_key);
+    if (stream) call.headers.push_back("Accept: text/event-stream");
+    call.body = BuildOpenAiChatBody(request, upstream_model, stream);
+    return call;
+  }
+
+  std::unique_ptr<UpstreamDecoder> NewDecoder(int64_t prompt_estimate) const override {
+    return std::make_unique<OpenAiDecoder>(prompt_estimate);
+  }
+
+  std::string ErrorMessage(std::string_view body) const override {
+    OpenAiDecoder probe(0);
+    std::vector<llmpb::ChatEvent> events;
+    if (probe.FeedChunk(body, events).ok())
+      for (const auto& e : events)
+        if (e.has_error()) return e.error().message();
+    return "";
+  }
+};
+
+}  // namespace
+
+const UpstreamCodec& OpenAiCodec() {
+  static const OpenAiChatCodec codec;
+  return codec;
+}
+
+}  // namespace nexusflow::connector

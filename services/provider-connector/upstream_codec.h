@@ -1,0 +1,61 @@
+#pragma once
+// An upstream wire protocol, as the connector needs it: how a canonical chat request
+// becomes one HTTP call to a deployment, and how the answer (a whole body, or a stream
+// of server-sent events) becomes canonical events. One codec per protocol, chosen by the
+// provider's `kind` in config; the connector's retry, failover, flow control and billing
+// rules are the same whichever codec runs.
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "libs/config/config.h"
+#include "nexusflow/llm/v1/chat.pb.h"
+
+namespace nexusflow::connector {
+
+// What to send.
+struct UpstreamCall {
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value", credentials included
+  std::string body;
+};
+
+// Turns one answer into canonical events, in order: start, deltas, finish, then usage
+// last (from Finish). One per attempt.
+class UpstreamDecoder {
+ public:
+  virtual ~UpstreamDecoder() = default;
+  // One server-sent event of a streamed answer (`event` is "" when the frame had none).
+  virtual absl::Status FeedEvent(std::string_view event, std::string_view data,
+                                 std::vector<llm::v1::ChatEvent>& out) = 0;
+  // A whole non-streamed answer.
+  virtual absl::Status FeedResponse(std::string_view body, std::vector<llm::v1::ChatEvent>& out) = 0;
+  // Closes the answer: a finish event if none came, and the usage event (estimated from
+  // the prompt estimate and the output seen when the upstream reported none).
+  virtual void Finish(std::vector<llm::v1::ChatEvent>& out) = 0;
+  // Some of the answer has been decoded (a retry would now repeat output).
+  virtual bool started() const = 0;
+  virtual bool usage_estimated() const = 0;
+};
+
+class UpstreamCodec {
+ public:
+  virtual ~UpstreamCodec() = default;
+  virtual llm::v1::Protocol protocol() const = 0;
+  // The call for `request` on a deployment whose model is `upstream_model`.
+  virtual UpstreamCall BuildCall(const llm::v1::ChatRequest& request, const ProviderConfig& provider,
+                                 const std::string& upstream_model, bool stream) const = 0;
+  virtual std::unique_ptr<UpstreamDecoder> NewDecoder(int64_t prompt_estimate) const = 0;
+  // The message of an upstream error body, or "" when the body is not one this protocol
+  // writes.
+  virtual std::string ErrorMessage(std::string_view body) const = 0;
+};
+
+// The codec for a provider kind ("openai", …); null for a kind without one.
+const UpstreamCodec* CodecForKind(std::string_view kind);
+// The kinds that have a codec, for config validation and messages.
+const std::vector<std::string>& CodecKinds();
+
+}  // namespace nexusflow::connector
