@@ -197,6 +197,7 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   connector::v1::ChatCall call;
   *call.mutable_request() = job.request;
   *call.mutable_candidates() = job.model.deployments();
+  call.set_default_max_output_tokens(static_cast<int32_t>(std::min<int64_t>(max_output, INT32_MAX)));
   auto chat = co_await path_.Chat(call, std::chrono::system_clock::now() +
                                             std::chrono::milliseconds(config_.provider_connector.request_timeout_ms + 30000));
   ChatStream& stream = chat->stream();

@@ -1,5 +1,7 @@
 #include "libs/config/config.h"
 
+#include <algorithm>
+
 #include <yaml-cpp/yaml.h>
 
 #include <cstdlib>
@@ -264,10 +266,12 @@ Config ParseRoot(const YAML::Node& root) {
         ExpectMap(kv.second, pp, {"kind", "base_url", "api_key"});
         ProviderConfig prov;
         if (!kv.second["kind"]) Fail(pp, "missing 'kind'");
-        std::vector<std::string> kinds = {"openai"};
+        // The wire protocols provider-connector has a codec for.
+        static const std::vector<std::string> kinds = {"openai", "anthropic"};
         prov.kind = ReadString(kv.second["kind"], Sub(pp, "kind"));
-        if (prov.kind != "openai")
-          Fail(Sub(pp, "kind"), absl::StrCat("'", prov.kind, "' is not a supported provider kind (openai)"));
+        if (std::find(kinds.begin(), kinds.end(), prov.kind) == kinds.end())
+          Fail(Sub(pp, "kind"), absl::StrCat("'", prov.kind, "' is not a supported provider kind (",
+                                             absl::StrJoin(kinds, ", "), ")"));
         if (!kv.second["base_url"]) Fail(pp, "missing 'base_url'");
         prov.base_url = ReadString(kv.second["base_url"], Sub(pp, "base_url"));
         if (prov.base_url.rfind("http://", 0) != 0 && prov.base_url.rfind("https://", 0) != 0)

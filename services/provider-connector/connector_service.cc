@@ -99,7 +99,8 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       decoder_ = codec->NewDecoder(prompt_estimate_);
       sse_ = SseParser();
       stream_ = call_.request().stream();
-      UpstreamCall wire = codec->BuildCall(call_.request(), prov->second, dep.upstream_model(), stream_);
+      CallTarget target{&prov->second, dep.upstream_model(), stream_, call_.default_max_output_tokens()};
+      UpstreamCall wire = codec->BuildCall(call_.request(), target);
       auto http_call = std::make_shared<HttpCall>();
       http_call->url = std::move(wire.url);
       http_call->headers = std::move(wire.headers);

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "libs/common/json_util.h"
 
@@ -28,23 +29,8 @@ const char* RoleName(llmpb::Role role) {
 json::value ImagePart(const llmpb::Image& image) {
   json::object url;
   if (image.has_inline_data()) {
-    static constexpr char kB64[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const std::string& d = image.inline_data().data();
-    std::string out = absl::StrCat("data:", image.inline_data().mime_type(), ";base64,");
-    size_t i = 0;
-    for (; i + 2 < d.size(); i += 3) {
-      uint32_t n = (uint8_t(d[i]) << 16) | (uint8_t(d[i + 1]) << 8) | uint8_t(d[i + 2]);
-      for (int s = 18; s >= 0; s -= 6) out.push_back(kB64[(n >> s) & 63]);
-    }
-    if (i < d.size()) {
-      uint32_t n = uint8_t(d[i]) << 16;
-      if (i + 1 < d.size()) n |= uint8_t(d[i + 1]) << 8;
-      out.push_back(kB64[(n >> 18) & 63]);
-      out.push_back(kB64[(n >> 12) & 63]);
-      out.push_back(i + 1 < d.size() ? kB64[(n >> 6) & 63] : '=');
-      out.push_back('=');
-    }
+    std::string out = absl::StrCat("data:", image.inline_data().mime_type(), ";base64,",
+                                   absl::Base64Escape(image.inline_data().data()));
     url["url"] = out;
   } else {
     url["url"] = image.url();
@@ -336,14 +322,14 @@ class OpenAiChatCodec : public UpstreamCodec {
  public:
   llmpb::Protocol protocol() const override { return llmpb::PROTOCOL_OPENAI; }
 
-  UpstreamCall BuildCall(const llmpb::ChatRequest& request, const ProviderConfig& provider,
-                         const std::string& upstream_model, bool stream) const override {
+  UpstreamCall BuildCall(const llmpb::ChatRequest& request, const CallTarget& target) const override {
     UpstreamCall call;
-    call.url = provider.base_url + "/chat/completions";
+    call.url = target.provider->base_url + "/chat/completions";
     call.headers.push_back("Content-Type: application/json");
-    if (!provider.api_key.empty()) call.headers.push_back("Authorization: Bearer " + provider.api_key);
-    if (stream) call.headers.push_back("Accept: text/event-stream");
-    call.body = BuildOpenAiChatBody(request, upstream_model, stream);
+    if (!target.provider->api_key.empty())
+      call.headers.push_back("Authorization: Bearer " + target.provider->api_key);
+    if (target.stream) call.headers.push_back("Accept: text/event-stream");
+    call.body = BuildOpenAiChatBody(request, target.upstream_model, target.stream);
     return call;
   }
 

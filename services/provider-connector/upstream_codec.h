@@ -15,6 +15,14 @@
 
 namespace nexusflow::connector {
 
+// How to call one deployment.
+struct CallTarget {
+  const ProviderConfig* provider = nullptr;
+  std::string upstream_model;         // the model's name at the provider
+  bool stream = false;
+  int32_t default_max_output_tokens = 0;  // for protocols that require a limit
+};
+
 // What to send.
 struct UpstreamCall {
   std::string url;
@@ -44,9 +52,8 @@ class UpstreamCodec {
  public:
   virtual ~UpstreamCodec() = default;
   virtual llm::v1::Protocol protocol() const = 0;
-  // The call for `request` on a deployment whose model is `upstream_model`.
-  virtual UpstreamCall BuildCall(const llm::v1::ChatRequest& request, const ProviderConfig& provider,
-                                 const std::string& upstream_model, bool stream) const = 0;
+  // The call for `request` on a deployment.
+  virtual UpstreamCall BuildCall(const llm::v1::ChatRequest& request, const CallTarget& target) const = 0;
   virtual std::unique_ptr<UpstreamDecoder> NewDecoder(int64_t prompt_estimate) const = 0;
   // The message of an upstream error body, or "" when the body is not one this protocol
   // writes.
