@@ -267,7 +267,7 @@ Config ParseRoot(const YAML::Node& root) {
         ProviderConfig prov;
         if (!kv.second["kind"]) Fail(pp, "missing 'kind'");
         // The wire protocols provider-connector has a codec for.
-        static const std::vector<std::string> kinds = {"openai", "anthropic"};
+        static const std::vector<std::string> kinds = {"openai", "anthropic", "gemini"};
         prov.kind = ReadString(kv.second["kind"], Sub(pp, "kind"));
         if (std::find(kinds.begin(), kinds.end(), prov.kind) == kinds.end())
           Fail(Sub(pp, "kind"), absl::StrCat("'", prov.kind, "' is not a supported provider kind (",
