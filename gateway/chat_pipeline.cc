@@ -8,10 +8,14 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
 #include <chrono>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "gateway/gateway.h"
+#include "gateway/protocols/anthropic.h"
+#include "gateway/protocols/gemini.h"
 #include "gateway/protocols/openai.h"
 #include "libs/common/ids.h"
 #include "libs/metrics/metrics.h"
@@ -105,6 +109,7 @@ struct Gateway::ChatJob {
   std::string lease_id;
   int64_t prompt_estimate = 0;
   HeaderList headers;
+  std::string stream_content_type = "text/event-stream";
 };
 
 net::awaitable<void> Gateway::HandleOpenAiChat(HttpExchange& ex, auth::v1::Identity identity,
@@ -119,6 +124,84 @@ net::awaitable<void> Gateway::HandleOpenAiChat(HttpExchange& ex, auth::v1::Ident
   job.request.set_request_id(log.request_id);
   job.renderer = openai::NewChatRenderer(absl::StrCat("chatcmpl-", log.request_id.substr(4)),
                                          job.request.model(), UnixNow(), parsed.include_usage);
+  co_await RunChat(job, ex, log);
+}
+
+net::awaitable<void> Gateway::HandleAnthropicMessages(HttpExchange& ex, auth::v1::Identity identity,
+                                                      RequestLog& log) {
+  anthropic::ParsedMessages parsed;
+  HttpError error;
+  if (!anthropic::ParseMessagesRequest(ex.request().body, ex.request().headers,
+                                       config_.gateway.default_max_output_tokens, &parsed, &error))
+    co_return co_await SendError(ex, ApiProtocol::kAnthropic, error, log);
+  ChatJob job;
+  job.identity = std::move(identity);
+  job.request = std::move(parsed.request);
+  job.request.set_request_id(log.request_id);
+  job.renderer = anthropic::NewMessagesRenderer(absl::StrCat("msg_", log.request_id.substr(4)),
+                                                job.request.model());
+  co_await RunChat(job, ex, log);
+}
+
+void Gateway::HandleAnthropicCountTokens(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
+  // The body is a Messages request without max_tokens: counted as one would be sent.
+  boost::system::error_code ec;
+  boost::json::value body = boost::json::parse(req.body, ec);
+  if (!ec && body.is_object() && !body.as_object().contains("max_tokens")) body.as_object()["max_tokens"] = 1;
+  anthropic::ParsedMessages parsed;
+  HttpError error;
+  if (!anthropic::ParseMessagesRequest(ec ? req.body : boost::json::serialize(body), req.headers,
+                                       config_.gateway.default_max_output_tokens, &parsed, &error))
+    return SendError(w, ApiProtocol::kAnthropic, error, log);
+  log.model = parsed.request.model();
+  auto model = catalog_.Resolve(parsed.request.model(), llm::v1::PROTOCOL_ANTHROPIC, "chat");
+  if (!model.ok()) {
+    HttpError e = HttpErrorFrom(model.status());
+    if (model.status().code() == absl::StatusCode::kNotFound) e = HttpError(404, std::string(model.status().message()), "model", "model_not_found");
+    return SendError(w, ApiProtocol::kAnthropic, e, log);
+  }
+  SendJson(w, 200, anthropic::CountTokensJson(connector::EstimatePromptTokens(parsed.request)), log);
+}
+
+net::awaitable<void> Gateway::HandleGemini(HttpExchange& ex, auth::v1::Identity identity, RequestLog& log) {
+  const HttpRequest& req = ex.request();
+  std::string_view rest = std::string_view(req.path).substr(strlen("/v1beta/models/"));
+  auto colon = rest.rfind(':');
+  std::string model(rest.substr(0, colon));
+  std::string_view method = rest.substr(colon + 1);
+  bool stream = method == "streamGenerateContent";
+  if (req.method != "POST" || (method != "generateContent" && !stream && method != "countTokens")) {
+    HttpError e(404, absl::StrCat("Unknown request URL: ", req.method, " ", req.path, "."), "", "unknown_url");
+    co_return co_await SendError(ex, ApiProtocol::kGemini, e, log);
+  }
+  gemini::ParsedGenerate parsed;
+  HttpError error;
+  if (method == "countTokens") {
+    if (!gemini::ParseCountTokensRequest(req.body, model, &parsed, &error))
+      co_return co_await SendError(ex, ApiProtocol::kGemini, error, log);
+    log.model = parsed.request.model();
+    auto resolved = catalog_.Resolve(parsed.request.model(), llm::v1::PROTOCOL_GEMINI, "chat");
+    if (!resolved.ok()) {
+      HttpError e = HttpErrorFrom(resolved.status());
+      if (resolved.status().code() == absl::StatusCode::kNotFound) e = HttpError(404, std::string(resolved.status().message()), "model", "model_not_found");
+      co_return co_await SendError(ex, ApiProtocol::kGemini, e, log);
+    }
+    HeaderList headers;
+    AddRequestId(headers, log.request_id);
+    co_return co_await ex.Send(200, "application/json",
+                               gemini::CountTokensJson(connector::EstimatePromptTokens(parsed.request)),
+                               std::move(headers));
+  }
+  if (!gemini::ParseGenerateContentRequest(req.body, model, stream, &parsed, &error))
+    co_return co_await SendError(ex, ApiProtocol::kGemini, error, log);
+  bool sse = stream && req.query.count("alt") && req.query.at("alt") == "sse";
+  ChatJob job;
+  job.identity = std::move(identity);
+  job.request = std::move(parsed.request);
+  job.request.set_request_id(log.request_id);
+  job.renderer = gemini::NewGenerateRenderer(log.request_id, job.request.model(), sse);
+  // Without alt=sse a stream is one JSON array, sent as it grows.
+  if (stream && !sse) job.stream_content_type = "application/json";
   co_await RunChat(job, ex, log);
 }
 
@@ -226,7 +309,7 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
     co_return co_await SendError(ex, protocol, e, log, headers);
   }
   HeaderList headers = job.headers;
-  headers.emplace_back("x-request-id", log.request_id);
+  AddRequestId(headers, log.request_id);
   if (!job.request.stream()) {
     do {
       for (const auto& e : chunk.events()) answer.Apply(e);
@@ -256,7 +339,7 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   // next chunk is taken only once the client has the last one: a slow reader fills the
   // stream's buffer and pauses the upstream.
   ActiveStream active(Metrics().streams.Add({}));
-  bool client_ok = co_await ex.Start(200, "text/event-stream", headers);
+  bool client_ok = co_await ex.Start(200, job.stream_content_type, headers);
   if (!client_ok) stream.Cancel();
   std::string frames;
   do {

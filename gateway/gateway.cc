@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gateway/async_call.h"
+#include "gateway/protocols/gemini.h"
 #include "gateway/protocols/openai.h"
 #include "libs/common/ids.h"
 #include "libs/common/money.h"
@@ -28,7 +29,10 @@ namespace net = boost::asio;
 // One endpoint: where it is, who may call it, and which protocol its errors speak.
 struct Gateway::Route {
   enum class Auth { kNone, kKey, kAdmin };
-  enum class Kind { kHealth, kReady, kMetrics, kOpenAiChat, kModels, kBalance, kUsage, kAdmin };
+  enum class Kind {
+    kHealth, kReady, kMetrics, kOpenAiChat, kModels, kBalance, kUsage, kAdmin,
+    kAnthropicMessages, kAnthropicCountTokens, kGeminiModels, kGeminiModel,
+  };
   std::string_view path;
   bool prefix;               // `path` is a prefix of the request path
   std::string_view method;   // "" = any (the handler decides)
@@ -51,6 +55,12 @@ constexpr Route kRoutes[] = {
     {"/v1/chat/completions", false, "POST", "chat_completions", ApiProtocol::kOpenAI, Auth::kKey, Kind::kOpenAiChat},
     {"/v1/models", false, "GET", "models", ApiProtocol::kOpenAI, Auth::kKey, Kind::kModels},
     {"/v1/models/", true, "GET", "models", ApiProtocol::kOpenAI, Auth::kKey, Kind::kModels},
+    {"/v1/messages", false, "POST", "messages", ApiProtocol::kAnthropic, Auth::kKey, Kind::kAnthropicMessages},
+    {"/v1/messages/count_tokens", false, "POST", "messages_count_tokens", ApiProtocol::kAnthropic, Auth::kKey, Kind::kAnthropicCountTokens},
+    // GET /v1beta/models/{model}, POST /v1beta/models/{model}:generateContent, … (the
+    // method after the colon is checked by the handler).
+    {"/v1beta/models", false, "GET", "gemini_models", ApiProtocol::kGemini, Auth::kKey, Kind::kGeminiModels},
+    {"/v1beta/models/", true, "", "gemini", ApiProtocol::kGemini, Auth::kKey, Kind::kGeminiModel},
     {"/v1/balance", false, "GET", "balance", ApiProtocol::kNexusFlow, Auth::kKey, Kind::kBalance},
     {"/v1/usage", false, "GET", "usage", ApiProtocol::kNexusFlow, Auth::kKey, Kind::kUsage},
     {"/admin/v1/", true, "", "admin", ApiProtocol::kNexusFlow, Auth::kAdmin, Kind::kAdmin},
@@ -74,6 +84,7 @@ const Route* FindRoute(std::string_view path) {
 ApiProtocol ProtocolOfPath(std::string_view path) {
   if (const Route* r = FindRoute(path)) return r->protocol;
   if (path.substr(0, 7) == "/admin/") return ApiProtocol::kNexusFlow;
+  if (path.substr(0, 8) == "/v1beta/") return ApiProtocol::kGemini;
   return ApiProtocol::kOpenAI;
 }
 
@@ -168,6 +179,11 @@ void WriteAccessLog(const HttpRequest& req, int status, double seconds, int64_t 
 
 }  // namespace
 
+void AddRequestId(HeaderList& headers, const std::string& request_id) {
+  headers.emplace_back("x-request-id", request_id);
+  headers.emplace_back("request-id", request_id);  // the Anthropic SDK reads this one
+}
+
 Gateway::Gateway(const Config& config, Backends backends, LocalServices local)
     : config_(config),
       backends_(std::move(backends)),
@@ -243,7 +259,8 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
         {405, absl::StrCat("Method ", req.method, " is not allowed on ", req.path, "."), "", ""}, log,
         std::move(allow));
   }
-  HeaderList id{{"x-request-id", log.request_id}};
+  HeaderList id;
+  AddRequestId(id, log.request_id);
   const std::string_view text = kTextPlain;
   switch (route->kind) {
     case Kind::kHealth:
@@ -274,6 +291,23 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
   switch (route->kind) {
     case Kind::kOpenAiChat:
       co_return co_await HandleOpenAiChat(ex, std::move(*identity), log);
+    case Kind::kAnthropicMessages:
+      co_return co_await HandleAnthropicMessages(ex, std::move(*identity), log);
+    case Kind::kAnthropicCountTokens:
+      HandleAnthropicCountTokens(req, w, log);
+      break;
+    case Kind::kGeminiModel:
+      if (req.path.find(':') != std::string::npos)
+        co_return co_await HandleGemini(ex, std::move(*identity), log);
+      [[fallthrough]];
+    case Kind::kGeminiModels:
+      if (req.method != "GET") {
+        HttpError e(405, absl::StrCat("Method ", req.method, " is not allowed on ", req.path, "."));
+        SendError(w, ApiProtocol::kGemini, e, log);
+        break;
+      }
+      HandleGeminiModels(req, *identity, w, log);
+      break;
     case Kind::kModels:
       HandleModels(req, *identity, w, log);  // from the local catalog: no wait
       break;
@@ -299,13 +333,15 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
 }
 
 void Gateway::SendJson(ResponseWriter& w, int status, const std::string& body, RequestLog& log) {
-  w.Send(status, "application/json", body, {{"x-request-id", log.request_id}});
+  HeaderList headers;
+  AddRequestId(headers, log.request_id);
+  w.Send(status, "application/json", body, headers);
 }
 
 void Gateway::SendError(ResponseWriter& w, ApiProtocol protocol, const HttpError& error,
                         RequestLog& log, HeaderList headers) {
   log.error = error.message;
-  headers.emplace_back("x-request-id", log.request_id);
+  AddRequestId(headers, log.request_id);
   w.Send(error.status, "application/json", ErrorBody(protocol, error, log.request_id), headers);
 }
 
@@ -313,7 +349,7 @@ net::awaitable<void> Gateway::SendError(HttpExchange& ex, ApiProtocol protocol,
                                         const HttpError& error, RequestLog& log,
                                         HeaderList headers) {
   log.error = error.message;
-  headers.emplace_back("x-request-id", log.request_id);
+  AddRequestId(headers, log.request_id);
   co_await ex.Send(error.status, kJsonType, ErrorBody(protocol, error, log.request_id),
                    std::move(headers));
 }
@@ -385,6 +421,23 @@ void Gateway::HandleModels(const HttpRequest& req, const auth::v1::Identity& ide
                      {404, absl::StrCat("The model `", id, "` does not exist or you do not have access to it."), "model", "model_not_found"},
                      log);
   SendJson(w, 200, openai::ModelJson(*model), log);
+}
+
+void Gateway::HandleGeminiModels(const HttpRequest& req, const auth::v1::Identity& identity,
+                                 ResponseWriter& w, RequestLog& log) {
+  auto catalog = catalog_.Get();
+  if (!catalog) return SendError(w, ApiProtocol::kGemini, HttpError(503, "The model catalog is loading; retry shortly."), log);
+  std::vector<std::string> allowed(identity.allowed_models().begin(), identity.allowed_models().end());
+  if (req.path == "/v1beta/models" || req.path == "/v1beta/models/")
+    return SendJson(w, 200, gemini::ModelListJson(catalog->snapshot(), allowed), log);
+  std::string id = req.path.substr(strlen("/v1beta/models/"));
+  const auto* model = catalog->Find(id);
+  bool visible = model && (allowed.empty() || std::find(allowed.begin(), allowed.end(), id) != allowed.end());
+  if (!visible)
+    return SendError(w, ApiProtocol::kGemini,
+                     HttpError(404, absl::StrCat("models/", id, " is not found for API version v1beta."), "model", "model_not_found"),
+                     log);
+  SendJson(w, 200, gemini::ModelJson(*model), log);
 }
 
 void Gateway::HandleBalance(const auth::v1::Identity& identity, ResponseWriter& w, RequestLog& log) {

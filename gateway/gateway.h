@@ -36,6 +36,9 @@ struct RequestLog {
   std::string error;
 };
 
+// Adds the request id under both names clients read: x-request-id and request-id.
+void AddRequestId(HeaderList& headers, const std::string& request_id);
+
 // A whole response built by synchronous code (admin API, usage, balance, models), which
 // the request's coroutine then sends.
 class ResponseWriter {
@@ -80,6 +83,14 @@ class Gateway {
                                                 RequestLog& log);
   void HandleModels(const HttpRequest& req, const auth::v1::Identity& identity,
                     ResponseWriter& w, RequestLog& log);
+  boost::asio::awaitable<void> HandleAnthropicMessages(HttpExchange& ex, auth::v1::Identity identity,
+                                                       RequestLog& log);
+  void HandleAnthropicCountTokens(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
+  // POST /v1beta/models/{model}:generateContent | :streamGenerateContent | :countTokens
+  boost::asio::awaitable<void> HandleGemini(HttpExchange& ex, auth::v1::Identity identity,
+                                            RequestLog& log);
+  void HandleGeminiModels(const HttpRequest& req, const auth::v1::Identity& identity,
+                          ResponseWriter& w, RequestLog& log);
   void HandleBalance(const auth::v1::Identity& identity, ResponseWriter& w, RequestLog& log);
   void HandleUsage(const HttpRequest& req, const auth::v1::Identity& identity,
                    ResponseWriter& w, RequestLog& log);
