@@ -311,8 +311,17 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   HeaderList headers = job.headers;
   AddRequestId(headers, log.request_id);
   if (!job.request.stream()) {
+    std::string raw_body;  // native pass-through: the upstream's body as it wrote it
+    bool passthrough = false;
     do {
-      for (const auto& e : chunk.events()) answer.Apply(e);
+      for (const auto& e : chunk.events()) {
+        if (e.has_raw()) {
+          passthrough = true;
+          raw_body += e.raw();
+        } else {
+          answer.Apply(e);
+        }
+      }
     } while (co_await stream.Next(&chunk));
     grpc::Status s = chat->Finish();
     log.deployment = answer.deployment_id;
@@ -333,7 +342,8 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
       co_return co_await SendError(ex, protocol, {answer.error->http_status() ? answer.error->http_status() : 502, answer.error->message(), "", ""}, log, job.headers);
     }
     co_await Settle(job, answer, log);
-    co_return co_await ex.Send(200, "application/json", job.renderer->SyncBody(answer), std::move(headers));
+    std::string body = passthrough ? std::move(raw_body) : job.renderer->SyncBody(answer);
+    co_return co_await ex.Send(200, "application/json", std::move(body), std::move(headers));
   }
   // Streaming: the frames of one upstream read go out in one write, as they arrive. The
   // next chunk is taken only once the client has the last one: a slow reader fills the
@@ -342,9 +352,28 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   bool client_ok = co_await ex.Start(200, job.stream_content_type, headers);
   if (!client_ok) stream.Cancel();
   std::string frames;
+  // Native pass-through relays the upstream's bytes; from the read that ends the answer
+  // on, they are held until the settlement is committed, like the rendered [DONE].
+  bool passthrough = false;
+  bool error_relayed = false;  // the upstream's own error event went out with its bytes
+  std::string held;
   do {
+    bool has_raw = false, terminal = false;
     for (const auto& e : chunk.events()) {
+      has_raw |= e.has_raw();
+      terminal |= e.has_finish() || e.has_usage();
+    }
+    passthrough |= has_raw;
+    for (const auto& e : chunk.events()) {
+      if (e.has_raw()) {
+        (terminal || !held.empty() ? held : frames) += e.raw();
+        continue;
+      }
       answer.Apply(e);
+      if (passthrough) {
+        error_relayed |= e.has_error() && has_raw;
+        continue;
+      }
       if (client_ok && !e.has_error() && !e.has_usage())  // usage: after settlement
         frames += job.renderer->StreamEvent(e);
     }
@@ -376,14 +405,19 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
       log.error = "client closed the connection";
     } else {
       log.error = answer.error->message();
-      if (client_ok) {
+      if (client_ok && !held.empty()) client_ok = co_await ex.Write(std::move(held));
+      if (client_ok && !error_relayed)
         client_ok = co_await ex.Write(job.renderer->StreamError({answer.error->http_status() ? answer.error->http_status() : 502, answer.error->message(), "", ""}));
-        if (client_ok) co_await ex.End();
-      }
+      if (client_ok) co_await ex.End();
     }
     co_return;
   }
   co_await Settle(job, answer, log);
+  if (passthrough) {
+    // The upstream's own closing events are in what was held.
+    if (client_ok && (held.empty() || co_await ex.Write(std::move(held)))) co_await ex.End();
+    co_return;
+  }
   if (client_ok && answer.has_usage) {
     llm::v1::ChatEvent usage;
     *usage.mutable_usage() = answer.usage;

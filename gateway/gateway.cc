@@ -428,8 +428,26 @@ void Gateway::HandleGeminiModels(const HttpRequest& req, const auth::v1::Identit
   auto catalog = catalog_.Get();
   if (!catalog) return SendError(w, ApiProtocol::kGemini, HttpError(503, "The model catalog is loading; retry shortly."), log);
   std::vector<std::string> allowed(identity.allowed_models().begin(), identity.allowed_models().end());
-  if (req.path == "/v1beta/models" || req.path == "/v1beta/models/")
-    return SendJson(w, 200, gemini::ModelListJson(catalog->snapshot(), allowed), log);
+  if (req.path == "/v1beta/models" || req.path == "/v1beta/models/") {
+    // pageSize: at most 1000 a page, 50 when absent (as Google's); pageToken: from the
+    // previous page.
+    auto number = [&](const char* name, int fallback, int lo, int hi) -> std::optional<int> {
+      auto it = req.query.find(name);
+      if (it == req.query.end() || it->second.empty()) return fallback;
+      char* end = nullptr;
+      long v = std::strtol(it->second.c_str(), &end, 10);
+      if (*end || v < lo) return std::nullopt;
+      return static_cast<int>(std::min<long>(v, hi));
+    };
+    auto size = number("pageSize", 50, 0, 1000);
+    auto offset = number("pageToken", 0, 0, 1 << 30);
+    if (!size || !offset)
+      return SendError(w, ApiProtocol::kGemini,
+                       HttpError(400, size ? "Invalid pageToken." : "Invalid value at 'page_size' (TYPE_INT32).",
+                                 size ? "page_token" : "page_size"),
+                       log);
+    return SendJson(w, 200, gemini::ModelListJson(catalog->snapshot(), allowed, *size == 0 ? 50 : *size, *offset), log);
+  }
   std::string id = req.path.substr(strlen("/v1beta/models/"));
   const auto* model = catalog->Find(id);
   bool visible = model && (allowed.empty() || std::find(allowed.begin(), allowed.end(), id) != allowed.end());

@@ -1179,14 +1179,25 @@ json::object ModelObject(const routing::v1::Model& m) {
 
 std::string ModelJson(const routing::v1::Model& model) { return json::serialize(ModelObject(model)); }
 
-std::string ModelListJson(const routing::v1::CatalogSnapshot& catalog, const std::vector<std::string>& allowed) {
+std::string ModelListJson(const routing::v1::CatalogSnapshot& catalog, const std::vector<std::string>& allowed,
+                          int page_size, int offset) {
   json::array models;
+  int index = 0;
+  bool more = false;
   for (const auto& m : catalog.models()) {
     if (!OnGemini(m)) continue;
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), m.id()) == allowed.end()) continue;
+    if (index++ < offset) continue;
+    if (page_size > 0 && static_cast<int>(models.size()) == page_size) {
+      more = true;
+      break;
+    }
     models.push_back(ModelObject(m));
   }
-  return json::serialize(json::object{{"models", std::move(models)}});
+  json::object out{{"models", std::move(models)}};
+  // The token is the offset of the next page: opaque to the SDK, which only sends it back.
+  if (more) out["nextPageToken"] = std::to_string(offset + page_size);
+  return json::serialize(out);
 }
 
 std::string CountTokensJson(int64_t total) { return json::serialize(json::object{{"totalTokens", total}}); }

@@ -63,9 +63,11 @@ std::unique_ptr<ChatRenderer> NewGenerateRenderer(std::string response_id,
 // One model in Gemini's shape (GET /v1beta/models/{model}).
 std::string ModelJson(const routing::v1::Model& model);
 // `{"models":[…]}`: the models offered on the Gemini protocol, limited to `allowed` unless
-// it is empty. Everything fits in one page, so there is no nextPageToken.
+// it is empty, from the `offset`-th on, at most `page_size` of them (0: all), with a
+// nextPageToken when more follow.
 std::string ModelListJson(const routing::v1::CatalogSnapshot& catalog,
-                          const std::vector<std::string>& allowed);
+                          const std::vector<std::string>& allowed, int page_size = 0,
+                          int offset = 0);
 // `{"totalTokens":N}`.
 std::string CountTokensJson(int64_t total);
 

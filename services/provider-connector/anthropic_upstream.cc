@@ -414,8 +414,13 @@ class AnthropicMessagesCodec : public UpstreamCodec {
     if (request.betas_size() > 0)
       call.headers.push_back(absl::StrCat("anthropic-beta: ", absl::StrJoin(request.betas(), ",")));
     if (target.stream) call.headers.push_back("Accept: text/event-stream");
-    call.body = BuildAnthropicBody(request, target.upstream_model, target.stream,
-                                   target.default_max_output_tokens);
+    if (auto raw = PassThroughBody(request, protocol(), target.upstream_model)) {
+      call.body = std::move(*raw);
+      call.passthrough = true;
+    } else {
+      call.body = BuildAnthropicBody(request, target.upstream_model, target.stream,
+                                     target.default_max_output_tokens);
+    }
     return call;
   }
 

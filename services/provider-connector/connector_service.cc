@@ -106,6 +106,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       http_call->headers = std::move(wire.headers);
       http_call->headers.push_back(absl::StrCat("X-Request-Id: ", call_.request().request_id()));
       http_call->body = std::move(wire.body);
+      passthrough_ = wire.passthrough;
       http_call->connect_timeout_ms = config_.connect_timeout_ms;
       http_call->timeout_ms = config_.request_timeout_ms;
       auto self = shared_from_this();
@@ -160,6 +161,14 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     std::vector<SseEvent> frames;
     sse_.Feed(bytes, frames);
     std::vector<ChatEvent> events;
+    if (passthrough_) {
+      // The caller speaks this protocol: the bytes go to it as they are, the decoded
+      // events after them only count usage.
+      ChatEvent raw;
+      raw.set_raw(std::string(bytes));
+      events.push_back(std::move(raw));
+      relayed_ = true;
+    }
     for (const auto& f : frames) {
       if (auto s = decoder_->FeedEvent(f.event, f.data, events); !s.ok()) {
         protocol_error_ = std::string(s.message());
@@ -184,7 +193,8 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
                           : timed_out              ? "timeout"
                                                    : "transport_error";
     CounterFor(Metrics().upstream, {{"provider", provider_}, {"outcome", outcome}}).Increment();
-    bool started = decoder_ && decoder_->started();
+    // Once bytes were relayed as they are, another deployment cannot take over.
+    bool started = (decoder_ && decoder_->started()) || relayed_;
     if (!transport_error.empty() && protocol_error_.empty()) {
       if (!started) return Retry(absl::StrCat(provider_, ": ", transport_error), 0, timed_out);
       return FailMidStream(timed_out ? 504 : 502, timed_out ? "upstream_timeout" : "upstream_error",
@@ -210,6 +220,11 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     if (!protocol_error_.empty())
       return FailMidStream(502, "upstream_protocol_error", protocol_error_);
     std::vector<ChatEvent> events;
+    if (!stream_ && passthrough_) {
+      ChatEvent raw;
+      raw.set_raw(body_);
+      events.push_back(std::move(raw));
+    }
     if (!stream_) {
       if (auto s = decoder_->FeedResponse(body_, events); !s.ok())
         return FailMidStream(502, "upstream_protocol_error", std::string(s.message()));
@@ -291,6 +306,8 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   std::mutex mu_;
   bool cancelled_ = false;
   bool paused_ = false;  // the transfer waits for the consumer's drain
+  bool passthrough_ = false;  // the answer is relayed as the upstream wrote it
+  bool relayed_ = false;      // some of it was
   uint64_t transfer_id_ = 0;
   int candidate_ = 0;
   bool stream_ = false;

@@ -322,7 +322,12 @@ class GeminiGenerateCodec : public UpstreamCodec {
     call.headers.push_back("Content-Type: application/json");
     if (!target.provider->api_key.empty()) call.headers.push_back("x-goog-api-key: " + target.provider->api_key);
     if (target.stream) call.headers.push_back("Accept: text/event-stream");
-    call.body = BuildGeminiBody(request);
+    if (auto raw = PassThroughBody(request, protocol(), target.upstream_model)) {
+      call.body = std::move(*raw);
+      call.passthrough = true;
+    } else {
+      call.body = BuildGeminiBody(request);
+    }
     return call;
   }
 

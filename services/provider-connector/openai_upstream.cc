@@ -329,7 +329,12 @@ class OpenAiChatCodec : public UpstreamCodec {
     if (!target.provider->api_key.empty())
       call.headers.push_back("Authorization: Bearer " + target.provider->api_key);
     if (target.stream) call.headers.push_back("Accept: text/event-stream");
-    call.body = BuildOpenAiChatBody(request, target.upstream_model, target.stream);
+    if (auto raw = PassThroughBody(request, protocol(), target.upstream_model)) {
+      call.body = std::move(*raw);
+      call.passthrough = true;
+    } else {
+      call.body = BuildOpenAiChatBody(request, target.upstream_model, target.stream);
+    }
     return call;
   }
 

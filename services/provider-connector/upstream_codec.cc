@@ -1,10 +1,99 @@
 #include "services/provider-connector/upstream_codec.h"
 
+#include <boost/json.hpp>
+
 #include "services/provider-connector/anthropic_upstream.h"
 #include "services/provider-connector/gemini_upstream.h"
 #include "services/provider-connector/openai_upstream.h"
 
 namespace nexusflow::connector {
+namespace {
+
+void SkipSpace(std::string_view s, size_t& i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+}
+
+// Past a string token starting at s[i] == '"'; false if unterminated.
+bool SkipString(std::string_view s, size_t& i) {
+  for (++i; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      ++i;
+    } else if (s[i] == '"') {
+      ++i;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Past one JSON value (strings may hold brackets).
+bool SkipValue(std::string_view s, size_t& i) {
+  SkipSpace(s, i);
+  if (i >= s.size()) return false;
+  if (s[i] == '"') return SkipString(s, i);
+  if (s[i] == '{' || s[i] == '[') {
+    int depth = 0;
+    while (i < s.size()) {
+      char c = s[i];
+      if (c == '"') {
+        if (!SkipString(s, i)) return false;
+        continue;
+      }
+      if (c == '{' || c == '[') ++depth;
+      if (c == '}' || c == ']') {
+        if (--depth == 0) {
+          ++i;
+          return true;
+        }
+      }
+      ++i;
+    }
+    return false;
+  }
+  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+         s[i] != '\n' && s[i] != '\r' && s[i] != '\t')
+    ++i;
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::string> ReplaceTopLevelModel(std::string_view body, std::string_view model) {
+  size_t i = 0;
+  SkipSpace(body, i);
+  if (i >= body.size() || body[i] != '{') return std::nullopt;
+  ++i;
+  while (true) {
+    SkipSpace(body, i);
+    if (i >= body.size() || body[i] != '"') return std::nullopt;
+    size_t key_start = i;
+    if (!SkipString(body, i)) return std::nullopt;
+    std::string_view key = body.substr(key_start + 1, i - key_start - 2);
+    SkipSpace(body, i);
+    if (i >= body.size() || body[i] != ':') return std::nullopt;
+    ++i;
+    SkipSpace(body, i);
+    size_t value_start = i;
+    if (!SkipValue(body, i)) return std::nullopt;
+    if (key == "model" && body[value_start] == '"') {
+      std::string out(body.substr(0, value_start));
+      out += boost::json::serialize(boost::json::string(model));
+      out += body.substr(i);
+      return out;
+    }
+    SkipSpace(body, i);
+    if (i >= body.size() || body[i] != ',') return std::nullopt;
+    ++i;
+  }
+}
+
+std::optional<std::string> PassThroughBody(const llm::v1::ChatRequest& request,
+                                           llm::v1::Protocol protocol,
+                                           std::string_view upstream_model) {
+  if (request.raw().protocol() != protocol || request.raw().body().empty()) return std::nullopt;
+  if (protocol == llm::v1::PROTOCOL_GEMINI) return request.raw().body();  // the model is in the URL
+  return ReplaceTopLevelModel(request.raw().body(), upstream_model);
+}
 
 const UpstreamCodec* CodecForKind(std::string_view kind) {
   if (kind == "openai") return &OpenAiCodec();

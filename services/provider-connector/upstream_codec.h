@@ -5,6 +5,7 @@
 // provider's `kind` in config; the connector's retry, failover, flow control and billing
 // rules are the same whichever codec runs.
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,7 +29,19 @@ struct UpstreamCall {
   std::string url;
   std::vector<std::string> headers;  // "Name: value", credentials included
   std::string body;
+  // The body is the caller's own (same protocol), and the answer is relayed as it comes.
+  bool passthrough = false;
 };
+
+// The caller's body, when it was written in `protocol`, with its top-level "model"
+// replaced by `upstream_model` and every other byte kept (unknown fields included);
+// nullopt when the request did not come in that protocol or the body cannot be edited.
+std::optional<std::string> PassThroughBody(const llm::v1::ChatRequest& request,
+                                           llm::v1::Protocol protocol,
+                                           std::string_view upstream_model);
+// `body` with the string value of its top-level "model" member replaced; nullopt when the
+// body is not a JSON object with such a member.
+std::optional<std::string> ReplaceTopLevelModel(std::string_view body, std::string_view model);
 
 // Turns one answer into canonical events, in order: start, deltas, finish, then usage
 // last (from Finish). One per attempt.

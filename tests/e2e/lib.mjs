@@ -10,6 +10,8 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+import { GoogleGenAI } from '@google/genai';
 
 function requireEnv(name) {
   const value = process.env[name];
@@ -35,6 +37,19 @@ export const RUN_ID = `${Date.now().toString(36)}-${process.pid}`;
 
 export function openai(apiKey = DEMO_KEY, extra = {}) {
   return new OpenAI({ apiKey, baseURL: BASE_URL, maxRetries: 0, timeout: 30_000, ...extra });
+}
+
+// The Anthropic SDK: its baseURL is the origin (it adds /v1/messages itself). No
+// retries, so a test sees the gateway's first answer.
+export function anthropic(apiKey = DEMO_KEY, extra = {}) {
+  return new Anthropic({ apiKey, baseURL: ORIGIN, maxRetries: 0, timeout: 30_000, ...extra });
+}
+
+// The Google GenAI SDK (Gemini API, v1beta): baseUrl is the origin, the SDK adds
+// /v1beta/models/{model}:method. It sends the key as x-goog-api-key and retries nothing
+// unless httpOptions.retryOptions is set.
+export function genai(apiKey = DEMO_KEY, httpOptions = {}) {
+  return new GoogleGenAI({ apiKey, httpOptions: { baseUrl: ORIGIN, timeout: 30_000, ...httpOptions } });
 }
 
 // Calls the admin API and returns {status, headers, body}; body is parsed JSON when it
@@ -120,6 +135,72 @@ export function chatCostNano(pricing, usage, cacheWrite = 0) {
   assert.ok(uncached >= 0n, `usage has more cached than prompt tokens: ${JSON.stringify(usage)}`);
   return ceilDiv(uncached * pin * 100n + cached * pin * 10n + written * pin * 125n +
                  completion * pout * 100n, 100_000_000n);
+}
+
+// The catalog's prices of one model (GET /v1/models/{id} `pricing`, USD per million
+// tokens as decimal strings).
+export async function modelPricing(model, apiKey = DEMO_KEY) {
+  const res = await fetch(`${BASE_URL}/models/${encodeURIComponent(model)}`,
+                          { headers: { Authorization: `Bearer ${apiKey}` } });
+  const text = await res.text();
+  assert.equal(res.status, 200, `GET /v1/models/${model} → ${res.status} ${text.slice(0, 200)}`);
+  const body = JSON.parse(text);
+  assert.equal(body.pricing?.currency, 'USD', `${model}.pricing ${JSON.stringify(body.pricing)}`);
+  return body.pricing;
+}
+
+// The billing formula of docs/ARCHITECTURE.md, protocol-neutral: tokens are the canonical
+// {input (uncached), cacheRead, cacheWrite, cacheWrite1h (the 1-hour part of cacheWrite),
+// output}; prices are the catalog's `pricing` (cache_read / cache_write / cache_write_1h
+// when listed, else 0.1x / 1.25x / cache_write of input). Returns nano-USD (BigInt):
+// ceil((uncached·Pin + cache_read·Pcr + cache_write·Pcw + output·Pout) / 1e6).
+export function tokensCostNano(pricing, { input = 0, cacheRead = 0, cacheWrite = 0, cacheWrite1h = 0,
+                                          output = 0 }) {
+  const pin = usdToNano(pricing.input);
+  const pout = usdToNano(pricing.output ?? '0');
+  const pcr = pricing.cache_read !== undefined ? usdToNano(pricing.cache_read) * 100n : pin * 10n;
+  const pcw = pricing.cache_write !== undefined ? usdToNano(pricing.cache_write) * 100n : pin * 125n;
+  const pcw1h = pricing.cache_write_1h !== undefined ? usdToNano(pricing.cache_write_1h) * 100n : pcw;
+  for (const [k, v] of Object.entries({ input, cacheRead, cacheWrite, cacheWrite1h, output })) {
+    assert.ok(Number.isInteger(v) && v >= 0, `token count ${k} = ${v}`);
+  }
+  assert.ok(cacheWrite1h <= cacheWrite, `cacheWrite1h ${cacheWrite1h} > cacheWrite ${cacheWrite}`);
+  // Everything in hundredths of a nano-USD per million tokens, to keep the 0.1x / 1.25x exact.
+  const total = BigInt(input) * pin * 100n + BigInt(cacheRead) * pcr +
+                BigInt(cacheWrite - cacheWrite1h) * pcw + BigInt(cacheWrite1h) * pcw1h +
+                BigInt(output) * pout * 100n;
+  return ceilDiv(total, 100_000_000n);
+}
+
+// Canonical tokens of an Anthropic `usage` object (input_tokens excludes cache reads and
+// writes there).
+export function anthropicTokens(usage) {
+  return {
+    input: usage.input_tokens,
+    cacheRead: usage.cache_read_input_tokens ?? 0,
+    cacheWrite: usage.cache_creation_input_tokens ?? 0,
+    cacheWrite1h: usage.cache_creation?.ephemeral_1h_input_tokens ?? 0,
+    output: usage.output_tokens,
+  };
+}
+
+// Canonical tokens of a Gemini `usageMetadata` (promptTokenCount includes cached tokens;
+// a cache write is not visible in Gemini usage, so `cacheWrite` must come from elsewhere).
+export function geminiTokens(meta, cacheWrite = 0) {
+  const prompt = (meta.promptTokenCount ?? 0) + (meta.toolUsePromptTokenCount ?? 0);
+  const cacheRead = meta.cachedContentTokenCount ?? 0;
+  return {
+    input: prompt - cacheRead - cacheWrite,
+    cacheRead,
+    cacheWrite,
+    output: (meta.candidatesTokenCount ?? 0) + (meta.thoughtsTokenCount ?? 0),
+  };
+}
+
+// Canonical tokens of a usage record (GET /v1/usage, /admin/v1/accounts/{id}/usage).
+export function recordTokens(rec) {
+  return { input: rec.input_tokens, cacheRead: rec.cache_read_tokens,
+           cacheWrite: rec.cache_write_tokens, output: rec.output_tokens };
 }
 
 export async function accountMoney(accountId) {

@@ -1,17 +1,22 @@
-// nexusflow-mock-provider: a fake OpenAI-compatible upstream for tests and load benchmarks.
+// nexusflow-mock-provider: a fake upstream speaking OpenAI chat, Anthropic Messages and
+// Gemini generateContent, for tests and load benchmarks.
 //
 // Tour:
 //   main.cc    flags → MockOptions, then RunMockProvider.
 //   server.cc  Boost.Beast over Asio coroutines: one io_context per thread, an accept loop
-//              handing connections round-robin to them, HTTP/1.1 keep-alive, routing,
-//              delays on steady_timers, SSE writing (with a read kept pending during a
-//              stream's waits, to notice a client leaving), and the 413/400/401/404 edges.
+//              handing connections round-robin to them, HTTP/1.1 keep-alive, the route
+//              table, each protocol's key check, delays on steady_timers, stream writing
+//              (with a read kept pending during a stream's waits, to notice a client
+//              leaving), and the 413/400/401/404 edges.
+//   reply.cc   the protocol-neutral core: the canonical prompt (seed, token counts, cache
+//              prefixes), `[mock:...]` markers, reply words, thinking, forced tool calls
+//              built from the tool's JSON schema, stop sequences, the error-kind table.
+//   chat.cc, anthropic.cc, gemini.cc  each protocol's request parsing and validation into
+//              the core, and its JSON / stream serialisation of the answer.
+//   prompt_cache.cc  process-wide set of cached prefixes (write the first time, read after).
 //   stream_stats.cc  process-wide stream counters served at GET /mock/stats.
-//   chat.cc    pure request → answer logic: validation, the seed (FNV-1a over model and
-//              message text), reply words, token counts, forced tool calls built from the
-//              tool's JSON schema, `[mock:...]` markers, and the JSON/SSE serialisation.
-// The answer depends only on the request, so a streamed answer concatenates to exactly the
-// non-streamed one and usage is equal in both.
+// The answer depends only on the request's meaning, so a streamed answer concatenates to
+// exactly the non-streamed one, and the three protocols asking the same give the same text.
 
 #include <charconv>
 #include <iostream>
@@ -31,8 +36,9 @@ void PrintUsage(std::ostream& out) {
          "  --ttft-ms=0            delay before the first streamed chunk\n"
          "  --chunk-delay-ms=0     delay before each further streamed content chunk\n"
          "  --reply-words=16       words in a reply\n"
-         "  --api-key=             when set, /v1/* requires 'Authorization: Bearer <key>'\n"
-         "  --idle-timeout-s=300   close keep-alive connections idle this long\n";
+         "  --api-key=             when set, /v1/* and /v1beta/* require this key\n"
+         "  --idle-timeout-s=300   close keep-alive connections idle this long\n"
+         "  --gemini-cache-min-tokens=1024  systemInstruction size Gemini caches implicitly\n";
 }
 
 bool ParseInt(std::string_view text, int min, int max, int& out) {
@@ -64,6 +70,7 @@ int main(int argc, char** argv) {
       {"chunk-delay-ms", &options.chunk_delay_ms, 0, 3600 * 1000},
       {"reply-words", &options.reply_words, 0, 1000000},
       {"idle-timeout-s", &options.idle_timeout_s, 1, 86400},
+      {"gemini-cache-min-tokens", &options.gemini_cache_min_tokens, 1, 100000000},
   };
 
   for (int i = 1; i < argc; ++i) {

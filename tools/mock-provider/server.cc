@@ -25,7 +25,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "anthropic.h"
 #include "chat.h"
+#include "gemini.h"
+#include "prompt_cache.h"
 #include "stream_stats.h"
 
 namespace nexusflow::mock {
@@ -74,8 +77,164 @@ struct Answer {
   std::string body;
 };
 
-Answer ErrorAnswer(const OpenAiError& error) {
-  return Answer{static_cast<unsigned>(error.status), "application/json", ErrorBody(error)};
+// The process's shared state: the flags and the prompt cache every connection consults.
+struct ServerState {
+  MockOptions options;
+  PromptCache cache;
+};
+
+// The value of `name` in the query string of `target` (not percent-decoded).
+std::string_view QueryParam(std::string_view target, std::string_view name) {
+  const std::size_t question = target.find('?');
+  if (question == std::string_view::npos) return {};
+  std::string_view query = target.substr(question + 1);
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    if (pair.size() > name.size() && pair.starts_with(name) && pair[name.size()] == '=') {
+      return pair.substr(name.size() + 1);
+    }
+    if (amp == std::string_view::npos) break;
+    query = query.substr(amp + 1);
+  }
+  return {};
+}
+
+std::string_view BearerToken(const Request& req) {
+  constexpr std::string_view kBearer = "Bearer ";
+  const std::string_view authorization = View(req[http::field::authorization]);
+  return authorization.starts_with(kBearer) ? authorization.substr(kBearer.size()) : std::string_view();
+}
+
+// The error a request without the right key gets, in each vendor's words: OpenAI wants
+// `Authorization: Bearer`; Anthropic `x-api-key` (the Node SDK 1.x sends Bearer, so both);
+// Gemini `x-goog-api-key` or `?key=`, answering a missing key 403 and a wrong one 400
+// API_KEY_INVALID, as Google does.
+struct KeyFailure {
+  RequestError error;
+  std::string_view reason;  // Gemini ErrorInfo reason
+};
+
+std::optional<KeyFailure> OpenAiKeyCheck(const Request& req, std::string_view, const std::string& key) {
+  if (View(req[http::field::authorization]).empty()) {
+    return KeyFailure{RequestError{401,
+                                   "You didn't provide an API key. You need to provide your API key "
+                                   "in an Authorization header using Bearer auth (i.e. "
+                                   "Authorization: Bearer YOUR_KEY).",
+                                   {},
+                                   {}},
+                      {}};
+  }
+  if (BearerToken(req) != key) return KeyFailure{ErrorForStatus(401, "Incorrect API key provided."), {}};
+  return std::nullopt;
+}
+
+std::optional<KeyFailure> AnthropicKeyCheck(const Request& req, std::string_view, const std::string& key) {
+  const std::string_view sent = View(req["x-api-key"]);
+  const std::string_view bearer = BearerToken(req);
+  if (sent.empty() && bearer.empty()) {
+    return KeyFailure{RequestError{401, "x-api-key header is required", {}, {}}, {}};
+  }
+  if (sent != key && bearer != key) return KeyFailure{RequestError{401, "invalid x-api-key", {}, {}}, {}};
+  return std::nullopt;
+}
+
+std::optional<KeyFailure> GeminiKeyCheck(const Request& req, std::string_view target, const std::string& key) {
+  std::string_view sent = View(req["x-goog-api-key"]);
+  if (sent.empty()) sent = QueryParam(target, "key");
+  if (sent.empty() && !View(req[http::field::authorization]).empty()) {
+    return KeyFailure{RequestError{401,
+                                   "Request had invalid authentication credentials. Expected OAuth 2 "
+                                   "access token, login cookie or other valid authentication "
+                                   "credential.",
+                                   {},
+                                   {}},
+                      {}};
+  }
+  if (sent.empty()) {
+    return KeyFailure{RequestError{403,
+                                   "Method doesn't allow unregistered callers (callers without "
+                                   "established identity). Please use API Key or other form of API "
+                                   "consumer identity to call this API.",
+                                   {},
+                                   {}},
+                      {}};
+  }
+  if (sent != key) {
+    return KeyFailure{RequestError{400, "API key not valid. Please pass a valid API key.", {}, {}},
+                      "API_KEY_INVALID"};
+  }
+  return std::nullopt;
+}
+
+// The three wire protocols the mock speaks. Each row of kCodecs below holds what differs
+// between them (key check, required header, error body, answer serialisers), so the request
+// path never switches on the protocol.
+enum class Protocol { kOpenAi, kAnthropic, kGemini };
+
+// The frames of one streamed answer and the error event that replaces its end when
+// `[mock:status=N]` and `[mock:drop-after=K]` are combined.
+struct StreamPlan {
+  std::string_view content_type;
+  std::vector<SseFrame> frames;
+  std::string error_first;  // the error when nothing was sent yet (Gemini's JSON array opens with it)
+  std::string error_later;
+};
+
+struct Codec {
+  std::string_view name;  // also the prompt cache's scope
+  std::optional<KeyFailure> (*check_key)(const Request&, std::string_view target, const std::string& key);
+  std::string_view required_header;  // answered 400 when absent (Anthropic's version header)
+  bool request_id_header;            // also send the request id as `request-id` (Anthropic's)
+  std::string_view json_content_type;
+  std::string (*error_body)(const RequestError&, std::string_view request_id, std::string_view reason);
+  std::string (*sync_body)(const Reply&);
+  StreamPlan (*stream_plan)(const Reply&, const RequestError& midstream_error);
+};
+
+constexpr std::string_view kSseContentType = "text/event-stream; charset=utf-8";
+
+const Codec kCodecs[] = {  // indexed by Protocol
+    {"openai", OpenAiKeyCheck, {}, false, "application/json",
+     [](const RequestError& e, std::string_view, std::string_view) { return ErrorBody(e); },
+     [](const Reply& r) { return ChatCompletionBody(r, NewResponseIds()); },
+     [](const Reply& r, const RequestError& e) {
+       std::string error = ChatStreamErrorFrame(e);
+       return StreamPlan{kSseContentType, ChatStreamFrames(r, NewResponseIds()), error, error};
+     }},
+    {"anthropic", AnthropicKeyCheck, "anthropic-version", true, "application/json",
+     [](const RequestError& e, std::string_view id, std::string_view) { return AnthropicErrorBody(e, id); },
+     [](const Reply& r) { return MessageBody(r, NewMessageIds()); },
+     [](const Reply& r, const RequestError& e) {
+       std::string error = MessageStreamErrorFrame(e);
+       return StreamPlan{kSseContentType, MessageStreamFrames(r, NewMessageIds()), error, error};
+     }},
+    {"gemini", GeminiKeyCheck, {}, false, "application/json; charset=UTF-8",
+     [](const RequestError& e, std::string_view, std::string_view reason) { return GeminiErrorBody(e, reason); },
+     [](const Reply& r) { return GenerateContentBody(r, NewResponseId()); },
+     [](const Reply& r, const RequestError& e) {
+       return StreamPlan{r.gemini_sse ? std::string_view("text/event-stream")
+                                      : std::string_view("application/json; charset=UTF-8"),
+                         GenerateContentStreamFrames(r, NewResponseId()),
+                         GeminiStreamErrorFrame(e, r.gemini_sse, true),
+                         GeminiStreamErrorFrame(e, r.gemini_sse, false)};
+     }},
+};
+
+const Codec& CodecFor(Protocol protocol) { return kCodecs[static_cast<int>(protocol)]; }
+
+// Which protocol's error body a path gets, also when the route is unknown.
+Protocol ProtocolOf(std::string_view path) {
+  if (path == "/v1/messages" || path.starts_with("/v1/messages/")) return Protocol::kAnthropic;
+  if (path.starts_with("/v1beta/")) return Protocol::kGemini;
+  return Protocol::kOpenAi;
+}
+
+Answer ErrorAnswer(Protocol protocol, const RequestError& error, std::string_view request_id,
+                   std::string_view reason = {}) {
+  const Codec& codec = CodecFor(protocol);
+  return Answer{static_cast<unsigned>(error.status), codec.json_content_type,
+                codec.error_body(error, request_id, reason)};
 }
 
 // Writes `answer`; returns whether the connection stays open.
@@ -83,13 +242,14 @@ Answer ErrorAnswer(const OpenAiError& error) {
 // GCC 12 miscompiles temporaries with destructors inside a co_await expression (they may be
 // freed twice), so the coroutines here only ever co_await calls whose arguments are named
 // objects or trivially destructible values.
-asio::awaitable<bool> Respond(beast::tcp_stream& stream, const Request& req,
+asio::awaitable<bool> Respond(beast::tcp_stream& stream, const Request& req, Protocol protocol,
                               const std::string& request_id, Answer& answer) {
   http::response<http::string_body> res;
   res.version(req.version());
   res.result(answer.status);
   res.set(http::field::content_type, answer.content_type);
   res.set("x-request-id", request_id);
+  if (CodecFor(protocol).request_id_header) res.set("request-id", request_id);
   if (answer.status == 429) res.set(http::field::retry_after, "1");
   res.keep_alive(req.keep_alive());
   res.body() = std::move(answer.body);
@@ -102,15 +262,19 @@ asio::awaitable<bool> Respond(beast::tcp_stream& stream, const Request& req,
 // Answers a request that cannot be read to its end, then closes. The unread input is
 // drained first: closing with unread data would reset the connection and could destroy
 // the answer before the client reads it.
-asio::awaitable<void> RejectAndClose(beast::tcp_stream& stream, unsigned status,
+asio::awaitable<void> RejectAndClose(beast::tcp_stream& stream, Protocol protocol, unsigned status,
                                      const std::string& message) {
+  const std::string request_id = "req_" + RandomHex(24);
+  const Answer answer =
+      ErrorAnswer(protocol, RequestError{static_cast<int>(status), message, {}, {}}, request_id);
   http::response<http::string_body> res;
   res.version(11);
   res.result(status);
-  res.set(http::field::content_type, "application/json");
-  res.set("x-request-id", "req_" + RandomHex(24));
+  res.set(http::field::content_type, answer.content_type);
+  res.set("x-request-id", request_id);
+  if (CodecFor(protocol).request_id_header) res.set("request-id", request_id);
   res.keep_alive(false);
-  res.body() = ErrorBody(OpenAiError{static_cast<int>(status), message, {}, {}});
+  res.body() = answer.body;
   res.prepare_payload();
   stream.expires_after(kIoTimeout);
   auto [ec, written] = co_await http::async_write(stream, res, kNoThrow);
@@ -227,36 +391,52 @@ class PeerWatch {
   bool gone_ = false;
 };
 
-// Writes the SSE frames of `reply`. Frames produced at the same instant share one write;
-// before every wait the pending bytes are flushed, so a client sees each delayed chunk when
-// it is produced.
+// Writes the frames of a streamed answer. Frames produced at the same instant share one
+// write; before every wait the pending bytes are flushed, so a client sees each delayed
+// chunk when it is produced. The first frame waits --ttft-ms (+ [mock:delay]), every later
+// content frame the chunk delay; [mock:drop-after=N] ends the stream before the (N+1)th
+// content frame or the finish frame, with the protocol's error event first when the request
+// also carries [mock:status].
 asio::awaitable<StreamEnd> WriteStream(beast::tcp_stream& stream, PeerWatch& watch,
-                                       const Request& req, const std::string& request_id,
-                                       const ChatReply& reply, const MockOptions& options) {
+                                       const Request& req, Protocol protocol,
+                                       const std::string& request_id,
+                                       const StreamPlan& plan, const MockMarkers& markers,
+                                       const MockOptions& options) {
   const bool chunked = req.version() >= 11;
   const bool keep_alive = chunked && req.keep_alive();
   std::string out = chunked ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n";
-  out += "Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nx-request-id: ";
+  out += "Content-Type: ";
+  out += plan.content_type;
+  out += "\r\nCache-Control: no-cache\r\nx-request-id: ";
   out += request_id;
   out += "\r\n";
+  if (CodecFor(protocol).request_id_header) {
+    out += "request-id: ";
+    out += request_id;
+    out += "\r\n";
+  }
   if (chunked) out += "Transfer-Encoding: chunked\r\n";
   if (!keep_alive) out += "Connection: close\r\n";
   out += "\r\n";
 
-  const std::int64_t chunk_delay_ms =
-      reply.markers.chunk_delay_ms.value_or(std::int64_t{options.chunk_delay_ms});
-  const std::vector<SseFrame> frames = ChatStreamFrames(reply, NewResponseIds());
-  const std::optional<int>& drop_after = reply.markers.drop_after;
+  const std::int64_t chunk_delay_ms = markers.chunk_delay_ms.value_or(std::int64_t{options.chunk_delay_ms});
+  const std::optional<int>& drop_after = markers.drop_after;
+  const bool error_at_drop = markers.status >= 400;
   int content_sent = 0;
-  for (const SseFrame& frame : frames) {
+  bool first = true;
+  for (const SseFrame& frame : plan.frames) {
     if (drop_after && ((frame.kind == FrameKind::kContent && content_sent >= *drop_after) ||
                        frame.kind == FrameKind::kFinish)) {
+      if (error_at_drop) {
+        AppendFrame(out, first ? plan.error_first : plan.error_later, chunked);
+        if (chunked) out += "0\r\n\r\n";
+      }
       co_await Flush(stream, out);
       co_return StreamEnd::kDropped;
     }
     std::int64_t wait_ms = 0;
-    if (frame.kind == FrameKind::kFirst) {
-      wait_ms = options.ttft_ms + reply.markers.delay_ms;
+    if (first) {
+      wait_ms = options.ttft_ms + markers.delay_ms;
     } else if (frame.kind == FrameKind::kContent) {
       wait_ms = chunk_delay_ms;
     }
@@ -265,6 +445,7 @@ asio::awaitable<StreamEnd> WriteStream(beast::tcp_stream& stream, PeerWatch& wat
       if (!co_await watch.Wait(wait_ms)) co_return StreamEnd::kAborted;
     }
     AppendFrame(out, frame.bytes, chunked);
+    first = false;
     if (frame.kind == FrameKind::kContent) ++content_sent;
   }
   if (chunked) out += "0\r\n\r\n";
@@ -272,15 +453,15 @@ asio::awaitable<StreamEnd> WriteStream(beast::tcp_stream& stream, PeerWatch& wat
   co_return StreamEnd::kCompleted;
 }
 
-// Streams the answer as SSE and counts it in ProcessStreamStats(); returns whether the
-// connection stays open. HTTP/1.0 clients get a close-delimited body instead of chunked
-// encoding.
-asio::awaitable<bool> StreamChat(beast::tcp_stream& stream, beast::flat_buffer& buffer,
-                                 const Request& req, const std::string& request_id,
-                                 const ChatReply& reply, const MockOptions& options) {
+// Streams the answer and counts it in ProcessStreamStats(); returns whether the connection
+// stays open. HTTP/1.0 clients get a close-delimited body instead of chunked encoding.
+asio::awaitable<bool> StreamReply(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                  const Request& req, Protocol protocol, const std::string& request_id,
+                                  const StreamPlan& plan, const MockMarkers& markers,
+                                  const MockOptions& options) {
   StreamTracker tracker(ProcessStreamStats());
   PeerWatch watch(stream, buffer);
-  const StreamEnd end = co_await WriteStream(stream, watch, req, request_id, reply, options);
+  const StreamEnd end = co_await WriteStream(stream, watch, req, protocol, request_id, plan, markers, options);
   co_await watch.Stop();
   tracker.End(end);
   if (end == StreamEnd::kDropped) {
@@ -291,83 +472,204 @@ asio::awaitable<bool> StreamChat(beast::tcp_stream& stream, beast::flat_buffer& 
   co_return end == StreamEnd::kCompleted && req.version() >= 11 && req.keep_alive();
 }
 
-// Every route but chat: answered at once.
-Answer RouteImmediate(const Request& req, std::string_view path) {
-  const bool is_get = req.method() == http::verb::get;
-  if (path == "/healthz" && is_get) return Answer{200, "text/plain; charset=utf-8", "ok"};
-  if (path == "/mock/stats" && is_get) {
-    return Answer{200, "application/json", StreamStatsBody(ProcessStreamStats().Snapshot())};
-  }
-  if (path == "/v1/models" && is_get) return Answer{200, "application/json", ModelListBody()};
-  constexpr std::string_view kModelPrefix = "/v1/models/";
-  if (path.starts_with(kModelPrefix) && is_get) {
-    const std::string_view id = path.substr(kModelPrefix.size());
-    if (std::optional<std::string> model = ModelBody(id)) {
-      return Answer{200, "application/json", std::move(*model)};
+// Every endpoint the mock serves, in one place. The Gemini row is a prefix: the rest of the
+// path is `{model}:{method}`, resolved by kGeminiMethods.
+enum class Endpoint {
+  kHealth,
+  kStats,
+  kModels,
+  kModel,
+  kChatCompletions,
+  kMessages,
+  kCountMessageTokens,
+  kGeminiModel,
+  kGenerateContent,
+  kStreamGenerateContent,
+  kCountGeminiTokens,
+  kNotFound,
+};
+
+struct Route {
+  http::verb method;
+  std::string_view path;
+  bool prefix;  // the path continues with an id
+  Endpoint endpoint;
+};
+
+constexpr Route kRoutes[] = {
+    {http::verb::get, "/healthz", false, Endpoint::kHealth},
+    {http::verb::get, "/mock/stats", false, Endpoint::kStats},
+    {http::verb::get, "/v1/models", false, Endpoint::kModels},
+    {http::verb::get, "/v1/models/", true, Endpoint::kModel},
+    {http::verb::post, "/v1/chat/completions", false, Endpoint::kChatCompletions},
+    {http::verb::post, "/v1/messages", false, Endpoint::kMessages},
+    {http::verb::post, "/v1/messages/count_tokens", false, Endpoint::kCountMessageTokens},
+    {http::verb::post, "/v1beta/models/", true, Endpoint::kGeminiModel},
+};
+
+constexpr std::pair<std::string_view, Endpoint> kGeminiMethods[] = {
+    {"generateContent", Endpoint::kGenerateContent},
+    {"streamGenerateContent", Endpoint::kStreamGenerateContent},
+    {"countTokens", Endpoint::kCountGeminiTokens},
+};
+
+struct RouteMatch {
+  Endpoint endpoint = Endpoint::kNotFound;
+  std::string_view id;  // the model id of `/v1/models/{id}` and `/v1beta/models/{id}:method`
+};
+
+RouteMatch MatchRoute(http::verb method, std::string_view path) {
+  for (const Route& route : kRoutes) {
+    if (route.method != method) continue;
+    if (!route.prefix) {
+      if (path == route.path) return RouteMatch{route.endpoint, {}};
+      continue;
     }
-    return ErrorAnswer(OpenAiError{404, "The model '" + std::string(id) + "' does not exist",
-                                   "model", "model_not_found"});
+    if (!path.starts_with(route.path) || path.size() == route.path.size()) continue;
+    const std::string_view rest = path.substr(route.path.size());
+    if (route.endpoint != Endpoint::kGeminiModel) return RouteMatch{route.endpoint, rest};
+    const std::size_t colon = rest.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) return {};
+    for (const auto& [name, endpoint] : kGeminiMethods) {
+      if (rest.substr(colon + 1) == name) return RouteMatch{endpoint, rest.substr(0, colon)};
+    }
+    return {};
   }
-  return ErrorAnswer(OpenAiError{
-      404, "Invalid URL (" + std::string(View(req.method_string())) + " " + std::string(path) + ")",
-      {}, {}});
+  return {};
 }
 
-// A 401 answer when the server wants a key and `req` lacks it.
-std::optional<Answer> CheckApiKey(const Request& req, const MockOptions& options) {
-  if (options.api_key.empty()) return std::nullopt;
-  const std::string_view authorization = View(req[http::field::authorization]);
-  if (authorization.empty()) {
-    return ErrorAnswer(OpenAiError{
-        401,
-        "You didn't provide an API key. You need to provide your API key in an Authorization "
-        "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-        {},
-        {}});
+// The planned answer of a completion endpoint (chat, messages, generateContent).
+std::variant<Reply, RequestError> PlanCompletion(const RouteMatch& route, const Request& req,
+                                                 std::string_view target, const MockOptions& options) {
+  switch (route.endpoint) {
+    case Endpoint::kChatCompletions:
+      return PlanChatReply(req.body(), options.reply_words);
+    case Endpoint::kMessages:
+      return PlanMessagesReply(req.body(), options.reply_words);
+    case Endpoint::kGenerateContent:
+    case Endpoint::kStreamGenerateContent: {
+      const GeminiOptions gemini{options.reply_words, options.gemini_cache_min_tokens};
+      std::variant<Reply, RequestError> planned = PlanGenerateContent(route.id, req.body(), gemini);
+      if (Reply* reply = std::get_if<Reply>(&planned)) {
+        reply->stream = route.endpoint == Endpoint::kStreamGenerateContent;
+        reply->gemini_sse = QueryParam(target, "alt") == "sse";
+      }
+      return planned;
+    }
+    default:
+      return RequestError{404, "not a completion endpoint", {}, {}};
   }
-  constexpr std::string_view kBearer = "Bearer ";
-  if (!authorization.starts_with(kBearer) ||
-      authorization.substr(kBearer.size()) != options.api_key) {
-    return ErrorAnswer(ErrorForStatus(401, "Incorrect API key provided."));
+}
+
+bool IsCompletion(Endpoint endpoint) {
+  return endpoint == Endpoint::kChatCompletions || endpoint == Endpoint::kMessages ||
+         endpoint == Endpoint::kGenerateContent || endpoint == Endpoint::kStreamGenerateContent;
+}
+
+// Plans and answers a completion request: its error, the forced status, a stream or the
+// complete body. Returns whether the connection stays open.
+asio::awaitable<bool> AnswerCompletion(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                       const Request& req, const std::string& request_id,
+                                       Protocol protocol, RouteMatch route, ServerState& state) {
+  const MockOptions& options = state.options;
+  std::variant<Reply, RequestError> planned = PlanCompletion(route, req, View(req.target()), options);
+  Answer answer;
+  if (const RequestError* error = std::get_if<RequestError>(&planned)) {
+    answer = ErrorAnswer(protocol, *error, request_id);
+    co_return co_await Respond(stream, req, protocol, request_id, answer);
   }
-  return std::nullopt;
+  Reply& reply = std::get<Reply>(planned);
+  const MockMarkers& markers = reply.markers;
+  // With drop-after as well, a streamed answer starts and the status comes as an error event.
+  const bool error_mid_stream = reply.stream && markers.drop_after.has_value();
+  if (markers.status >= 400 && !error_mid_stream) {
+    co_await Sleep(markers.delay_ms);
+    answer = ErrorAnswer(protocol, ForcedStatusError(markers.status), request_id);
+    co_return co_await Respond(stream, req, protocol, request_id, answer);
+  }
+  reply.usage.cache = state.cache.Resolve(CodecFor(protocol).name, reply.cache);
+  if (reply.stream) {
+    const StreamPlan plan = CodecFor(protocol).stream_plan(reply, ForcedStatusError(markers.status));
+    co_return co_await StreamReply(stream, buffer, req, protocol, request_id, plan, markers, options);
+  }
+  co_await Sleep(std::int64_t{options.latency_ms} + markers.delay_ms);
+  answer.content_type = CodecFor(protocol).json_content_type;
+  answer.body = CodecFor(protocol).sync_body(reply);
+  co_return co_await Respond(stream, req, protocol, request_id, answer);
+}
+
+// Every other answer, at once: key and header checks, operations routes, token counts, 404.
+Answer ImmediateAnswer(const Request& req, std::string_view path, Protocol protocol,
+                       const RouteMatch& route, const std::string& request_id) {
+  switch (route.endpoint) {
+    case Endpoint::kHealth:
+      return Answer{200, "text/plain; charset=utf-8", "ok"};
+    case Endpoint::kStats:
+      return Answer{200, "application/json", StreamStatsBody(ProcessStreamStats().Snapshot())};
+    case Endpoint::kModels:
+      return Answer{200, "application/json", ModelListBody()};
+    case Endpoint::kModel:
+      if (std::optional<std::string> model = ModelBody(route.id)) {
+        return Answer{200, "application/json", std::move(*model)};
+      }
+      return ErrorAnswer(protocol,
+                         RequestError{404, "The model '" + std::string(route.id) + "' does not exist",
+                                      "model", "model_not_found"},
+                         request_id);
+    case Endpoint::kCountMessageTokens: {
+      std::variant<std::int64_t, RequestError> counted = CountMessageTokens(req.body());
+      if (const RequestError* error = std::get_if<RequestError>(&counted)) {
+        return ErrorAnswer(protocol, *error, request_id);
+      }
+      return Answer{200, "application/json", MessageTokenCountBody(std::get<std::int64_t>(counted))};
+    }
+    case Endpoint::kCountGeminiTokens: {
+      std::variant<std::int64_t, RequestError> counted = CountGeminiTokens(route.id, req.body());
+      if (const RequestError* error = std::get_if<RequestError>(&counted)) {
+        return ErrorAnswer(protocol, *error, request_id);
+      }
+      return Answer{200, "application/json; charset=UTF-8",
+                    GeminiTokenCountBody(std::get<std::int64_t>(counted))};
+    }
+    default:
+      return ErrorAnswer(protocol,
+                         RequestError{404,
+                                      "Invalid URL (" + std::string(View(req.method_string())) + " " +
+                                          std::string(path) + ")",
+                                      {},
+                                      {}},
+                         request_id);
+  }
 }
 
 // Routes one request; returns whether the connection stays open.
 asio::awaitable<bool> HandleRequest(beast::tcp_stream& stream, beast::flat_buffer& buffer,
-                                    const Request& req, const MockOptions& options) {
+                                    const Request& req, ServerState& state) {
   const std::string request_id = "req_" + RandomHex(24);
   const std::string_view target = View(req.target());
   const std::string_view path = target.substr(0, target.find('?'));
+  const Protocol protocol = ProtocolOf(path);
+  const RouteMatch route = MatchRoute(req.method(), path);
 
-  Answer answer;
-  std::optional<Answer> unauthorized;
-  if (path.starts_with("/v1/")) unauthorized = CheckApiKey(req, options);
-  if (unauthorized) {
-    answer = std::move(*unauthorized);
-  } else if (path == "/v1/chat/completions" && req.method() == http::verb::post) {
-    std::variant<ChatReply, OpenAiError> planned = PlanChatReply(req.body(), options.reply_words);
-    if (const OpenAiError* error = std::get_if<OpenAiError>(&planned)) {
-      answer = ErrorAnswer(*error);
-    } else {
-      const ChatReply& reply = std::get<ChatReply>(planned);
-      if (reply.markers.status >= 400) {
-        co_await Sleep(reply.markers.delay_ms);
-        const std::string status = std::to_string(reply.markers.status);
-        answer = ErrorAnswer(ErrorForStatus(
-            reply.markers.status,
-            "mock-provider: status " + status + " forced by [mock:status=" + status + "]"));
-      } else if (reply.stream) {
-        co_return co_await StreamChat(stream, buffer, req, request_id, reply, options);
-      } else {
-        co_await Sleep(std::int64_t{options.latency_ms} + reply.markers.delay_ms);
-        answer.body = ChatCompletionBody(reply, NewResponseIds());
-      }
-    }
-  } else {
-    answer = RouteImmediate(req, path);
+  const Codec& codec = CodecFor(protocol);
+  std::optional<KeyFailure> key_failure;
+  if (!state.options.api_key.empty() && (path.starts_with("/v1/") || path.starts_with("/v1beta/"))) {
+    key_failure = codec.check_key(req, target, state.options.api_key);
   }
-  co_return co_await Respond(stream, req, request_id, answer);
+  Answer answer;
+  if (key_failure) {
+    answer = ErrorAnswer(protocol, key_failure->error, request_id, key_failure->reason);
+  } else if (!codec.required_header.empty() && route.endpoint != Endpoint::kNotFound &&
+             req[codec.required_header].empty()) {
+    answer = ErrorAnswer(protocol,
+                         RequestError{400, std::string(codec.required_header) + ": header is required", {}, {}},
+                         request_id);
+  } else if (IsCompletion(route.endpoint)) {
+    co_return co_await AnswerCompletion(stream, buffer, req, request_id, protocol, route, state);
+  } else {
+    answer = ImmediateAnswer(req, path, protocol, route, request_id);
+  }
+  co_return co_await Respond(stream, req, protocol, request_id, answer);
 }
 
 bool IsMalformedRequest(const beast::error_code& ec) {
@@ -376,8 +678,8 @@ bool IsMalformedRequest(const beast::error_code& ec) {
          ec != http::error::partial_message;
 }
 
-asio::awaitable<void> ServeConnection(tcp::socket socket,
-                                      std::shared_ptr<const MockOptions> options) {
+asio::awaitable<void> ServeConnection(tcp::socket socket, std::shared_ptr<ServerState> state) {
+  const MockOptions* options = &state->options;
   static const std::string kTooLarge = "Request body too large; the limit is 8 MiB.";
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
@@ -390,13 +692,14 @@ asio::awaitable<void> ServeConnection(tcp::socket socket,
     auto [header_ec, header_bytes] =
         co_await http::async_read_header(stream, buffer, parser, kNoThrow);
     if (header_ec == http::error::body_limit) {
-      co_await RejectAndClose(stream, 413, kTooLarge);
+      const std::string_view target = View(parser.get().target());
+      co_await RejectAndClose(stream, ProtocolOf(target.substr(0, target.find('?'))), 413, kTooLarge);
       co_return;
     }
     if (header_ec) {
       if (IsMalformedRequest(header_ec)) {
         const std::string message = "Malformed HTTP request: " + header_ec.message();
-        co_await RejectAndClose(stream, 400, message);
+        co_await RejectAndClose(stream, Protocol::kOpenAi, 400, message);
       }
       break;
     }
@@ -412,19 +715,20 @@ asio::awaitable<void> ServeConnection(tcp::socket socket,
       stream.expires_after(kIoTimeout);
       auto [body_ec, body_bytes] = co_await http::async_read(stream, buffer, parser, kNoThrow);
       if (body_ec == http::error::body_limit) {
-        co_await RejectAndClose(stream, 413, kTooLarge);
+        const std::string_view target = View(parser.get().target());
+        co_await RejectAndClose(stream, ProtocolOf(target.substr(0, target.find('?'))), 413, kTooLarge);
         co_return;
       }
       if (body_ec) {
         if (IsMalformedRequest(body_ec)) {
           const std::string message = "Malformed HTTP request: " + body_ec.message();
-          co_await RejectAndClose(stream, 400, message);
+          co_await RejectAndClose(stream, Protocol::kOpenAi, 400, message);
         }
         break;
       }
     }
 
-    if (!co_await HandleRequest(stream, buffer, parser.get(), *options)) break;
+    if (!co_await HandleRequest(stream, buffer, parser.get(), *state)) break;
   }
   beast::error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -434,7 +738,7 @@ asio::awaitable<void> ServeConnection(tcp::socket socket,
 // runs on its own thread, so a connection never needs a strand.
 asio::awaitable<void> AcceptConnections(tcp::acceptor& acceptor,
                                         std::vector<std::unique_ptr<asio::io_context>>& contexts,
-                                        std::shared_ptr<const MockOptions> options) {
+                                        std::shared_ptr<ServerState> state) {
   std::size_t next = 0;
   while (acceptor.is_open()) {
     asio::io_context& context = *contexts[next++ % contexts.size()];
@@ -448,7 +752,7 @@ asio::awaitable<void> AcceptConnections(tcp::acceptor& acceptor,
     }
     beast::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    asio::co_spawn(context, ServeConnection(std::move(socket), options), ReportFailure);
+    asio::co_spawn(context, ServeConnection(std::move(socket), state), ReportFailure);
   }
 }
 
@@ -459,7 +763,9 @@ std::string HostForUrl(const std::string& host) {
 }  // namespace
 
 int RunMockProvider(const MockOptions& mock_options) {
-  auto options = std::make_shared<const MockOptions>(mock_options);
+  auto state = std::make_shared<ServerState>();
+  state->options = mock_options;
+  const MockOptions* options = &state->options;
   const std::size_t thread_count = static_cast<std::size_t>(std::max(1, options->threads));
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   for (std::size_t i = 0; i < thread_count; ++i) {
@@ -505,7 +811,7 @@ int RunMockProvider(const MockOptions& mock_options) {
       acceptor.close(ignored);
       for (auto& context : contexts) context->stop();
     });
-    asio::co_spawn(*contexts[0], AcceptConnections(acceptor, contexts, options), ReportFailure);
+    asio::co_spawn(*contexts[0], AcceptConnections(acceptor, contexts, state), ReportFailure);
 
     std::vector<std::thread> threads;
     for (std::size_t i = 1; i < contexts.size(); ++i) {

@@ -1,5 +1,6 @@
-// The mock provider binary over loopback sockets: `GET /mock/stats` and how streams end,
-// in particular a client that leaves while the mock waits on a long timer.
+// The mock provider binary over loopback sockets: `GET /mock/stats` and how streams end (in
+// particular a client that leaves while the mock waits on a long timer), and each protocol's
+// routes, keys, answers, streams and injected failures on the real listener.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -10,10 +11,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <boost/json.hpp>
 
@@ -62,6 +65,112 @@ std::string ReadUntil(int fd, const std::string& needle, std::chrono::millisecon
     got.append(buf, static_cast<std::size_t>(n));
   }
   return got;
+}
+
+// Reads until the peer closes the connection or `timeout` passes.
+std::string ReadAll(int fd, std::chrono::milliseconds timeout) {
+  std::string got;
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+struct HttpResponse {
+  int status = 0;
+  std::string head;  // status line and headers
+  std::string body;  // de-chunked
+  bool complete = false;  // chunked body ended with its terminating chunk
+};
+
+HttpResponse ParseResponse(const std::string& raw) {
+  HttpResponse res;
+  const std::size_t end = raw.find("\r\n\r\n");
+  if (end == std::string::npos || raw.size() < 12) return res;
+  res.head = raw.substr(0, end);
+  res.status = std::stoi(raw.substr(9, 3));
+  std::string rest = raw.substr(end + 4);
+  if (res.head.find("Transfer-Encoding: chunked") == std::string::npos) {
+    res.body = rest;
+    res.complete = true;
+    return res;
+  }
+  std::size_t pos = 0;
+  while (pos < rest.size()) {
+    const std::size_t line = rest.find("\r\n", pos);
+    if (line == std::string::npos) break;
+    const std::size_t size = std::stoul(rest.substr(pos, line - pos), nullptr, 16);
+    if (size == 0) {
+      res.complete = true;
+      break;
+    }
+    res.body += rest.substr(line + 2, size);
+    pos = line + 2 + size + 2;
+  }
+  return res;
+}
+
+// One request on its own connection (`Connection: close`), read to the end.
+HttpResponse Exchange(int port, const std::string& method, const std::string& target,
+                      const std::string& headers, const std::string& body = {}) {
+  int fd = Connect(port);
+  EXPECT_GE(fd, 0);
+  std::string request = method + " " + target + " HTTP/1.1\r\nHost: mock\r\nConnection: close\r\n" +
+                        headers + "Content-Type: application/json\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n\r\n" + body;
+  SendAll(fd, request);
+  HttpResponse res = ParseResponse(ReadAll(fd, std::chrono::seconds(10)));
+  close(fd);
+  return res;
+}
+
+const std::string kAnthropicHeaders =
+    "x-api-key: mock-test-key\r\nanthropic-version: 2023-06-01\r\n";
+const std::string kGeminiHeaders = "x-goog-api-key: mock-test-key\r\n";
+const std::string kOpenAiHeaders = "Authorization: Bearer mock-test-key\r\n";
+
+std::string MessagesBody(const std::string& text, bool stream) {
+  return std::string(R"({"model":"m","max_tokens":64,"stream":)") + (stream ? "true" : "false") +
+         R"(,"messages":[{"role":"user","content":")" + text + R"("}]})";
+}
+
+std::string GeminiBody(const std::string& text) {
+  return R"({"contents":[{"role":"user","parts":[{"text":")" + text + R"("}]}]})";
+}
+
+// The `data:` payloads of an SSE body, and the `event:` names when present.
+struct Sse {
+  std::vector<std::string> events;
+  std::vector<json::value> data;
+};
+
+Sse ParseSse(const std::string& body) {
+  Sse sse;
+  std::size_t pos = 0;
+  while (pos < body.size()) {
+    std::size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) end = body.size();
+    const std::string block = body.substr(pos, end - pos);
+    pos = end + 2;
+    std::size_t line_start = 0;
+    while (line_start < block.size()) {
+      std::size_t line_end = block.find('\n', line_start);
+      if (line_end == std::string::npos) line_end = block.size();
+      const std::string line = block.substr(line_start, line_end - line_start);
+      if (line.starts_with("event: ")) sse.events.push_back(line.substr(7));
+      if (line.starts_with("data: ") && line != "data: [DONE]") sse.data.push_back(json::parse(line.substr(6)));
+      line_start = line_end + 1;
+    }
+  }
+  return sse;
 }
 
 std::string ChatRequest(const std::string& user_text, bool stream = true) {
@@ -242,6 +351,204 @@ TEST_F(MockServerTest, DropAfterIsCountedAsDropped) {
   const json::object after = Stats();
   EXPECT_EQ(after.at("streams_aborted").as_int64(), before.at("streams_aborted").as_int64());
   EXPECT_EQ(after.at("open_streams").as_int64(), 0);
+}
+
+// The same question asked in each protocol gets the same text over the wire.
+TEST_F(MockServerTest, AnthropicMessagesSyncAndStream) {
+  const std::string question = "What is the plan? (anthropic)";
+  const HttpResponse openai = Exchange(port_, "POST", "/v1/chat/completions", kOpenAiHeaders,
+                                       R"({"model":"m","messages":[{"role":"user","content":")" + question + R"("}]})");
+  ASSERT_EQ(openai.status, 200) << openai.body;
+  const std::string expected =
+      json::parse(openai.body).at("choices").at(0).at("message").at("content").as_string().c_str();
+
+  const HttpResponse sync = Exchange(port_, "POST", "/v1/messages", kAnthropicHeaders, MessagesBody(question, false));
+  ASSERT_EQ(sync.status, 200) << sync.body;
+  EXPECT_NE(sync.head.find("\r\nrequest-id: req_"), std::string::npos);  // Anthropic's header
+  const json::object message = json::parse(sync.body).as_object();
+  EXPECT_EQ(message.at("type").as_string(), "message");
+  EXPECT_EQ(message.at("content").at(0).at("text").as_string(), expected);
+  EXPECT_EQ(message.at("stop_reason").as_string(), "end_turn");
+  EXPECT_EQ(message.at("usage").at("output_tokens").as_int64(), 4);
+
+  const HttpResponse stream = Exchange(port_, "POST", "/v1/messages", kAnthropicHeaders, MessagesBody(question, true));
+  ASSERT_EQ(stream.status, 200);
+  EXPECT_NE(stream.head.find("Content-Type: text/event-stream"), std::string::npos);
+  EXPECT_TRUE(stream.complete);
+  const Sse sse = ParseSse(stream.body);
+  ASSERT_EQ(sse.events.size(), sse.data.size());
+  ASSERT_GE(sse.events.size(), 7u);
+  EXPECT_EQ(sse.events.front(), "message_start");
+  EXPECT_EQ(sse.events[sse.events.size() - 2], "message_delta");
+  EXPECT_EQ(sse.events.back(), "message_stop");
+  std::string text;
+  for (std::size_t i = 0; i < sse.events.size(); ++i) {
+    EXPECT_EQ(sse.data[i].at("type").as_string(), sse.events[i]);
+    if (sse.events[i] == "content_block_delta") text += sse.data[i].at("delta").at("text").as_string();
+  }
+  EXPECT_EQ(text, expected);
+
+  // A Bearer key is accepted too (the Node SDK 1.x sends only that).
+  EXPECT_EQ(Exchange(port_, "POST", "/v1/messages",
+                     "Authorization: Bearer mock-test-key\r\nanthropic-version: 2023-06-01\r\n",
+                     MessagesBody(question, false)).status, 200);
+  const HttpResponse counted = Exchange(port_, "POST", "/v1/messages/count_tokens", kAnthropicHeaders,
+                                        R"({"model":"m","messages":[{"role":"user","content":")" + question + R"("}]})");
+  EXPECT_EQ(json::parse(counted.body).at("input_tokens").as_int64(), message.at("usage").at("input_tokens").as_int64());
+}
+
+TEST_F(MockServerTest, AnthropicRejectsLikeAnthropic) {
+  auto error_type = [](const HttpResponse& res) {
+    return std::string(json::parse(res.body).at("error").at("type").as_string());
+  };
+  HttpResponse res = Exchange(port_, "POST", "/v1/messages", "x-api-key: mock-test-key\r\n", MessagesBody("x", false));
+  EXPECT_EQ(res.status, 400);
+  EXPECT_EQ(error_type(res), "invalid_request_error");
+  EXPECT_EQ(json::parse(res.body).at("error").at("message").as_string(), "anthropic-version: header is required");
+  res = Exchange(port_, "POST", "/v1/messages", "x-api-key: wrong\r\nanthropic-version: 2023-06-01\r\n",
+                 MessagesBody("x", false));
+  EXPECT_EQ(res.status, 401);
+  EXPECT_EQ(error_type(res), "authentication_error");
+  EXPECT_TRUE(json::parse(res.body).at("request_id").as_string().starts_with("req_"));
+  res = Exchange(port_, "POST", "/v1/messages", kAnthropicHeaders, R"({"model":"m","messages":[{"role":"user","content":"x"}]})");
+  EXPECT_EQ(res.status, 400);
+  EXPECT_EQ(json::parse(res.body).at("error").at("message").as_string(), "max_tokens: Field required");
+  // [mock:status] answers the status with Anthropic's error type, also when streaming.
+  res = Exchange(port_, "POST", "/v1/messages", kAnthropicHeaders, MessagesBody("x [mock:status=529]", true));
+  EXPECT_EQ(res.status, 529);
+  EXPECT_EQ(error_type(res), "overloaded_error");
+  res = Exchange(port_, "POST", "/v1/messages", kAnthropicHeaders, MessagesBody("x [mock:status=429]", false));
+  EXPECT_EQ(res.status, 429);
+  EXPECT_EQ(error_type(res), "rate_limit_error");
+  EXPECT_NE(res.head.find("Retry-After: 1"), std::string::npos);
+}
+
+TEST_F(MockServerTest, GeminiGenerateContentSyncSseAndArray) {
+  const std::string question = "What is the plan? (gemini)";
+  const HttpResponse openai = Exchange(port_, "POST", "/v1/chat/completions", kOpenAiHeaders,
+                                       R"({"model":"gemini-x","messages":[{"role":"user","content":")" + question + R"("}]})");
+  const std::string expected =
+      json::parse(openai.body).at("choices").at(0).at("message").at("content").as_string().c_str();
+
+  const HttpResponse sync = Exchange(port_, "POST", "/v1beta/models/gemini-x:generateContent?key=mock-test-key", "",
+                                     GeminiBody(question));
+  ASSERT_EQ(sync.status, 200) << sync.body;
+  const json::value body = json::parse(sync.body);
+  EXPECT_EQ(body.at("candidates").at(0).at("content").at("parts").at(0).at("text").as_string(), expected);
+  EXPECT_EQ(body.at("modelVersion").as_string(), "gemini-x");
+
+  const HttpResponse sse = Exchange(port_, "POST", "/v1beta/models/gemini-x:streamGenerateContent?alt=sse",
+                                    kGeminiHeaders, GeminiBody(question));
+  ASSERT_EQ(sse.status, 200);
+  EXPECT_NE(sse.head.find("Content-Type: text/event-stream"), std::string::npos);
+  const Sse frames = ParseSse(sse.body);
+  EXPECT_TRUE(frames.events.empty());  // no event: lines
+  ASSERT_EQ(frames.data.size(), 5u);
+  std::string text;
+  for (const json::value& chunk : frames.data) {
+    text += chunk.at("candidates").at(0).at("content").at("parts").at(0).at("text").as_string();
+  }
+  EXPECT_EQ(text, expected);
+  EXPECT_EQ(frames.data.back().at("candidates").at(0).at("finishReason").as_string(), "STOP");
+
+  const HttpResponse array = Exchange(port_, "POST", "/v1beta/models/gemini-x:streamGenerateContent",
+                                      kGeminiHeaders, GeminiBody(question));
+  ASSERT_EQ(array.status, 200);
+  EXPECT_NE(array.head.find("Content-Type: application/json"), std::string::npos);
+  EXPECT_EQ(json::parse(array.body).as_array().size(), 5u);
+
+  const HttpResponse counted = Exchange(port_, "POST", "/v1beta/models/gemini-x:countTokens", kGeminiHeaders,
+                                        GeminiBody(question));
+  EXPECT_EQ(json::parse(counted.body).at("totalTokens").as_int64(),
+            body.at("usageMetadata").at("promptTokenCount").as_int64());
+}
+
+TEST_F(MockServerTest, GeminiKeysAndForcedStatus) {
+  auto status_of = [](const HttpResponse& res) {
+    return std::string(json::parse(res.body).at("error").at("status").as_string());
+  };
+  HttpResponse res = Exchange(port_, "POST", "/v1beta/models/g:generateContent", "", GeminiBody("x"));
+  EXPECT_EQ(res.status, 403);
+  EXPECT_EQ(status_of(res), "PERMISSION_DENIED");
+  res = Exchange(port_, "POST", "/v1beta/models/g:generateContent?key=wrong", "", GeminiBody("x"));
+  EXPECT_EQ(res.status, 400);
+  EXPECT_EQ(json::parse(res.body).at("error").at("details").at(0).at("reason").as_string(), "API_KEY_INVALID");
+  res = Exchange(port_, "POST", "/v1beta/models/g:generateContent", kGeminiHeaders, GeminiBody("x [mock:status=429]"));
+  EXPECT_EQ(res.status, 429);
+  EXPECT_EQ(status_of(res), "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(json::parse(res.body).at("error").at("code").as_int64(), 429);
+  res = Exchange(port_, "POST", "/v1beta/models/g:streamGenerateContent?alt=sse", kGeminiHeaders,
+                 GeminiBody("x [mock:status=503]"));
+  EXPECT_EQ(res.status, 503);
+  EXPECT_EQ(status_of(res), "UNAVAILABLE");
+  res = Exchange(port_, "POST", "/v1beta/models/g:generateContent", kGeminiHeaders, "{}");
+  EXPECT_EQ(res.status, 400);
+  EXPECT_EQ(status_of(res), "INVALID_ARGUMENT");
+  res = Exchange(port_, "POST", "/v1beta/models/g:embedContent", kGeminiHeaders, GeminiBody("x"));
+  EXPECT_EQ(res.status, 404);
+  EXPECT_EQ(status_of(res), "NOT_FOUND");
+}
+
+// [mock:drop-after] cuts each protocol's stream; with [mock:status] as well, the protocol's
+// error event comes first (after a 200 has started).
+TEST_F(MockServerTest, DropAfterAndMidStreamErrorsInEveryProtocol) {
+  const std::int64_t dropped = Stat("streams_dropped");
+  HttpResponse res = Exchange(port_, "POST", "/v1/messages", kAnthropicHeaders,
+                              MessagesBody("cut [mock:drop-after=1]", true));
+  EXPECT_EQ(res.status, 200);
+  EXPECT_FALSE(res.complete);
+  Sse sse = ParseSse(res.body);
+  EXPECT_EQ(std::count(sse.events.begin(), sse.events.end(), "content_block_delta"), 1);
+  EXPECT_EQ(std::count(sse.events.begin(), sse.events.end(), "message_stop"), 0);
+
+  res = Exchange(port_, "POST", "/v1/messages", kAnthropicHeaders,
+                 MessagesBody("fail [mock:status=529][mock:drop-after=2]", true));
+  EXPECT_EQ(res.status, 200);
+  sse = ParseSse(res.body);
+  ASSERT_FALSE(sse.events.empty());
+  EXPECT_EQ(sse.events.back(), "error");
+  EXPECT_EQ(sse.data.back().at("error").at("type").as_string(), "overloaded_error");
+  EXPECT_EQ(std::count(sse.events.begin(), sse.events.end(), "content_block_delta"), 2);
+
+  res = Exchange(port_, "POST", "/v1beta/models/g:streamGenerateContent?alt=sse", kGeminiHeaders,
+                 GeminiBody("fail [mock:status=503][mock:drop-after=1]"));
+  EXPECT_EQ(res.status, 200);
+  sse = ParseSse(res.body);
+  ASSERT_EQ(sse.data.size(), 2u);
+  EXPECT_EQ(sse.data.back().at("error").at("code").as_int64(), 503);
+  EXPECT_EQ(sse.data.back().at("error").at("status").as_string(), "UNAVAILABLE");
+
+  res = Exchange(port_, "POST", "/v1beta/models/g:streamGenerateContent", kGeminiHeaders,
+                 GeminiBody("cut [mock:drop-after=2]"));
+  EXPECT_FALSE(res.complete);
+  EXPECT_TRUE(res.body.starts_with("[{"));
+  EXPECT_EQ(res.body.find("finishReason"), std::string::npos);
+  EXPECT_FALSE(res.body.ends_with("]"));  // the array is never closed
+
+  res = Exchange(port_, "POST", "/v1/chat/completions", kOpenAiHeaders,
+                 R"({"model":"m","stream":true,"messages":[{"role":"user","content":"fail [mock:status=500][mock:drop-after=0]"}]})");
+  EXPECT_EQ(res.status, 200);
+  sse = ParseSse(res.body);
+  ASSERT_EQ(sse.data.size(), 2u);  // the role chunk, then the error
+  EXPECT_EQ(sse.data.back().at("error").at("type").as_string(), "server_error");
+  EXPECT_EQ(res.body.find("[DONE]"), std::string::npos);
+
+  EXPECT_EQ(WaitStat("streams_dropped", dropped + 5, std::chrono::seconds(5)), dropped + 5);
+  EXPECT_EQ(WaitStat("open_streams", 0, std::chrono::seconds(5)), 0);
+}
+
+TEST_F(MockServerTest, CacheControlWritesThenReadsOverTheWire) {
+  const std::string body =
+      R"({"model":"m","max_tokens":16,"system":[{"type":"text","text":"Shared rules for the server test.",)"
+      R"("cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"Q"}]})";
+  const json::value first = json::parse(Exchange(port_, "POST", "/v1/messages", kAnthropicHeaders, body).body);
+  const json::value second = json::parse(Exchange(port_, "POST", "/v1/messages", kAnthropicHeaders, body).body);
+  const std::int64_t prefix = 4 + (33 + 3) / 4;
+  EXPECT_EQ(first.at("usage").at("cache_creation_input_tokens").as_int64(), prefix);
+  EXPECT_EQ(first.at("usage").at("cache_read_input_tokens").as_int64(), 0);
+  EXPECT_EQ(second.at("usage").at("cache_creation_input_tokens").as_int64(), 0);
+  EXPECT_EQ(second.at("usage").at("cache_read_input_tokens").as_int64(), prefix);
+  EXPECT_EQ(second.at("usage").at("input_tokens").as_int64(), 5);  // the user turn only
 }
 
 }  // namespace
