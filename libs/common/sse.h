@@ -18,8 +18,8 @@ class SseParser {
  public:
   // Appends complete events to `out`.
   void Feed(std::string_view bytes, std::vector<SseEvent>& out);
-  // Bytes buffered without a complete event (for limits).
-  size_t Pending() const { return buffer_.size(); }
+  // Bytes held for an event not yet complete: its data so far and the open line (for limits).
+  size_t Pending() const { return buffer_.size() + current_.data.size(); }
 
  private:
   void Line(std::string_view line, std::vector<SseEvent>& out);

@@ -30,6 +30,19 @@ TEST(MoneyTest, FormatsWithTwoToNineDecimals) {
   EXPECT_EQ(FormatUsd(99'999'838'000), "99.999838");
 }
 
+TEST(SseTest, PendingCountsAnUnfinishedEventForLimits) {
+  SseParser p;
+  std::vector<SseEvent> out;
+  p.Feed("data: abc", out);
+  EXPECT_EQ(p.Pending(), 9u);  // the open line
+  p.Feed("\ndata: de", out);
+  EXPECT_EQ(p.Pending(), 3u + 8u);  // the event's data so far, and the next open line
+  p.Feed("\n\n", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].data, "abc\nde");
+  EXPECT_EQ(p.Pending(), 0u);
+}
+
 TEST(SseTest, ParsesFramesSplitAcrossReads) {
   SseParser p;
   std::vector<SseEvent> out;

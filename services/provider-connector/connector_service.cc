@@ -48,6 +48,9 @@ Families& Metrics() {
 
 constexpr size_t kMaxErrorBody = 64 << 10;
 constexpr size_t kMaxResponseBody = 64 << 20;
+// One server-sent event (a line or a multi-line data field) may not grow past this
+// while it waits for its end: a stream without line ends cannot exhaust memory.
+constexpr size_t kMaxSseEvent = 4 << 20;
 
 // Drives one Chat RPC through its candidates. Lives until the last callback.
 class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
@@ -160,6 +163,10 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     }
     std::vector<SseEvent> frames;
     sse_.Feed(bytes, frames);
+    if (sse_.Pending() > kMaxSseEvent) {
+      protocol_error_ = absl::StrCat("upstream sent a stream event over ", kMaxSseEvent >> 20, " MiB");
+      return false;
+    }
     std::vector<ChatEvent> events;
     if (passthrough_) {
       // The caller speaks this protocol: the bytes go to it as they are, the decoded
