@@ -50,6 +50,12 @@ function assertUsage(usage, what) {
   }
 }
 
+// count_tokens is an estimate (the gateway's own, not the upstream's count): within 10 %
+// or 2 tokens of what the upstream reported for the same prompt.
+function assertClose(estimate, actual, what) {
+  assert.ok(Math.abs(estimate - actual) <= Math.max(2, Math.ceil(actual / 10)), `${what}: ${estimate} vs ${actual}`);
+}
+
 function textOf(message) {
   return message.content.filter((b) => b.type === 'text').map((b) => b.text).join('');
 }
@@ -210,7 +216,7 @@ for (const model of MODELS) {
       });
     });
 
-    test('count_tokens returns a positive input_tokens', async () => {
+    test('count_tokens returns a positive input_tokens, close to the input the sync answer reported', async () => {
       const { data, response } = await client.messages.countTokens({
         model, system: SYSTEM, messages: params.messages,
       }).withResponse();
@@ -218,6 +224,11 @@ for (const model of MODELS) {
       assertRequestId(response.headers, 'count_tokens');
       assert.ok(Number.isInteger(data.input_tokens) && data.input_tokens > 0,
                 `count_tokens: ${JSON.stringify(data)}`);
+      // The same system + messages as the sync answer: an estimate close to its input.
+      const u = sync.data.usage;
+      assertClose(data.input_tokens,
+                  u.input_tokens + (u.cache_read_input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0),
+                  `count_tokens ${JSON.stringify(data)} vs the sync usage ${JSON.stringify(u)}`);
       const withTools = await client.messages.countTokens({
         model, tools: [WEATHER_TOOL], messages: params.messages,
       });
@@ -246,6 +257,7 @@ async function expectApiError(promise, Class, status, type) {
   assert.ok(err.apiMessage.length > 0, 'empty error message');
   assert.ok(err.requestID, `HTTP ${status} has no request-id header`);
   assert.equal(err.headers.get('x-request-id'), err.requestID);
+  assert.equal(err.error.request_id, err.requestID, `body request_id: ${JSON.stringify(err.error)}`);
   return err;
 }
 
@@ -300,7 +312,7 @@ describe('anthropic errors', () => {
 });
 
 describe('anthropic billing', () => {
-  test('the balance drops by exactly the priced usage records of the requests', async () => {
+  test('the balance drops by exactly the priced usage records of the requests', async (t) => {
     const { account, key } = await createAccountWithKey({ name: 'e2e-anthropic-billing', credit: '10.00',
                                                           plan: 'unlimited' });
     const c = anthropic(key.key);
@@ -309,15 +321,23 @@ describe('anthropic billing', () => {
     const pricing = new Map();
     for (const model of MODELS) pricing.set(model, await modelPricing(model));
 
-    // A sync and a streamed request per model, one of them long.
+    // A sync and a streamed request per model, one of them long, then two with a
+    // cache_control'd system prompt (a cache write, then a read, where the upstream
+    // caches): whatever cache tokens come back are priced by the same formula.
     const plan = MODELS.flatMap((model, i) => [
       { model, stream: false, words: i === 0 ? 120 : 0 },
       { model, stream: true, words: 0 },
+      { model, stream: false, words: 0, cache: true },
+      { model, stream: true, words: 0, cache: true },
     ]);
     const done = [];
     for (const [i, p] of plan.entries()) {
       const content = `Billing check ${i} ${RUN_ID}` + (p.words ? ` [mock:words=${p.words}]` : '');
-      const params = { model: p.model, max_tokens: MAX_TOKENS, system: SYSTEM,
+      const system = p.cache
+        ? [{ type: 'text', cache_control: { type: 'ephemeral' },
+             text: `${SYSTEM} (cache ${p.model} ${RUN_ID}) ${'Answer in plain words. '.repeat(200)}` }]
+        : SYSTEM;
+      const params = { model: p.model, max_tokens: MAX_TOKENS, system,
                        messages: [{ role: 'user', content }] };
       let message;
       let requestId;
@@ -337,11 +357,12 @@ describe('anthropic billing', () => {
     }
     const expected = done.reduce((sum, r) => sum + r.cost, 0n);
     assert.ok(expected > 0n);
+    const detail = done.map((r) => `${r.model} stream=${r.stream} cache=${!!r.cache}: ` +
+                                   `${JSON.stringify(r.usage)} → ${nanoToUsd(r.cost)}`).join('\n');
+    t.diagnostic(detail);
 
     const end = await eventually(() => accountMoney(account.id),
                                  (m) => start.balance - m.balance >= expected);
-    const detail = done.map((r) => `${r.model} stream=${r.stream}: ${JSON.stringify(r.usage)} → ${nanoToUsd(r.cost)}`)
-                       .join('\n');
     assert.equal(nanoToUsd(start.balance - end.balance), nanoToUsd(expected),
                  `balance drop != sum of priced usage\n${detail}`);
     assert.equal(end.totalSpent - start.totalSpent, expected, 'total_spent moved differently');

@@ -212,9 +212,15 @@ for (const model of MODELS) {
       });
     });
 
-    test('countTokens returns a positive totalTokens', async () => {
+    test('countTokens returns a positive totalTokens, close to the prompt generateContent reported', async () => {
       const res = await ai.models.countTokens({ model, contents: params.contents });
       assert.ok(Number.isInteger(res.totalTokens) && res.totalTokens > 0, `countTokens: ${JSON.stringify(res)}`);
+      // An estimate (the gateway's own) close to the prompt the upstream reports; the Gemini
+      // API counts no systemInstruction here, so compare with a request without one.
+      const bare = await ai.models.generateContent({ model, contents: params.contents });
+      const actual = bare.usageMetadata.promptTokenCount;
+      assert.ok(Math.abs(res.totalTokens - actual) <= Math.max(2, Math.ceil(actual / 10)),
+                `countTokens ${JSON.stringify(res)} vs usageMetadata ${JSON.stringify(bare.usageMetadata)}`);
     });
 
     test('models.get shows the catalog model', async () => {
@@ -320,7 +326,7 @@ describe('gemini errors', () => {
 });
 
 describe('gemini billing', () => {
-  test('the balance drops by exactly the priced usage records of the requests', async () => {
+  test('the balance drops by exactly the priced usage records of the requests', async (t) => {
     const { account, key } = await createAccountWithKey({ name: 'e2e-gemini-billing', credit: '10.00',
                                                           plan: 'unlimited' });
     const c = genai(key.key);
@@ -329,16 +335,23 @@ describe('gemini billing', () => {
     const pricing = new Map();
     for (const model of MODELS) pricing.set(model, await modelPricing(model));
 
-    // A sync and a streamed request per model, one of them long.
+    // A sync and a streamed request per model, one of them long, then two with a long
+    // systemInstruction (Gemini's implicit cache: a write, then a read, where the upstream
+    // caches): whatever cache tokens come back are priced by the same formula.
     const plan = MODELS.flatMap((model, i) => [
       { model, stream: false, words: i === 0 ? 120 : 0 },
       { model, stream: true, words: 0 },
+      { model, stream: false, words: 0, cache: true },
+      { model, stream: true, words: 0, cache: true },
     ]);
     const done = [];
     for (const [i, p] of plan.entries()) {
       const text = `Billing check ${i} ${RUN_ID}` + (p.words ? ` [mock:words=${p.words}]` : '');
+      const systemInstruction = p.cache
+        ? `${SYSTEM} (cache ${p.model} ${RUN_ID}) ${'Answer in plain words. '.repeat(250)}`
+        : SYSTEM;
       const params = { model: p.model, contents: [{ role: 'user', parts: [{ text }] }],
-                       config: { systemInstruction: SYSTEM } };
+                       config: { systemInstruction } };
       let usage;
       let requestId;
       if (p.stream) {
@@ -372,11 +385,12 @@ describe('gemini billing', () => {
       expected += r.cost;
     }
     assert.ok(expected > 0n);
+    const detail = done.map((r) => `${r.model} stream=${r.stream} cache=${!!r.cache}: ` +
+                                   `${JSON.stringify(r.usage)} → ${nanoToUsd(r.cost)}`).join('\n');
+    t.diagnostic(detail);
 
     const end = await eventually(() => accountMoney(account.id),
                                  (m) => start.balance - m.balance >= expected);
-    const detail = done.map((r) => `${r.model} stream=${r.stream}: ${JSON.stringify(r.usage)} → ${nanoToUsd(r.cost)}`)
-                       .join('\n');
     assert.equal(nanoToUsd(start.balance - end.balance), nanoToUsd(expected),
                  `balance drop != sum of the priced usage records\n${detail}`);
     assert.equal(end.totalSpent - start.totalSpent, expected, 'total_spent moved differently');

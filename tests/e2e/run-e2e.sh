@@ -109,6 +109,8 @@ fi
 
 export NEXUSFLOW_HTTP_PORT="$HTTP_PORT"
 export NEXUSFLOW_MOCK_PORT="$MOCK_PORT"
+# Known to the tests, which also call the mock directly (pass-through comparisons).
+export NEXUSFLOW_MOCK_API_KEY="mock-upstream-e2e-${MODE}"
 export NEXUSFLOW_GRPC_PORT="$GRPC_PORT"
 export NEXUSFLOW_METRICS_PORT="$METRICS_PORT"
 export NEXUSFLOW_ADMIN_KEY="nf-admin-e2e-${MODE}-0123456789abcdef"

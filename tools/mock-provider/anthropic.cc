@@ -1,5 +1,7 @@
 #include "anthropic.h"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <charconv>
 #include <optional>
@@ -519,6 +521,23 @@ std::string MessageTokenCountBody(std::int64_t input_tokens) {
 
 MessageIds NewMessageIds() {
   return MessageIds{"msg_" + RandomHex(24), "toolu_" + RandomHex(24)};
+}
+
+MessageIds MessageIdsFor(const Reply& reply) {
+  // FNV-1a over what the answer says: the same request gets the same ids, so a relayed
+  // answer can be compared byte for byte with one asked of the mock directly.
+  auto fnv = [](std::string_view text, std::uint64_t h) {
+    for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+    return h;
+  };
+  std::uint64_t h = fnv(reply.model, 14695981039346656037ull);
+  h = fnv(reply.Text(), h);
+  h = fnv(reply.ThinkingText(), h);
+  if (reply.tool_call) h = fnv(reply.tool_call->name, h);
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h),
+                static_cast<unsigned long long>(fnv("toolu", h)));
+  return MessageIds{"msg_" + std::string(hex, 24), "toolu_" + std::string(hex + 8, 24)};
 }
 
 std::string MessageBody(const Reply& reply, const MessageIds& ids) {

@@ -30,6 +30,8 @@ struct MessageIds {
   std::string tool_use_id;  // toolu_<hex>
 };
 MessageIds NewMessageIds();
+// Ids derived from the answer itself (the same request, the same ids).
+MessageIds MessageIdsFor(const Reply& reply);
 
 // The `message` object of a non-streaming answer.
 std::string MessageBody(const Reply& reply, const MessageIds& ids);

@@ -204,10 +204,10 @@ const Codec kCodecs[] = {  // indexed by Protocol
      }},
     {"anthropic", AnthropicKeyCheck, "anthropic-version", true, "application/json",
      [](const RequestError& e, std::string_view id, std::string_view) { return AnthropicErrorBody(e, id); },
-     [](const Reply& r) { return MessageBody(r, NewMessageIds()); },
+     [](const Reply& r) { return MessageBody(r, MessageIdsFor(r)); },
      [](const Reply& r, const RequestError& e) {
        std::string error = MessageStreamErrorFrame(e);
-       return StreamPlan{kSseContentType, MessageStreamFrames(r, NewMessageIds()), error, error};
+       return StreamPlan{kSseContentType, MessageStreamFrames(r, MessageIdsFor(r)), error, error};
      }},
     {"gemini", GeminiKeyCheck, {}, false, "application/json; charset=UTF-8",
      [](const RequestError& e, std::string_view, std::string_view reason) { return GeminiErrorBody(e, reason); },
