@@ -143,7 +143,20 @@ net::awaitable<void> Gateway::HandleAnthropicMessages(HttpExchange& ex, auth::v1
   co_await RunChat(job, ex, log);
 }
 
-void Gateway::HandleAnthropicCountTokens(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
+namespace {
+
+// A key limited to some models may not use (or count tokens for) the others.
+std::optional<HttpError> ModelNotAllowed(const auth::v1::Identity& identity, const std::string& model) {
+  const auto& allowed = identity.allowed_models();
+  if (allowed.empty() || std::find(allowed.begin(), allowed.end(), model) != allowed.end()) return std::nullopt;
+  return HttpError(403, absl::StrCat("This API key is not allowed to use the model `", model, "`."), "model",
+                   "model_not_allowed");
+}
+
+}  // namespace
+
+void Gateway::HandleAnthropicCountTokens(const HttpRequest& req, const auth::v1::Identity& identity,
+                                         ResponseWriter& w, RequestLog& log) {
   // The body is a Messages request without max_tokens: counted as one would be sent.
   boost::system::error_code ec;
   boost::json::value body = boost::json::parse(req.body, ec);
@@ -160,6 +173,7 @@ void Gateway::HandleAnthropicCountTokens(const HttpRequest& req, ResponseWriter&
     if (model.status().code() == absl::StatusCode::kNotFound) e = HttpError(404, std::string(model.status().message()), "model", "model_not_found");
     return SendError(w, ApiProtocol::kAnthropic, e, log);
   }
+  if (auto denied = ModelNotAllowed(identity, model->id())) return SendError(w, ApiProtocol::kAnthropic, *denied, log);
   SendJson(w, 200, anthropic::CountTokensJson(connector::EstimatePromptTokens(parsed.request)), log);
 }
 
@@ -186,6 +200,8 @@ net::awaitable<void> Gateway::HandleGemini(HttpExchange& ex, auth::v1::Identity 
       if (resolved.status().code() == absl::StatusCode::kNotFound) e = HttpError(404, std::string(resolved.status().message()), "model", "model_not_found");
       co_return co_await SendError(ex, ApiProtocol::kGemini, e, log);
     }
+    if (auto denied = ModelNotAllowed(identity, resolved->id()))
+      co_return co_await SendError(ex, ApiProtocol::kGemini, *denied, log);
     HeaderList headers;
     AddRequestId(headers, log.request_id);
     co_return co_await ex.Send(200, "application/json",
@@ -217,9 +233,8 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
     co_return co_await SendError(ex, protocol, e, log);
   }
   job.model = std::move(*model);
-  const auto& allowed = job.identity.allowed_models();
-  if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), job.model.id()) == allowed.end())
-    co_return co_await SendError(ex, protocol, {403, absl::StrCat("This API key is not allowed to use the model `", job.model.id(), "`."), "model", "model_not_allowed"}, log);
+  if (auto denied = ModelNotAllowed(job.identity, job.model.id()))
+    co_return co_await SendError(ex, protocol, *denied, log);
 
   // Admission: a rate-limit lease and a billing hold, asked in parallel.
   job.prompt_estimate = connector::EstimatePromptTokens(job.request);

@@ -294,7 +294,7 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
     case Kind::kAnthropicMessages:
       co_return co_await HandleAnthropicMessages(ex, std::move(*identity), log);
     case Kind::kAnthropicCountTokens:
-      HandleAnthropicCountTokens(req, w, log);
+      HandleAnthropicCountTokens(req, *identity, w, log);
       break;
     case Kind::kGeminiModel:
       if (req.path.find(':') != std::string::npos)

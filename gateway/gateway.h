@@ -85,7 +85,8 @@ class Gateway {
                     ResponseWriter& w, RequestLog& log);
   boost::asio::awaitable<void> HandleAnthropicMessages(HttpExchange& ex, auth::v1::Identity identity,
                                                        RequestLog& log);
-  void HandleAnthropicCountTokens(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
+  void HandleAnthropicCountTokens(const HttpRequest& req, const auth::v1::Identity& identity,
+                                  ResponseWriter& w, RequestLog& log);
   // POST /v1beta/models/{model}:generateContent | :streamGenerateContent | :countTokens
   boost::asio::awaitable<void> HandleGemini(HttpExchange& ex, auth::v1::Identity identity,
                                             RequestLog& log);
