@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "libs/common/ids.h"
 
 namespace nexusflow::routing {
@@ -73,8 +74,11 @@ absl::StatusOr<pb::Model> Catalog::Resolve(const std::string& model, llm::v1::Pr
   if (protocol != llm::v1::PROTOCOL_UNSPECIFIED &&
       std::find(m->supported_protocols().begin(), m->supported_protocols().end(), protocol) ==
           m->supported_protocols().end()) {
+    std::vector<std::string> offered;
+    for (int p : m->supported_protocols()) offered.push_back(ProtocolName(static_cast<llm::v1::Protocol>(p)));
     return absl::FailedPreconditionError(absl::StrCat(
-        "The model `", model, "` is not offered on the ", ProtocolName(protocol), " protocol."));
+        "The model `", model, "` is not offered on the ", ProtocolName(protocol),
+        " protocol; it is offered on: ", offered.empty() ? "none" : absl::StrJoin(offered, ", "), "."));
   }
   if (!capability.empty() &&
       std::find(m->capabilities().begin(), m->capabilities().end(), capability) ==

@@ -64,8 +64,10 @@ TEST_F(RoutingServiceTest, UnknownModelIsNotFound) {
 
 TEST_F(RoutingServiceTest, ModelNotOnProtocolOrCapabilityIsFailedPrecondition) {
   pb::ResolveResponse resp;
-  EXPECT_EQ(Resolve("chat-a", llm::v1::PROTOCOL_GEMINI, "chat", &resp).error_code(),
-            grpc::FAILED_PRECONDITION);
+  grpc::Status s = Resolve("chat-a", llm::v1::PROTOCOL_GEMINI, "chat", &resp);
+  EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION);
+  // The caller learns where the model is offered.
+  EXPECT_NE(s.error_message().find("it is offered on: openai"), std::string::npos) << s.error_message();
   EXPECT_EQ(Resolve("embed", llm::v1::PROTOCOL_OPENAI, "chat", &resp).error_code(),
             grpc::FAILED_PRECONDITION);
 }
