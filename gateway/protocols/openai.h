@@ -16,10 +16,15 @@ struct ParsedChat {
   bool include_usage = false;  // stream_options.include_usage
 };
 
-// Parses and validates a /v1/chat/completions body. On failure fills `error` (400 with
-// the offending parameter) and returns false.
+// Parses and validates a /v1/chat/completions body (PROTOCOLS.md §A) without throwing. On
+// failure fills `error` (400 naming the offending parameter) and returns false.
+// reasoning_effort maps to ThinkingConfig{enabled, budget_tokens}: minimal 512, low 1024,
+// medium 4096, high 16384 (an explicit thinking_budget wins); "none" disables thinking.
+// logprobs/top_logprobs are validated and dropped: ChatRequest has no field for them.
 bool ParseChatRequest(std::string_view body, ParsedChat* out, HttpError* error);
 
+// Streams render choices[] per ChatEvent.choice_index; a sync body has one choice (index
+// 0), as a ChatAnswer holds one.
 std::unique_ptr<ChatRenderer> NewChatRenderer(std::string completion_id, std::string model,
                                               int64_t created, bool include_usage);
 

@@ -60,6 +60,205 @@ TEST(OpenAiParseTest, BadInputNamesTheParameter) {
   EXPECT_EQ(MustFail(R"({"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"function","function":{"name":"g"}},"tools":[{"type":"function","function":{"name":"f"}}]})").param, "tool_choice");
 }
 
+// Builds a body with one user message plus `extra` top-level fields.
+std::string With(const std::string& extra) {
+  return R"({"model":"m","messages":[{"role":"user","content":"x"}])" + (extra.empty() ? "" : "," + extra) + "}";
+}
+
+TEST(OpenAiParseTest, NSetsTheChoiceCount) {
+  EXPECT_EQ(MustParse(With(R"("n":3)")).request.sampling().n(), 3);
+  EXPECT_EQ(MustParse(With(R"("n":1)")).request.sampling().n(), 1);
+  EXPECT_EQ(MustParse(With("")).request.sampling().n(), 0);
+  EXPECT_EQ(MustFail(With(R"("n":0)")).param, "n");
+  EXPECT_EQ(MustFail(With(R"("n":"2")")).param, "n");
+  EXPECT_EQ(MustFail(With(R"("n":1.5)")).param, "n");
+}
+
+TEST(OpenAiParseTest, StopIsAStringOrUpToFourStrings) {
+  auto r = MustParse(With(R"("stop":["a","b","c","d"])")).request;
+  ASSERT_EQ(r.sampling().stop_sequences_size(), 4);
+  EXPECT_EQ(r.sampling().stop_sequences(3), "d");
+  EXPECT_EQ(MustParse(With(R"("stop":"END")")).request.sampling().stop_sequences(0), "END");
+  EXPECT_EQ(MustParse(With(R"("stop":null)")).request.sampling().stop_sequences_size(), 0);
+  EXPECT_EQ(MustFail(With(R"("stop":["a","b","c","d","e"])")).param, "stop");
+  EXPECT_EQ(MustFail(With(R"("stop":["a",1])")).param, "stop[1]");
+  EXPECT_EQ(MustFail(With(R"("stop":7)")).param, "stop");
+}
+
+TEST(OpenAiParseTest, ResponseFormatBecomesCanonical) {
+  using RF = llm::v1::ResponseFormat;
+  EXPECT_EQ(MustParse(With(R"("response_format":{"type":"text"})")).request.response_format().type(), RF::TYPE_TEXT);
+  EXPECT_EQ(MustParse(With(R"("response_format":{"type":"json_object"})")).request.response_format().type(),
+            RF::TYPE_JSON_OBJECT);
+  auto rf = MustParse(With(R"("response_format":{"type":"json_schema","json_schema":{"name":"person","strict":true,"schema":{"type":"object","properties":{"a":{"type":"string"}}}}})"))
+                .request.response_format();
+  EXPECT_EQ(rf.type(), RF::TYPE_JSON_SCHEMA);
+  EXPECT_EQ(rf.name(), "person");
+  EXPECT_TRUE(rf.strict());
+  EXPECT_EQ(json::parse(rf.schema_json()).at("properties").at("a").at("type").as_string(), "string");
+}
+
+TEST(OpenAiParseTest, BadResponseFormatNamesTheField) {
+  EXPECT_EQ(MustFail(With(R"("response_format":"json")")).param, "response_format");
+  EXPECT_EQ(MustFail(With(R"("response_format":{})")).param, "response_format.type");
+  EXPECT_EQ(MustFail(With(R"("response_format":{"type":"yaml"})")).param, "response_format.type");
+  EXPECT_EQ(MustFail(With(R"("response_format":{"type":"json_schema"})")).param, "response_format.json_schema");
+  EXPECT_EQ(MustFail(With(R"("response_format":{"type":"json_schema","json_schema":{"schema":{}}})")).param,
+            "response_format.json_schema.name");
+  EXPECT_EQ(MustFail(With(R"("response_format":{"type":"json_schema","json_schema":{"name":"p","schema":[]}})")).param,
+            "response_format.json_schema.schema");
+  EXPECT_EQ(MustFail(With(R"("response_format":{"type":"json_schema","json_schema":{"name":"p","strict":"yes"}})")).param,
+            "response_format.json_schema.strict");
+}
+
+TEST(OpenAiParseTest, ReasoningEffortEnablesThinkingWithABudget) {
+  auto low = MustParse(With(R"("reasoning_effort":"low")")).request.thinking();
+  EXPECT_TRUE(low.enabled());
+  EXPECT_EQ(low.budget_tokens(), 1024);
+  EXPECT_EQ(MustParse(With(R"("reasoning_effort":"medium")")).request.thinking().budget_tokens(), 4096);
+  EXPECT_EQ(MustParse(With(R"("reasoning_effort":"high")")).request.thinking().budget_tokens(), 16384);
+  EXPECT_FALSE(MustParse(With(R"("reasoning_effort":"none")")).request.thinking().enabled());
+  // An explicit thinking_budget (DashScope) wins over the effort's default.
+  EXPECT_EQ(MustParse(With(R"("reasoning_effort":"high","thinking_budget":300)")).request.thinking().budget_tokens(), 300);
+  EXPECT_EQ(MustFail(With(R"("reasoning_effort":"extreme")")).param, "reasoning_effort");
+  EXPECT_EQ(MustFail(With(R"("reasoning_effort":2)")).param, "reasoning_effort");
+  EXPECT_EQ(MustFail(With(R"("enable_thinking":"yes")")).param, "enable_thinking");
+}
+
+TEST(OpenAiParseTest, LogprobsAreValidated) {
+  MustParse(With(R"("logprobs":true,"top_logprobs":5)"));
+  MustParse(With(R"("logprobs":false)"));
+  EXPECT_EQ(MustFail(With(R"("logprobs":"yes")")).param, "logprobs");
+  EXPECT_EQ(MustFail(With(R"("logprobs":true,"top_logprobs":21)")).param, "top_logprobs");
+  EXPECT_EQ(MustFail(With(R"("top_logprobs":2)")).param, "top_logprobs");  // needs logprobs
+}
+
+TEST(OpenAiParseTest, ScalarFieldsBecomeCanonical) {
+  auto r = MustParse(With(R"("parallel_tool_calls":false,"user":"u-1","seed":-7,"enable_context_caching":true,
+                              "tools":[{"type":"function","function":{"name":"f"}}],
+                              "top_p":0.5,"presence_penalty":-1,"frequency_penalty":2)")).request;
+  EXPECT_TRUE(r.has_parallel_tool_calls());
+  EXPECT_FALSE(r.parallel_tool_calls());
+  EXPECT_TRUE(r.tool_choice().disable_parallel_tool_use());
+  EXPECT_EQ(r.user(), "u-1");
+  EXPECT_EQ(r.sampling().seed(), -7);
+  EXPECT_TRUE(r.enable_context_caching());
+  EXPECT_DOUBLE_EQ(r.sampling().top_p(), 0.5);
+  EXPECT_DOUBLE_EQ(r.sampling().presence_penalty(), -1);
+  EXPECT_DOUBLE_EQ(r.sampling().frequency_penalty(), 2);
+  EXPECT_EQ(MustParse(With(R"("max_tokens":10)")).request.sampling().max_output_tokens(), 10);
+  EXPECT_EQ(MustParse(With(R"("max_completion_tokens":30,"max_tokens":10)")).request.sampling().max_output_tokens(), 30);
+}
+
+TEST(OpenAiParseTest, WrongScalarTypesNameTheParameter) {
+  EXPECT_EQ(MustFail(With(R"("parallel_tool_calls":1)")).param, "parallel_tool_calls");
+  EXPECT_EQ(MustFail(With(R"("user":5)")).param, "user");
+  EXPECT_EQ(MustFail(With(R"("seed":"x")")).param, "seed");
+  EXPECT_EQ(MustFail(With(R"("seed":1.5)")).param, "seed");
+  EXPECT_EQ(MustFail(With(R"("enable_context_caching":"true")")).param, "enable_context_caching");
+  EXPECT_EQ(MustFail(With(R"("max_completion_tokens":0)")).param, "max_completion_tokens");
+  EXPECT_EQ(MustFail(With(R"("max_completion_tokens":5,"max_tokens":"x")")).param, "max_tokens");
+  EXPECT_EQ(MustFail(With(R"("top_p":1.5)")).param, "top_p");
+  EXPECT_EQ(MustFail(With(R"("presence_penalty":-3)")).param, "presence_penalty");
+  EXPECT_EQ(MustFail(With(R"("frequency_penalty":"a")")).param, "frequency_penalty");
+  EXPECT_EQ(MustFail(With(R"("stream":"yes")")).param, "stream");
+  EXPECT_EQ(MustFail(With(R"("stream":true,"stream_options":{"include_usage":1})")).param, "stream_options.include_usage");
+  EXPECT_EQ(MustFail(With(R"("tools":{})")).param, "tools");
+  EXPECT_EQ(MustFail(With(R"("tools":[{"type":"function","function":{"name":"f","parameters":"x"}}])")).param,
+            "tools[0].function.parameters");
+  EXPECT_EQ(MustFail(With(R"("tools":[{"type":"function","function":{"name":"f","strict":"x"}}])")).param,
+            "tools[0].function.strict");
+  EXPECT_EQ(MustFail(With(R"("tools":[{"type":"function","function":{"name":7}}])")).param, "tools[0].function.name");
+  EXPECT_EQ(MustFail(With(R"("tool_choice":"sometimes")")).param, "tool_choice");
+  EXPECT_EQ(MustFail(With(R"("tool_choice":"required")")).param, "tool_choice");  // no tools
+  EXPECT_EQ(MustFail(R"({"model":7,"messages":[{"role":"user","content":"x"}]})").param, "model");
+  EXPECT_EQ(MustFail(R"({"model":"m","messages":{}})").param, "messages");
+}
+
+TEST(OpenAiParseTest, ContentPartsTextImageAndCacheMarks) {
+  auto r = MustParse(R"({"model":"m","messages":[
+      {"role":"system","content":[{"type":"text","text":"long rules","cache_control":{"type":"ephemeral"}}]},
+      {"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"low"}},
+                                {"type":"text","text":"what?","cache_control":{"type":"ephemeral","ttl":"1h"}}]}]})").request;
+  ASSERT_EQ(r.messages_size(), 2);
+  EXPECT_EQ(r.messages(0).parts(0).text(), "long rules");
+  EXPECT_TRUE(r.messages(0).parts(0).has_cache_control());
+  EXPECT_EQ(r.messages(1).parts(0).image().url(), "https://x/y.png");
+  EXPECT_EQ(r.messages(1).parts(0).image().detail(), "low");
+  EXPECT_FALSE(r.messages(1).parts(0).has_cache_control());
+  EXPECT_EQ(r.messages(1).parts(1).cache_control().ttl().seconds(), 3600);
+}
+
+TEST(OpenAiParseTest, BadContentPartsNameThePart) {
+  auto user = [](const std::string& content) {
+    return R"({"model":"m","messages":[{"role":"user","content":)" + content + "}]}";
+  };
+  HttpError audio = MustFail(user(R"([{"type":"input_audio","input_audio":{"data":"AA==","format":"wav"}}])"));
+  EXPECT_EQ(audio.param, "messages[0].content[0].type");
+  EXPECT_NE(audio.message.find("input_audio"), std::string::npos);
+  EXPECT_EQ(MustFail(user(R"([{"type":"video"}])")).param, "messages[0].content[0].type");
+  EXPECT_EQ(MustFail(user(R"([{"text":"x"}])")).param, "messages[0].content[0].type");
+  EXPECT_EQ(MustFail(user(R"([{"type":"text"}])")).param, "messages[0].content[0].text");
+  EXPECT_EQ(MustFail(user(R"([{"type":"text","text":3}])")).param, "messages[0].content[0].text");
+  EXPECT_EQ(MustFail(user(R"([{"type":"image_url"}])")).param, "messages[0].content[0].image_url");
+  EXPECT_EQ(MustFail(user(R"([{"type":"image_url","image_url":{}}])")).param, "messages[0].content[0].image_url.url");
+  EXPECT_EQ(MustFail(user(R"([{"type":"image_url","image_url":{"url":"https://x","detail":"ultra"}}])")).param,
+            "messages[0].content[0].image_url.detail");
+  EXPECT_EQ(MustFail(user(R"([{"type":"text","text":"x","cache_control":{"type":"forever"}}])")).param,
+            "messages[0].content[0].cache_control.type");
+  EXPECT_EQ(MustFail(user(R"([{"type":"text","text":"x","cache_control":{"type":"ephemeral","ttl":"1d"}}])")).param,
+            "messages[0].content[0].cache_control.ttl");
+  EXPECT_EQ(MustFail(user("42")).param, "messages[0].content");
+  EXPECT_EQ(MustFail(user(R"(["hi"])")).param, "messages[0].content[0]");
+  // Images only in user turns.
+  EXPECT_EQ(MustFail(R"({"model":"m","messages":[{"role":"system","content":[{"type":"image_url","image_url":{"url":"https://x"}}]}]})").param,
+            "messages[0].content[0].type");
+}
+
+TEST(OpenAiParseTest, ToolMessagesAndAssistantToolCalls) {
+  auto r = MustParse(R"({"model":"m","messages":[
+      {"role":"user","content":"weather?"},
+      {"role":"assistant","content":null,"refusal":null,"annotations":[],"tool_calls":[
+         {"id":"call_a","type":"function","function":{"name":"w","arguments":"{\"city\":\"Oslo\"}"}},
+         {"id":"call_b","type":"function","function":{"name":"t","arguments":""}}]},
+      {"role":"tool","tool_call_id":"call_a","content":[{"type":"text","text":"cold"},{"type":"text","text":"!"}]},
+      {"role":"tool","tool_call_id":"call_b","content":"12:00"}]})").request;
+  ASSERT_EQ(r.messages_size(), 4);
+  const auto& asst = r.messages(1);
+  EXPECT_EQ(asst.role(), llm::v1::ROLE_ASSISTANT);
+  ASSERT_EQ(asst.parts_size(), 2);
+  EXPECT_EQ(asst.parts(0).tool_call().name(), "w");
+  EXPECT_EQ(asst.parts(0).tool_call().arguments_json(), R"({"city":"Oslo"})");
+  EXPECT_EQ(asst.parts(1).tool_call().arguments_json(), "{}");
+  EXPECT_EQ(r.messages(2).role(), llm::v1::ROLE_TOOL);
+  EXPECT_EQ(r.messages(2).parts(0).tool_result().tool_call_id(), "call_a");
+  EXPECT_EQ(r.messages(2).parts(0).tool_result().content(), "cold!");
+  EXPECT_EQ(r.messages(3).parts(0).tool_result().content(), "12:00");
+}
+
+TEST(OpenAiParseTest, BadToolMessagesNameTheField) {
+  auto msgs = [](const std::string& m) { return R"({"model":"m","messages":[)" + m + "]}"; };
+  EXPECT_EQ(MustFail(msgs(R"({"role":"tool","content":"x"})")).param, "messages[0].tool_call_id");
+  EXPECT_EQ(MustFail(msgs(R"({"role":"tool","tool_call_id":5,"content":"x"})")).param, "messages[0].tool_call_id");
+  EXPECT_EQ(MustFail(msgs(R"({"role":"tool","tool_call_id":"c","content":5})")).param, "messages[0].content");
+  EXPECT_EQ(MustFail(msgs(R"({"role":"assistant","tool_calls":{}})")).param, "messages[0].tool_calls");
+  EXPECT_EQ(MustFail(msgs(R"({"role":"assistant","tool_calls":[{"type":"function","function":{"name":"f"}}]})")).param,
+            "messages[0].tool_calls[0].id");
+  EXPECT_EQ(MustFail(msgs(R"({"role":"assistant","tool_calls":[{"id":"c","type":"function"}]})")).param,
+            "messages[0].tool_calls[0].function");
+  EXPECT_EQ(MustFail(msgs(R"({"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":{}}}]})")).param,
+            "messages[0].tool_calls[0].function.arguments");
+  EXPECT_EQ(MustFail(msgs(R"({"role":"system"})")).param, "messages[0].content");
+  EXPECT_EQ(MustFail(msgs(R"({"role":5,"content":"x"})")).param, "messages[0].role");
+  EXPECT_EQ(MustFail(msgs(R"({"role":"user","content":"x","name":5})")).param, "messages[0].name");
+}
+
+TEST(OpenAiParseTest, DeveloperRoleIsSystem) {
+  auto r = MustParse(R"({"model":"m","messages":[{"role":"developer","content":[{"type":"text","text":"rules"}]},{"role":"user","content":"x"}]})").request;
+  EXPECT_EQ(r.messages(0).role(), llm::v1::ROLE_SYSTEM);
+  EXPECT_EQ(r.messages(0).parts(0).text(), "rules");
+}
+
 TEST(OpenAiRenderTest, StreamFramesFollowTheWireFormat) {
   auto r = NewChatRenderer("chatcmpl-1", "m", 7, true);
   llm::v1::ChatEvent start;
@@ -74,8 +273,12 @@ TEST(OpenAiRenderTest, StreamFramesFollowTheWireFormat) {
   usage.mutable_usage()->set_input_tokens(5);
   usage.mutable_usage()->set_cache_read_tokens(3);
   usage.mutable_usage()->set_output_tokens(2);
-  std::string frames = r->StreamEvent(start) + r->StreamEvent(call) + r->StreamEvent(finish) +
-                       r->StreamEvent(usage) + r->StreamEnd();
+  // The renderer keeps per-choice state: render in order (operands of + are unsequenced).
+  std::string frames = r->StreamEvent(start);
+  frames += r->StreamEvent(call);
+  frames += r->StreamEvent(finish);
+  frames += r->StreamEvent(usage);
+  frames += r->StreamEnd();
   SseParser parser;
   std::vector<SseEvent> events;
   parser.Feed(frames, events);
@@ -98,13 +301,128 @@ TEST(OpenAiRenderTest, StreamFramesFollowTheWireFormat) {
 TEST(OpenAiRenderTest, SyncBodyCarriesToolCallsAndNullContent) {
   auto r = NewChatRenderer("chatcmpl-1", "m", 7, false);
   ChatAnswer a;
-  a.tool_calls.push_back({"call_1", "f", "{\"a\":1}"});
+  a.tool_calls.push_back({"call_1", "f", "{\"a\":1}", ""});
   a.finish = llm::v1::FINISH_REASON_TOOL_CALLS;
   auto body = json::parse(r->SyncBody(a));
   const auto& msg = body.at("choices").at(0).at("message");
   EXPECT_TRUE(msg.at("content").is_null());
   EXPECT_EQ(msg.at("tool_calls").at(0).at("function").at("arguments").as_string(), "{\"a\":1}");
   EXPECT_EQ(body.at("choices").at(0).at("finish_reason").as_string(), "tool_calls");
+}
+
+std::vector<json::value> Frames(const std::string& frames) {
+  SseParser parser;
+  std::vector<SseEvent> events;
+  parser.Feed(frames, events);
+  std::vector<json::value> out;
+  for (const auto& e : events) out.push_back(e.data == "[DONE]" ? json::value("[DONE]") : json::parse(e.data));
+  return out;
+}
+
+llm::v1::ChatEvent TextEvent(int32_t choice, const std::string& text) {
+  llm::v1::ChatEvent e;
+  e.set_choice_index(choice);
+  e.mutable_text()->set_text(text);
+  return e;
+}
+
+llm::v1::ChatEvent FinishEvent(int32_t choice, llm::v1::FinishReason reason) {
+  llm::v1::ChatEvent e;
+  e.set_choice_index(choice);
+  e.mutable_finish()->set_reason(reason);
+  return e;
+}
+
+TEST(OpenAiRenderTest, StreamRendersEachChoiceByIndex) {
+  auto r = NewChatRenderer("chatcmpl-1", "m", 7, false);
+  llm::v1::ChatEvent start;
+  start.mutable_start();
+  std::string frames = r->StreamEvent(start);
+  frames += r->StreamEvent(TextEvent(0, "a"));
+  frames += r->StreamEvent(TextEvent(1, "b"));
+  frames += r->StreamEvent(FinishEvent(1, llm::v1::FINISH_REASON_LENGTH));
+  frames += r->StreamEvent(FinishEvent(0, llm::v1::FINISH_REASON_STOP));
+  frames += r->StreamEnd();
+  auto f = Frames(frames);
+  ASSERT_EQ(f.size(), 6u);
+  EXPECT_FALSE(f[0].as_object().contains("usage"));  // only with include_usage
+  const auto& c1 = f[2].at("choices").at(0);
+  EXPECT_EQ(c1.at("index").as_int64(), 1);
+  EXPECT_EQ(c1.at("delta").at("role").as_string(), "assistant");  // first delta of choice 1
+  EXPECT_EQ(c1.at("delta").at("content").as_string(), "b");
+  EXPECT_FALSE(f[1].at("choices").at(0).at("delta").as_object().contains("role"));  // choice 0 had it
+  EXPECT_EQ(f[3].at("choices").at(0).at("index").as_int64(), 1);
+  EXPECT_EQ(f[3].at("choices").at(0).at("finish_reason").as_string(), "length");
+  EXPECT_EQ(f[4].at("choices").at(0).at("index").as_int64(), 0);
+  EXPECT_EQ(f[4].at("choices").at(0).at("finish_reason").as_string(), "stop");
+  EXPECT_EQ(f[5].as_string(), "[DONE]");
+}
+
+TEST(OpenAiRenderTest, EveryChoiceGetsAFinishReasonBeforeUsage) {
+  auto r = NewChatRenderer("chatcmpl-1", "m", 7, true);
+  std::string frames = r->StreamEvent(TextEvent(0, "a"));
+  frames += r->StreamEvent(TextEvent(1, "b"));
+  frames += r->StreamEvent(FinishEvent(0, llm::v1::FINISH_REASON_STOP));
+  llm::v1::ChatEvent usage;
+  usage.mutable_usage()->set_output_tokens(2);
+  frames += r->StreamEvent(usage);
+  frames += r->StreamEnd();
+  auto f = Frames(frames);
+  ASSERT_EQ(f.size(), 6u);
+  EXPECT_EQ(f[3].at("choices").at(0).at("index").as_int64(), 1);
+  EXPECT_EQ(f[3].at("choices").at(0).at("finish_reason").as_string(), "stop");
+  EXPECT_TRUE(f[4].at("choices").as_array().empty());  // never null
+  EXPECT_EQ(f[4].at("usage").at("completion_tokens").as_int64(), 2);
+}
+
+TEST(OpenAiRenderTest, ReasoningStreamsAsReasoningContent) {
+  auto r = NewChatRenderer("chatcmpl-1", "m", 7, false);
+  llm::v1::ChatEvent e;
+  e.mutable_reasoning()->set_text("hmm");
+  auto f = Frames(r->StreamEvent(e));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].at("choices").at(0).at("delta").at("reasoning_content").as_string(), "hmm");
+  llm::v1::ChatEvent sig;
+  sig.mutable_reasoning()->set_signature("opaque");
+  EXPECT_EQ(r->StreamEvent(sig), "");  // a bare signature has no OpenAI form
+}
+
+TEST(OpenAiRenderTest, UsageCountsCacheAndReasoningTokens) {
+  auto r = NewChatRenderer("chatcmpl-1", "m", 7, false);
+  ChatAnswer a;
+  a.text = "42";
+  a.reasoning = "thinking it over";
+  a.finish = llm::v1::FINISH_REASON_STOP;
+  a.usage.set_input_tokens(10);
+  a.usage.set_cache_read_tokens(100);
+  a.usage.set_cache_write_tokens(20);
+  a.usage.set_output_tokens(30);
+  a.usage.set_reasoning_tokens(25);
+  auto body = json::parse(r->SyncBody(a));
+  ASSERT_EQ(body.at("choices").as_array().size(), 1u);  // a ChatAnswer is one choice
+  const auto& msg = body.at("choices").at(0).at("message");
+  EXPECT_EQ(msg.at("content").as_string(), "42");
+  EXPECT_EQ(msg.at("reasoning_content").as_string(), "thinking it over");
+  const auto& u = body.at("usage");
+  EXPECT_EQ(u.at("prompt_tokens").as_int64(), 130);
+  EXPECT_EQ(u.at("completion_tokens").as_int64(), 30);
+  EXPECT_EQ(u.at("total_tokens").as_int64(), 160);
+  EXPECT_EQ(u.at("prompt_tokens_details").at("cached_tokens").as_int64(), 100);
+  EXPECT_EQ(u.at("prompt_tokens_details").at("cache_write_tokens").as_int64(), 20);
+  EXPECT_EQ(u.at("completion_tokens_details").at("reasoning_tokens").as_int64(), 25);
+}
+
+TEST(OpenAiRenderTest, UsageWithoutCacheTokensReportsZeros) {
+  auto r = NewChatRenderer("chatcmpl-1", "m", 7, false);
+  ChatAnswer a;
+  a.text = "x";
+  a.usage.set_input_tokens(5);
+  a.usage.set_output_tokens(1);
+  auto u = json::parse(r->SyncBody(a)).at("usage");
+  EXPECT_EQ(u.at("prompt_tokens").as_int64(), 5);
+  EXPECT_EQ(u.at("prompt_tokens_details").at("cached_tokens").as_int64(), 0);
+  EXPECT_EQ(u.at("completion_tokens_details").at("reasoning_tokens").as_int64(), 0);
+  EXPECT_FALSE(json::parse(r->SyncBody(a)).at("choices").at(0).at("message").as_object().contains("reasoning_content"));
 }
 
 }  // namespace

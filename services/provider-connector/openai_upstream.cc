@@ -2,6 +2,11 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <optional>
+#include <set>
+#include <utility>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "libs/common/json_util.h"
@@ -39,20 +44,60 @@ json::value ImagePart(const llmpb::Image& image) {
   return json::object{{"type", "image_url"}, {"image_url", std::move(url)}};
 }
 
+// Which (message, part) pairs carry DashScope's explicit-cache mark: every canonical
+// cache_control, moved back to the nearest part that can carry one (text, image, tool
+// result), and with enable_context_caching the last such part of the prompt (the whole
+// prompt is the prefix).
+std::set<std::pair<int, int>> CacheMarks(const llmpb::ChatRequest& req) {
+  auto markable = [](const llmpb::ContentPart& p) {
+    return p.has_text() || p.has_image() || p.has_tool_result();
+  };
+  // The nearest markable part at or before (i, j).
+  auto before = [&](int i, int j) -> std::optional<std::pair<int, int>> {
+    for (; i >= 0; --i, j = i >= 0 ? req.messages(i).parts_size() - 1 : 0)
+      for (; j >= 0; --j)
+        if (markable(req.messages(i).parts(j))) return std::make_pair(i, j);
+    return std::nullopt;
+  };
+  std::set<std::pair<int, int>> marks;
+  for (int i = 0; i < req.messages_size(); ++i)
+    for (int j = 0; j < req.messages(i).parts_size(); ++j)
+      if (req.messages(i).parts(j).has_cache_control())
+        if (auto at = before(i, j)) marks.insert(*at);
+  if (req.enable_context_caching() && req.messages_size() > 0) {
+    int last = req.messages_size() - 1;
+    if (auto at = before(last, req.messages(last).parts_size() - 1)) marks.insert(*at);
+  }
+  return marks;
+}
+
+const json::object& EphemeralMark() {
+  static const json::object mark{{"type", "ephemeral"}};
+  return mark;
+}
+
 }  // namespace
 
 std::string BuildOpenAiChatBody(const llmpb::ChatRequest& req, const std::string& upstream_model,
                                 bool stream) {
   json::object body;
   body["model"] = upstream_model;
+  const std::set<std::pair<int, int>> marks = CacheMarks(req);
   json::array messages;
-  for (const auto& m : req.messages()) {
+  for (int mi = 0; mi < req.messages_size(); ++mi) {
+    const auto& m = req.messages(mi);
     if (m.role() == llmpb::ROLE_TOOL) {
-      for (const auto& p : m.parts()) {
+      for (int pj = 0; pj < m.parts_size(); ++pj) {
+        const auto& p = m.parts(pj);
         if (!p.has_tool_result()) continue;
-        messages.push_back(json::object{{"role", "tool"},
-                                        {"tool_call_id", p.tool_result().tool_call_id()},
-                                        {"content", p.tool_result().content()}});
+        json::object msg{{"role", "tool"}, {"tool_call_id", p.tool_result().tool_call_id()}};
+        if (marks.count({mi, pj})) {
+          msg["content"] = json::array{json::object{
+              {"type", "text"}, {"text", p.tool_result().content()}, {"cache_control", EphemeralMark()}}};
+        } else {
+          msg["content"] = p.tool_result().content();
+        }
+        messages.push_back(std::move(msg));
       }
       continue;
     }
@@ -63,7 +108,9 @@ std::string BuildOpenAiChatBody(const llmpb::ChatRequest& req, const std::string
     json::array tool_calls;
     std::string text;
     bool only_text = true;
-    for (const auto& p : m.parts()) {
+    bool marked = false;
+    for (int pj = 0; pj < m.parts_size(); ++pj) {
+      const auto& p = m.parts(pj);
       switch (p.part_case()) {
         case llmpb::ContentPart::kText:
           text += p.text();
@@ -79,18 +126,21 @@ std::string BuildOpenAiChatBody(const llmpb::ChatRequest& req, const std::string
               {"type", "function"},
               {"function", json::object{{"name", p.tool_call().name()},
                                         {"arguments", p.tool_call().arguments_json()}}}});
-          break;
+          continue;
         default:
-          break;  // thinking blocks are not sent to OpenAI-compatible upstreams
+          continue;  // thinking blocks are not sent to OpenAI-compatible upstreams
+      }
+      if (marks.count({mi, pj})) {
+        parts.back().as_object()["cache_control"] = EphemeralMark();
+        marked = true;
       }
     }
-    if (only_text || m.role() != llmpb::ROLE_USER) {
-      if (m.role() == llmpb::ROLE_ASSISTANT && text.empty() && !tool_calls.empty())
-        msg["content"] = nullptr;
-      else
-        msg["content"] = text;
+    if (marked || (!only_text && m.role() == llmpb::ROLE_USER)) {
+      msg["content"] = std::move(parts);  // a cache mark needs the parts form
+    } else if (m.role() == llmpb::ROLE_ASSISTANT && text.empty() && !tool_calls.empty()) {
+      msg["content"] = nullptr;
     } else {
-      msg["content"] = std::move(parts);
+      msg["content"] = text;
     }
     if (!tool_calls.empty()) msg["tool_calls"] = std::move(tool_calls);
     messages.push_back(std::move(msg));
@@ -142,7 +192,9 @@ std::string BuildOpenAiChatBody(const llmpb::ChatRequest& req, const std::string
   if (s.has_presence_penalty()) body["presence_penalty"] = s.presence_penalty();
   if (s.has_frequency_penalty()) body["frequency_penalty"] = s.frequency_penalty();
   if (s.has_seed()) body["seed"] = s.seed();
-  if (s.n() > 1) body["n"] = s.n();
+  // Several choices only for a streaming caller: a sync answer is assembled into one
+  // ChatAnswer, which holds a single choice.
+  if (s.n() > 1 && req.stream()) body["n"] = s.n();
   if (s.has_max_output_tokens()) body["max_tokens"] = s.max_output_tokens();
   if (s.stop_sequences_size() > 0) {
     json::array stop;
@@ -222,22 +274,28 @@ absl::Status OpenAiDecoder::Feed(std::string_view text, bool whole,
     s->set_created_unix(JsonInt(v, "created").value_or(0));
     out.push_back(std::move(e));
   }
+  // Some upstreams send `choices: null` on the usage chunk: only an array is read.
   if (const auto* choices = JsonField(v, "choices"); choices && choices->is_array()) {
     for (const auto& choice : choices->get_array()) {
-      if (JsonInt(choice, "index").value_or(0) != 0) continue;  // n > 1: first choice only
+      const int32_t index = static_cast<int32_t>(JsonInt(choice, "index").value_or(0));
+      ChoiceState& state = Choice(index);
+      auto emit = [&](llmpb::ChatEvent e) {
+        e.set_choice_index(index);
+        out.push_back(std::move(e));
+      };
       const json::value* delta = JsonField(choice, whole ? "message" : "delta");
       if (delta && delta->is_object()) {
         if (auto r = JsonString(*delta, "reasoning_content"); r && !r->empty()) {
           output_chars_ += r->size();
           llmpb::ChatEvent e;
           e.mutable_reasoning()->set_text(*r);
-          out.push_back(std::move(e));
+          emit(std::move(e));
         }
         if (auto c = JsonString(*delta, "content"); c && !c->empty()) {
           output_chars_ += c->size();
           llmpb::ChatEvent e;
           e.mutable_text()->set_text(*c);
-          out.push_back(std::move(e));
+          emit(std::move(e));
         }
         if (const auto* calls = JsonField(*delta, "tool_calls"); calls && calls->is_array()) {
           int64_t position = 0;
@@ -245,16 +303,16 @@ absl::Status OpenAiDecoder::Feed(std::string_view text, bool whole,
             int64_t up_index = JsonInt(call, "index").value_or(position);
             ++position;
             const json::value* fn = JsonField(call, "function");
-            auto it = tool_index_.find(up_index);
-            if (it == tool_index_.end()) {
-              int dense = static_cast<int>(tool_index_.size());
-              it = tool_index_.emplace(up_index, dense).first;
+            auto it = state.tool_index.find(up_index);
+            if (it == state.tool_index.end()) {
+              int dense = static_cast<int>(state.tool_index.size());
+              it = state.tool_index.emplace(up_index, dense).first;
               llmpb::ChatEvent e;
               auto* st = e.mutable_tool_call_start();
               st->set_index(dense);
-              st->set_id(JsonString(call, "id").value_or(absl::StrCat("call_", dense)));
+              st->set_id(JsonString(call, "id").value_or(absl::StrCat("call_", index, "_", dense)));
               st->set_name(fn ? JsonString(*fn, "name").value_or("") : "");
-              out.push_back(std::move(e));
+              emit(std::move(e));
             }
             if (fn) {
               if (auto args = JsonString(*fn, "arguments"); args && !args->empty()) {
@@ -262,32 +320,48 @@ absl::Status OpenAiDecoder::Feed(std::string_view text, bool whole,
                 llmpb::ChatEvent e;
                 e.mutable_tool_call_delta()->set_index(it->second);
                 e.mutable_tool_call_delta()->set_arguments_fragment(*args);
-                out.push_back(std::move(e));
+                emit(std::move(e));
               }
             }
           }
         }
       }
-      if (auto fr = JsonString(choice, "finish_reason"); fr && !finished_) {
-        finished_ = true;
-        finish_reason_ = FinishReasonFromOpenAi(*fr);
+      if (auto fr = JsonString(choice, "finish_reason"); fr && !state.finished) {
+        state.finished = true;
+        llmpb::FinishReason reason = FinishReasonFromOpenAi(*fr);
+        if (index == 0) finish_reason_ = reason;
         llmpb::ChatEvent e;
-        e.mutable_finish()->set_reason(finish_reason_);
-        out.push_back(std::move(e));
+        e.mutable_finish()->set_reason(reason);
+        emit(std::move(e));
       }
     }
+    finished_ = !choices_.empty() &&
+                std::all_of(choices_.begin(), choices_.end(), [](const auto& c) { return c.second.finished; });
   }
   if (const auto* usage = JsonField(v, "usage"); usage && usage->is_object()) {
-    int64_t cached = 0, cache_write = 0, reasoning = 0;
+    int64_t cached = 0, cache_write = 0, cache_write_1h = 0, reasoning = 0;
+    // DashScope nests its write count (and the per-TTL split) in prompt_tokens_details;
+    // some builds put them at the top level of usage. OpenAI says cache_write_tokens.
+    auto read_writes = [&](const json::value& d) {
+      if (auto w = JsonInt(d, "cache_write_tokens")) cache_write = *w;
+      if (auto w = JsonInt(d, "cache_creation_input_tokens")) cache_write = *w;
+      if (const auto* cc = JsonField(d, "cache_creation"); cc && cc->is_object()) {
+        int64_t m5 = JsonInt(*cc, "ephemeral_5m_input_tokens").value_or(0);
+        int64_t h1 = JsonInt(*cc, "ephemeral_1h_input_tokens").value_or(0);
+        if (h1 > 0) cache_write_1h = h1;
+        if (cache_write == 0) cache_write = m5 + h1;
+      }
+    };
     if (const auto* d = JsonField(*usage, "prompt_tokens_details"); d && d->is_object()) {
       cached = JsonInt(*d, "cached_tokens").value_or(0);
-      cache_write = JsonInt(*d, "cache_creation_input_tokens").value_or(0);
+      read_writes(*d);
     }
-    cache_write = JsonInt(*usage, "cache_creation_input_tokens").value_or(cache_write);
+    if (cache_write == 0) read_writes(*usage);
     if (const auto* d = JsonField(*usage, "completion_tokens_details"); d && d->is_object())
       reasoning = JsonInt(*d, "reasoning_tokens").value_or(0);
     usage_ = UsageFromOpenAi(JsonInt(*usage, "prompt_tokens").value_or(0), cached, cache_write,
                              JsonInt(*usage, "completion_tokens").value_or(0), reasoning);
+    usage_.set_cache_write_1h_tokens(std::min(cache_write_1h, usage_.cache_write_tokens()));
     has_usage_ = true;
   }
   return absl::OkStatus();
@@ -296,12 +370,17 @@ absl::Status OpenAiDecoder::Feed(std::string_view text, bool whole,
 void OpenAiDecoder::Finish(std::vector<llmpb::ChatEvent>& out) {
   if (closed_) return;
   closed_ = true;
-  if (!finished_) {
-    finished_ = true;
+  // Every choice ends with a finish (choice 0 even when nothing came).
+  Choice(0);
+  for (auto& [index, state] : choices_) {
+    if (state.finished) continue;
+    state.finished = true;
     llmpb::ChatEvent e;
+    e.set_choice_index(index);
     e.mutable_finish()->set_reason(llmpb::FINISH_REASON_STOP);
     out.push_back(std::move(e));
   }
+  finished_ = true;
   if (!has_usage_) {
     // The upstream did not report usage: bill the prompt estimate and ~4 chars a token.
     usage_estimated_ = true;

@@ -20,12 +20,16 @@ std::string BuildOpenAiChatBody(const llmpb::ChatRequest& request,
                                 const std::string& upstream_model, bool stream);
 
 // OpenAI usage → canonical: prompt_tokens includes cached tokens and cache writes.
+// Reads cached_tokens, OpenAI's cache_write_tokens and DashScope's
+// cache_creation_input_tokens / cache_creation.ephemeral_{5m,1h}_input_tokens.
 llmpb::Usage UsageFromOpenAi(int64_t prompt_tokens, int64_t cached_tokens,
                              int64_t cache_write_tokens, int64_t completion_tokens,
                              int64_t reasoning_tokens);
 
 // Turns OpenAI chunks (stream) or one response (sync) into canonical events, in order:
-// start, deltas, finish, then usage last (from Finish).
+// start, deltas, finish, then usage last (from Finish). With n > 1 every event carries
+// its choice's index (ChatEvent.choice_index) and tool indexes are dense per choice;
+// `reasoning_content` (DeepSeek, Qwen) becomes ReasoningDelta.
 class OpenAiDecoder : public UpstreamDecoder {
  public:
   // `prompt_estimate`: tokens to bill as input if the upstream never reports usage.
@@ -43,6 +47,7 @@ class OpenAiDecoder : public UpstreamDecoder {
   void Finish(std::vector<llmpb::ChatEvent>& out) override;
 
   bool started() const override { return started_; }
+  // Every choice seen has finished (choice 0 at least).
   bool finished() const { return finished_; }
   bool usage_estimated() const override { return usage_estimated_; }
   int64_t output_chars() const { return output_chars_; }
@@ -58,7 +63,13 @@ class OpenAiDecoder : public UpstreamDecoder {
   bool usage_estimated_ = false;
   llmpb::Usage usage_;
   llmpb::FinishReason finish_reason_ = llmpb::FINISH_REASON_UNSPECIFIED;
-  std::map<int64_t, int> tool_index_;  // upstream index → dense index
+  // Per choice (n > 1): upstream tool index → dense index, and whether it finished.
+  struct ChoiceState {
+    std::map<int64_t, int> tool_index;
+    bool finished = false;
+  };
+  ChoiceState& Choice(int32_t index) { return choices_[index]; }
+  std::map<int32_t, ChoiceState> choices_;
   int64_t output_chars_ = 0;
 };
 

@@ -17,6 +17,8 @@ std::vector<ChatEvent> Decode(const std::vector<std::string>& chunks) {
   return out;
 }
 
+// Also the §E cases: a usage chunk with `choices: null`, one chunk with content and
+// finish_reason.
 TEST(OpenAiDecoderTest, TextStreamEndsWithFinishThenUsageWithCacheTokens) {
   auto ev = Decode({
       R"({"id":"c1","model":"m","created":5,"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})",
@@ -123,6 +125,216 @@ TEST(OpenAiBodyTest, CanonicalRequestBecomesOpenAiBody) {
   EXPECT_EQ(msgs[1].at("tool_calls").as_array()[0].at("id").as_string(), "call_1");
   EXPECT_EQ(msgs[2].at("tool_call_id").as_string(), "call_1");
   EXPECT_EQ(body.at("tool_choice").at("function").at("name").as_string(), "f");
+}
+
+TEST(OpenAiDecoderTest, UsageWithoutCacheTokensIsAllInput) {
+  auto ev = Decode({R"({"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3}})"});
+  const auto& u = ev.back().usage();
+  EXPECT_EQ(u.input_tokens(), 12);
+  EXPECT_EQ(u.cache_read_tokens(), 0);
+  EXPECT_EQ(u.cache_write_tokens(), 0);
+  EXPECT_EQ(u.output_tokens(), 3);
+}
+
+TEST(OpenAiDecoderTest, DashScopeCacheCreationWithTtlSplit) {
+  // The mock's / DashScope's shape when caching was asked (tools/mock-provider README).
+  auto ev = Decode({
+      R"({"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]})",
+      R"({"id":"c","choices":[],"usage":{"prompt_tokens":200,"completion_tokens":4,"total_tokens":204,
+          "prompt_tokens_details":{"cached_tokens":50,"audio_tokens":0,"cache_creation_input_tokens":120,
+            "cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":20},"cache_type":"ephemeral"},
+          "completion_tokens_details":{"reasoning_tokens":3}}})"});
+  const auto& u = ev.back().usage();
+  EXPECT_EQ(u.input_tokens(), 30);
+  EXPECT_EQ(u.cache_read_tokens(), 50);
+  EXPECT_EQ(u.cache_write_tokens(), 120);
+  EXPECT_EQ(u.cache_write_1h_tokens(), 20);
+  EXPECT_EQ(u.output_tokens(), 4);
+  EXPECT_EQ(u.reasoning_tokens(), 3);
+}
+
+// The exact usage chunks tools/mock-provider sends for a marked prefix: a write the first
+// time, a read after.
+TEST(OpenAiDecoderTest, MockProviderCacheWriteThenRead) {
+  auto write = Decode({R"({"id":"c","choices":[],"usage":{"prompt_tokens":29,"completion_tokens":16,"total_tokens":45,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0,"cache_creation_input_tokens":24,"cache_creation":{"ephemeral_5m_input_tokens":24},"cache_type":"ephemeral"},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}})"});
+  EXPECT_EQ(write.back().usage().input_tokens(), 5);
+  EXPECT_EQ(write.back().usage().cache_write_tokens(), 24);
+  EXPECT_EQ(write.back().usage().cache_read_tokens(), 0);
+  auto read = Decode({R"({"id":"c","choices":[],"usage":{"prompt_tokens":29,"completion_tokens":16,"total_tokens":45,"prompt_tokens_details":{"cached_tokens":24,"audio_tokens":0,"cache_creation_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0},"cache_type":"ephemeral"},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}})"});
+  EXPECT_EQ(read.back().usage().input_tokens(), 5);
+  EXPECT_EQ(read.back().usage().cache_write_tokens(), 0);
+  EXPECT_EQ(read.back().usage().cache_read_tokens(), 24);
+  EXPECT_EQ(read.back().usage().output_tokens(), 16);
+}
+
+TEST(OpenAiDecoderTest, CacheCreationSplitAloneGivesTheWrite) {
+  auto ev = Decode({R"({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":40,"completion_tokens":1,
+      "prompt_tokens_details":{"cached_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":30}}}})"});
+  EXPECT_EQ(ev.back().usage().cache_write_tokens(), 30);
+  EXPECT_EQ(ev.back().usage().cache_write_1h_tokens(), 0);
+  EXPECT_EQ(ev.back().usage().input_tokens(), 10);
+}
+
+TEST(OpenAiDecoderTest, OpenAiCacheWriteTokens) {
+  auto ev = Decode({R"({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":40,"completion_tokens":1,
+      "prompt_tokens_details":{"cached_tokens":10,"cache_write_tokens":25}}})"});
+  EXPECT_EQ(ev.back().usage().cache_read_tokens(), 10);
+  EXPECT_EQ(ev.back().usage().cache_write_tokens(), 25);
+  EXPECT_EQ(ev.back().usage().input_tokens(), 5);
+}
+
+TEST(OpenAiDecoderTest, ReasoningContentBecomesReasoningDelta) {
+  auto ev = Decode({
+      R"({"id":"c","choices":[{"index":0,"delta":{"role":"assistant","reasoning_content":"let me think"}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"reasoning_content":null,"content":"42"},"finish_reason":"stop"}]})",
+      R"({"id":"c","choices":null,"usage":{"prompt_tokens":3,"completion_tokens":9,"completion_tokens_details":{"reasoning_tokens":6}}})"});
+  ASSERT_EQ(ev.size(), 5u);
+  EXPECT_EQ(ev[1].reasoning().text(), "let me think");
+  EXPECT_EQ(ev[2].text().text(), "42");
+  EXPECT_EQ(ev[4].usage().reasoning_tokens(), 6);
+  EXPECT_EQ(ev[4].usage().output_tokens(), 9);
+}
+
+TEST(OpenAiDecoderTest, WholeResponseReasoningContent) {
+  OpenAiDecoder d(0);
+  std::vector<ChatEvent> out;
+  ASSERT_TRUE(d.FeedResponse(R"({"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"ok","reasoning_content":"why"},"finish_reason":"stop"}]})", out).ok());
+  ASSERT_GE(out.size(), 3u);
+  EXPECT_EQ(out[1].reasoning().text(), "why");
+  EXPECT_EQ(out[2].text().text(), "ok");
+}
+
+TEST(OpenAiDecoderTest, SeveralChoicesCarryTheirIndex) {
+  OpenAiDecoder d(0);
+  std::vector<ChatEvent> out;
+  for (const char* c : {
+           R"({"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"a"}},{"index":1,"delta":{"role":"assistant","content":"b"}}]})",
+           R"({"id":"c","choices":[{"index":1,"delta":{"tool_calls":[{"index":0,"id":"call_x","type":"function","function":{"name":"f","arguments":"{}"}}]}}]})",
+           R"({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})"})
+    ASSERT_TRUE(d.FeedChunk(c, out).ok());
+  EXPECT_FALSE(d.finished());  // choice 1 has not finished
+  d.Finish(out);
+  int finishes = 0;
+  for (const auto& e : out) {
+    if (e.has_text()) {
+      EXPECT_EQ(e.text().text(), e.choice_index() == 0 ? "a" : "b");
+    }
+    if (e.has_tool_call_start()) {
+      EXPECT_EQ(e.choice_index(), 1);
+      EXPECT_EQ(e.tool_call_start().index(), 0);  // dense per choice
+    }
+    if (e.has_finish()) ++finishes;
+  }
+  EXPECT_EQ(finishes, 2);  // Finish() closed choice 1
+  EXPECT_TRUE(out.back().has_usage());
+}
+
+TEST(OpenAiDecoderTest, ToolCallsInOneChunkWithText) {
+  auto ev = Decode({R"({"id":"c","choices":[{"index":0,"delta":{"content":"two calls","tool_calls":[
+      {"index":0,"id":"a","type":"function","function":{"name":"f","arguments":"{\"x\":"}},
+      {"index":1,"id":"b","type":"function","function":{"name":"g","arguments":"{}"}}]}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]},"finish_reason":"tool_calls"}]})"});
+  std::vector<std::string> args(2);
+  std::string text;
+  for (const auto& e : ev) {
+    if (e.has_text()) text += e.text().text();
+    if (e.has_tool_call_delta()) args[e.tool_call_delta().index()] += e.tool_call_delta().arguments_fragment();
+  }
+  EXPECT_EQ(text, "two calls");
+  EXPECT_EQ(args[0], "{\"x\":1}");
+  EXPECT_EQ(args[1], "{}");
+}
+
+llmpb::ChatRequest UserTurns() {
+  llmpb::ChatRequest req;
+  auto* sys = req.add_messages();
+  sys->set_role(llmpb::ROLE_SYSTEM);
+  sys->add_parts()->set_text("rules");
+  auto* user = req.add_messages();
+  user->set_role(llmpb::ROLE_USER);
+  user->add_parts()->set_text("q1");
+  user->add_parts()->set_text("q2");
+  return req;
+}
+
+TEST(OpenAiBodyTest, ContextCachingMarksTheLastPartDashScopeStyle) {
+  auto req = UserTurns();
+  req.set_enable_context_caching(true);
+  auto body = boost::json::parse(BuildOpenAiChatBody(req, "qwen", false));
+  EXPECT_FALSE(body.as_object().contains("enable_context_caching"));
+  const auto& msgs = body.at("messages").as_array();
+  EXPECT_TRUE(msgs[0].at("content").is_string());  // unmarked turns keep the string form
+  const auto& parts = msgs[1].at("content").as_array();
+  ASSERT_EQ(parts.size(), 2u);
+  EXPECT_FALSE(parts[0].as_object().contains("cache_control"));
+  EXPECT_EQ(parts[1].at("cache_control").at("type").as_string(), "ephemeral");
+  EXPECT_EQ(parts[1].at("text").as_string(), "q2");
+}
+
+TEST(OpenAiBodyTest, CanonicalCacheControlBecomesAPartMark) {
+  auto req = UserTurns();
+  req.mutable_messages(0)->mutable_parts(0)->mutable_cache_control();
+  auto body = boost::json::parse(BuildOpenAiChatBody(req, "qwen", false));
+  const auto& msgs = body.at("messages").as_array();
+  EXPECT_EQ(msgs[0].at("content").at(0).at("cache_control").at("type").as_string(), "ephemeral");
+  EXPECT_TRUE(msgs[1].at("content").is_string());
+}
+
+TEST(OpenAiBodyTest, CacheMarkOnAToolResultAndOnAToolCall) {
+  llmpb::ChatRequest req;
+  auto* asst = req.add_messages();
+  asst->set_role(llmpb::ROLE_ASSISTANT);
+  asst->add_parts()->set_text("calling");
+  auto* call = asst->add_parts();
+  call->mutable_tool_call()->set_id("c1");
+  call->mutable_tool_call()->set_name("f");
+  call->mutable_cache_control();  // no OpenAI form: moves back to the text before it
+  auto* tool = req.add_messages();
+  tool->set_role(llmpb::ROLE_TOOL);
+  auto* result = tool->add_parts();
+  result->mutable_tool_result()->set_tool_call_id("c1");
+  result->mutable_tool_result()->set_content("done");
+  result->mutable_cache_control();
+  auto body = boost::json::parse(BuildOpenAiChatBody(req, "qwen", false));
+  const auto& msgs = body.at("messages").as_array();
+  EXPECT_EQ(msgs[0].at("content").at(0).at("cache_control").at("type").as_string(), "ephemeral");
+  EXPECT_EQ(msgs[0].at("tool_calls").at(0).at("id").as_string(), "c1");
+  EXPECT_EQ(msgs[1].at("content").at(0).at("text").as_string(), "done");
+  EXPECT_EQ(msgs[1].at("content").at(0).at("cache_control").at("type").as_string(), "ephemeral");
+}
+
+TEST(OpenAiBodyTest, NoCachingNoMarks) {
+  auto body = BuildOpenAiChatBody(UserTurns(), "qwen", false);
+  EXPECT_EQ(body.find("cache_control"), std::string::npos);
+}
+
+TEST(OpenAiBodyTest, RequestFieldsReachTheUpstream) {
+  auto req = UserTurns();
+  req.mutable_sampling()->set_n(2);
+  req.mutable_sampling()->set_seed(9);
+  req.mutable_sampling()->add_stop_sequences("END");
+  req.set_user("u1");
+  req.set_parallel_tool_calls(false);
+  req.mutable_thinking()->set_enabled(true);
+  req.mutable_thinking()->set_budget_tokens(1024);
+  auto* rf = req.mutable_response_format();
+  rf->set_type(llmpb::ResponseFormat::TYPE_JSON_SCHEMA);
+  rf->set_name("p");
+  rf->set_schema_json(R"({"type":"object"})");
+  rf->set_strict(true);
+  auto sync = boost::json::parse(BuildOpenAiChatBody(req, "qwen", false));
+  EXPECT_FALSE(sync.as_object().contains("n"));  // a sync caller gets one choice
+  EXPECT_EQ(sync.at("seed").as_int64(), 9);
+  EXPECT_EQ(sync.at("stop").at(0).as_string(), "END");
+  EXPECT_EQ(sync.at("user").as_string(), "u1");
+  EXPECT_FALSE(sync.at("parallel_tool_calls").as_bool());
+  EXPECT_TRUE(sync.at("enable_thinking").as_bool());
+  EXPECT_EQ(sync.at("thinking_budget").as_int64(), 1024);
+  EXPECT_EQ(sync.at("response_format").at("json_schema").at("name").as_string(), "p");
+  EXPECT_TRUE(sync.at("response_format").at("json_schema").at("strict").as_bool());
+  req.set_stream(true);
+  auto streamed = boost::json::parse(BuildOpenAiChatBody(req, "qwen", true));
+  EXPECT_EQ(streamed.at("n").as_int64(), 2);
 }
 
 }  // namespace
