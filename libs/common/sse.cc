@@ -3,18 +3,28 @@
 namespace nexusflow {
 
 void SseParser::Feed(std::string_view bytes, std::vector<SseEvent>& out) {
-  for (char c : bytes) {
-    if (c == '\n' && last_was_cr_) {  // second half of \r\n
+  // Whole runs between line ends are appended at once (a chunk is mostly one data line).
+  while (!bytes.empty()) {
+    if (last_was_cr_ && bytes.front() == '\n') {  // second half of \r\n
+      bytes.remove_prefix(1);
       last_was_cr_ = false;
       continue;
     }
-    last_was_cr_ = (c == '\r');
-    if (c == '\n' || c == '\r') {
+    last_was_cr_ = false;
+    size_t end = bytes.find_first_of("\r\n");
+    if (end == std::string_view::npos) {
+      buffer_.append(bytes);
+      return;
+    }
+    if (buffer_.empty()) {
+      Line(bytes.substr(0, end), out);
+    } else {
+      buffer_.append(bytes.substr(0, end));
       Line(buffer_, out);
       buffer_.clear();
-    } else {
-      buffer_.push_back(c);
     }
+    last_was_cr_ = bytes[end] == '\r';
+    bytes.remove_prefix(end + 1);
   }
 }
 

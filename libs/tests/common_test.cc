@@ -43,6 +43,19 @@ TEST(SseTest, PendingCountsAnUnfinishedEventForLimits) {
   EXPECT_EQ(p.Pending(), 0u);
 }
 
+TEST(SseTest, LineEndsOfEveryKindAlsoSplitAcrossReads) {
+  SseParser p;
+  std::vector<SseEvent> out;
+  p.Feed("data: a\r", out);       // \r now, its \n in the next read
+  p.Feed("\n\rdata: b\r\r", out);  // an \r\n, a lone \r ending the event, then \r endings
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].data, "a");
+  EXPECT_EQ(out[1].data, "b");
+  for (char c : std::string("data: c\n\n")) p.Feed(std::string_view(&c, 1), out);  // a byte at a time
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[2].data, "c");
+}
+
 TEST(SseTest, ParsesFramesSplitAcrossReads) {
   SseParser p;
   std::vector<SseEvent> out;
