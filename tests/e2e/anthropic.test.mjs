@@ -15,7 +15,7 @@ import {
   userUsage, usdToNano, nanoToUsd, modelPricing, tokensCostNano, anthropicTokens, recordTokens,
 } from './lib.mjs';
 
-const MODELS = ['qwen3-max', 'claude-sonnet-4-6'];
+const MODELS = ['qwen3-max', 'claude-sonnet-4-6', 'gemini-2.5-flash'];
 
 const SYSTEM = 'You are a terse assistant.';
 const MAX_TOKENS = 1024;

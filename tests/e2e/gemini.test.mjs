@@ -17,7 +17,7 @@ import {
   modelPricing, tokensCostNano, geminiTokens, recordTokens,
 } from './lib.mjs';
 
-const MODELS = ['qwen3-max', 'claude-sonnet-4-6'];
+const MODELS = ['qwen3-max', 'claude-sonnet-4-6', 'gemini-2.5-flash'];
 
 const SYSTEM = 'You are a terse assistant.';
 
