@@ -394,13 +394,16 @@ describe('billing', () => {
     const start = await accountMoney(account.id);
     assert.equal(start.balance, 10_000_000_000n);
 
-    // Five requests over models with different prices, sync and streamed.
+    // Requests over models with different prices, sync and streamed.
     const plan = [
       { model: 'qwen3-max', stream: false },
       { model: 'claude-sonnet-4-6', stream: true },
       { model: 'deepseek-v4', stream: false },
       { model: 'claude-opus-4-7', stream: true },
       { model: 'qwen3.5-plus', stream: false, words: 300 },
+      // A Gemini-protocol upstream, both ways.
+      { model: 'gemini-2.5-flash', stream: true },
+      { model: 'gemini-2.5-flash', stream: false },
     ];
     const prices = new Set(plan.map((p) => `${pricing.get(p.model)?.input}/${pricing.get(p.model)?.output}`));
     assert.ok(prices.size >= 2, `the billing mix should span several prices: ${[...prices]}`);
