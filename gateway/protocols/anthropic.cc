@@ -7,6 +7,8 @@
 // the usage is known, because message_delta carries both.
 #include "gateway/protocols/anthropic.h"
 
+#include "libs/common/json_util.h"
+
 #include <algorithm>
 #include <boost/json.hpp>
 #include <map>
@@ -224,9 +226,8 @@ class MessagesReader {
     } else if (v.is_uint64()) {
       n = v.get_uint64() > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX
                                                             : static_cast<int64_t>(v.get_uint64());
-    } else if (v.is_double() &&
-               v.get_double() == static_cast<double>(static_cast<int64_t>(v.get_double()))) {
-      n = static_cast<int64_t>(v.get_double());  // 8.0 is an integer, as pydantic sees it
+    } else if (auto whole = v.is_double() ? WholeNumber(v.get_double()) : std::nullopt) {
+      n = *whole;  // 8.0 is an integer, as pydantic sees it
     } else {
       return Fail(path, "Input should be a valid integer");
     }

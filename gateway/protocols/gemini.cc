@@ -1,5 +1,7 @@
 #include "gateway/protocols/gemini.h"
 
+#include "libs/common/json_util.h"
+
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -292,9 +294,9 @@ class RequestParser {
       ok = v.get_uint64() <= static_cast<uint64_t>(INT32_MAX);
       n = static_cast<int64_t>(std::min<uint64_t>(v.get_uint64(), INT32_MAX));
     } else if (v.is_double()) {
-      double d = v.get_double();
-      ok = d == static_cast<double>(static_cast<int64_t>(d));
-      n = static_cast<int64_t>(d);
+      auto whole = WholeNumber(v.get_double());
+      ok = whole.has_value();
+      n = whole.value_or(0);
     } else if (v.is_string()) {
       ok = absl::SimpleAtoi(Sv(v.get_string()), &n);
     } else {

@@ -64,8 +64,7 @@ Check IntIn(const json::value& v, const std::string& param, int64_t lo, int64_t 
   int64_t n;
   if (v.is_int64()) n = v.get_int64();
   else if (v.is_uint64() && v.get_uint64() <= static_cast<uint64_t>(INT64_MAX)) n = static_cast<int64_t>(v.get_uint64());
-  else if (v.is_double() && v.get_double() == static_cast<double>(static_cast<int64_t>(v.get_double())))
-    n = static_cast<int64_t>(v.get_double());  // 2.0 from a JS client
+  else if (auto whole = v.is_double() ? WholeNumber(v.get_double()) : std::nullopt) n = *whole;  // 2.0 from a JS client
   else return BadType(param, "an integer");
   if (n < lo || n > hi)
     return Bad(param, absl::StrCat("Invalid '", param, "': ", n, " is not between ", lo, " and ", hi, "."));

@@ -1,5 +1,7 @@
 #include "libs/common/json_util.h"
 
+#include <cmath>
+
 #include <boost/json.hpp>
 
 namespace nexusflow {
@@ -26,11 +28,14 @@ std::optional<int64_t> JsonInt(const boost::json::value& v, std::string_view key
   if (f->is_int64()) return f->get_int64();
   if (f->is_uint64() && f->get_uint64() <= static_cast<uint64_t>(INT64_MAX))
     return static_cast<int64_t>(f->get_uint64());
-  if (f->is_double()) {
-    double d = f->get_double();
-    if (d == static_cast<double>(static_cast<int64_t>(d))) return static_cast<int64_t>(d);
-  }
+  if (f->is_double()) return WholeNumber(f->get_double());
   return std::nullopt;
+}
+
+std::optional<int64_t> WholeNumber(double d) {
+  // [-2^63, 2^63): every double in it converts; its upper bound is not an int64.
+  if (!(d >= -0x1p63 && d < 0x1p63) || d != std::trunc(d)) return std::nullopt;
+  return static_cast<int64_t>(d);
 }
 
 std::optional<double> JsonNumber(const boost::json::value& v, std::string_view key) {

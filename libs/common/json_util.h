@@ -14,6 +14,10 @@ const boost::json::value* JsonField(const boost::json::value& v, std::string_vie
 // json::value, and the pointer returned would dangle).
 const boost::json::value* JsonField(const boost::json::object& o, std::string_view key);
 std::optional<std::string> JsonString(const boost::json::value& v, std::string_view key);
+// `d` as an integer when it is one and fits an int64 (2.0 from a JavaScript client);
+// nullopt for fractions, infinities, NaN and out-of-range values, which must never reach
+// a cast.
+std::optional<int64_t> WholeNumber(double d);
 std::optional<int64_t> JsonInt(const boost::json::value& v, std::string_view key);
 std::optional<double> JsonNumber(const boost::json::value& v, std::string_view key);
 std::optional<bool> JsonBool(const boost::json::value& v, std::string_view key);

@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <boost/json.hpp>
 
 #include "libs/common/ids.h"
 #include "libs/common/money.h"
+#include "libs/common/json_util.h"
 #include "libs/common/sse.h"
 #include "libs/common/status_map.h"
 
@@ -28,6 +31,17 @@ TEST(MoneyTest, FormatsWithTwoToNineDecimals) {
   EXPECT_EQ(FormatUsd(1), "0.000000001");
   EXPECT_EQ(FormatUsd(-2'250'000'000), "-2.25");
   EXPECT_EQ(FormatUsd(99'999'838'000), "99.999838");
+}
+
+TEST(JsonTest, WholeNumberNeverCastsWhatDoesNotFit) {
+  EXPECT_EQ(WholeNumber(2.0), 2);
+  EXPECT_EQ(WholeNumber(-9007199254740992.0), -9007199254740992);
+  EXPECT_EQ(WholeNumber(2.5), std::nullopt);
+  EXPECT_EQ(WholeNumber(1e300), std::nullopt);  // an upstream's or a caller's huge count
+  EXPECT_EQ(WholeNumber(9223372036854775808.0), std::nullopt);  // 2^63
+  EXPECT_EQ(WholeNumber(-9223372036854775808.0), INT64_MIN);
+  EXPECT_EQ(WholeNumber(std::numeric_limits<double>::infinity()), std::nullopt);
+  EXPECT_EQ(WholeNumber(std::numeric_limits<double>::quiet_NaN()), std::nullopt);
 }
 
 TEST(SseTest, PendingCountsAnUnfinishedEventForLimits) {

@@ -10,6 +10,8 @@ NF_BUILD_PACKAGES=(cmake ninja-build g++ pkg-config ccache curl openssl ca-certi
   libboost1.81-dev libboost-json1.81-dev prometheus-cpp-dev libyaml-cpp-dev
   libsqlite3-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev)
+# What the fuzz targets add (tests/fuzz): clang and its sanitizer and libFuzzer runtimes.
+NF_FUZZ_PACKAGES=(clang libclang-rt-14-dev)
 
 nf_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
