@@ -129,14 +129,18 @@ class SqliteLedgerStore : public LedgerStore {
     if (!tx.status().ok()) return tx.status();
     {
       auto prior = db_->Prepare(
-          "SELECT account_id, balance_after FROM credits WHERE idempotency_key = ?");
+          "SELECT account_id, balance_after, amount FROM credits WHERE idempotency_key = ?");
       if (!prior.ok()) return prior.status();
       prior->Bind(1, key);
       auto row = prior->Step();
       if (!row.ok()) return row.status();
       if (*row) {
+        // A retry of the same credit answers as the first did; anything else under the
+        // key is a different credit, refused rather than silently taken for the old one.
         if (prior->Text(0) != account_id)
           return absl::AlreadyExistsError("idempotency_key was used for another account");
+        if (prior->Int(2) != amount)
+          return absl::AlreadyExistsError("idempotency_key was used for a different amount");
         return ChangeResult{prior->Int(1), 0, true};
       }
     }

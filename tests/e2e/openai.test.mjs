@@ -383,6 +383,10 @@ describe('billing', () => {
     const third = await adminOk('POST', `/admin/v1/accounts/${account.id}/credits`,
                                 { amount: '0.000000001', idempotency_key: `e2e-idem2-${RUN_ID}` });
     assert.equal(usdToNano(third.balance), 2_500_000_001n);
+    // The same key for another amount is another credit: refused, nothing changes.
+    const clash = await admin('POST', `/admin/v1/accounts/${account.id}/credits`,
+                              { amount: '9.00', idempotency_key: `e2e-idem-${RUN_ID}` });
+    assert.equal(clash.status, 409, JSON.stringify(clash.body));
     assert.equal((await accountMoney(account.id)).balance, 2_500_000_001n);
   });
 

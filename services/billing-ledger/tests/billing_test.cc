@@ -120,6 +120,13 @@ TEST_F(BillingServiceTest, CreditIsIdempotentOnItsKey) {
   EXPECT_EQ(Balance(), 5'000'000'000);
 }
 
+TEST_F(BillingServiceTest, ReusingACreditKeyForAnotherAmountIsRefused) {
+  pb::CreditResponse r;
+  ASSERT_TRUE(Credit(5'000'000'000, "k2", &r).ok());
+  EXPECT_EQ(Credit(7'000'000'000, "k2", &r).error_code(), grpc::ALREADY_EXISTS);
+  EXPECT_EQ(Balance(), 5'000'000'000);  // neither credited again nor taken for the first
+}
+
 TEST_F(BillingServiceTest, ReserveFailsWithoutBalanceAndCountsOpenHolds) {
   pb::ReserveResponse hold;
   EXPECT_EQ(Reserve("r0", 1, &hold).error_code(), grpc::FAILED_PRECONDITION);
