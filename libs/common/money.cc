@@ -23,8 +23,11 @@ absl::StatusOr<int64_t> ParseUsd(std::string_view text) {
   int digits = 0;
   for (; i < text.size() && text[i] != '.'; ++i) {
     if (text[i] < '0' || text[i] > '9') return bad();
-    if (units > (INT64_MAX / kNanoPerUsd) / 10) return bad();
-    units = units * 10 + (text[i] - '0');
+    // Checked before it can overflow: the whole amount must fit int64 nano-USD.
+    if (__builtin_mul_overflow(units, int64_t{10}, &units) ||
+        __builtin_add_overflow(units, int64_t{text[i] - '0'}, &units) ||
+        units > INT64_MAX / kNanoPerUsd)
+      return bad();
     ++digits;
   }
   int64_t fraction = 0;
@@ -40,7 +43,9 @@ absl::StatusOr<int64_t> ParseUsd(std::string_view text) {
   }
   if (digits == 0 && decimals == 0) return bad();
   for (int d = decimals; d < 9; ++d) fraction *= 10;
-  int64_t nano = units * kNanoPerUsd + fraction;
+  int64_t nano = 0;
+  if (__builtin_mul_overflow(units, kNanoPerUsd, &nano) || __builtin_add_overflow(nano, fraction, &nano))
+    return bad();
   return negative ? -nano : nano;
 }
 

@@ -25,6 +25,15 @@ TEST(MoneyTest, ParsesDecimalUsdExactly) {
   EXPECT_FALSE(ParseUsd("99999999999999999999").ok());
 }
 
+TEST(MoneyTest, AmountsAtTheEdgeOfInt64AreExactOrRefused) {
+  // INT64_MAX nano-USD is 9223372036.854775807 USD.
+  EXPECT_EQ(*ParseUsd("9223372036.854775807"), INT64_MAX);
+  EXPECT_FALSE(ParseUsd("9223372036.854775808").ok());  // one nano-USD over
+  EXPECT_FALSE(ParseUsd("9223372037").ok());
+  EXPECT_FALSE(ParseUsd("9223372039").ok());  // used to overflow inside the parser
+  EXPECT_EQ(*ParseUsd("-9223372036.854775807"), -INT64_MAX);
+}
+
 TEST(MoneyTest, FormatsWithTwoToNineDecimals) {
   EXPECT_EQ(FormatUsd(0), "0.00");
   EXPECT_EQ(FormatUsd(1'500'000'000), "1.50");
