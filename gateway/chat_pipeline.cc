@@ -268,6 +268,17 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
     undo();
     co_return co_await SendError(ex, protocol, {503, absl::StrCat("The rate limiter is unavailable: ", astatus.error_message()), "", ""}, log);
   }
+  if (!admitted && aresp.never_fits()) {
+    // Over the plan's limit by itself: no retry helps, so the SDKs are told not to.
+    undo();
+    HeaderList headers = job.headers;
+    headers.emplace_back("x-should-retry", "false");
+    HttpError e(429, absl::StrCat("Request too large for the tokens per minute of plan '", job.identity.plan(),
+                                  "': limit ", aresp.tokens().limit(), ", requested ", areq.estimated_tokens(),
+                                  ". Lower max_tokens or the prompt."),
+                "", "rate_limit_exceeded");
+    co_return co_await SendError(ex, protocol, e, log, headers);
+  }
   if (!admitted) {
     undo();
     int64_t retry = aresp.retry_after().seconds() + (aresp.retry_after().nanos() > 0 ? 1 : 0);

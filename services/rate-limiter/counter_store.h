@@ -25,6 +25,7 @@ struct Admission {
   Denial denied_by = Denial::kNone;
   std::string lease_id;          // set when admitted
   Clock::duration retry_after{};  // set when denied
+  bool never_fits = false;        // denied, and no wait would admit it (over the limit alone)
   WindowState requests;
   WindowState tokens;
 };

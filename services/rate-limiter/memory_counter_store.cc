@@ -67,7 +67,7 @@ class MemoryCounterStore : public CounterStore {
     } else if (limits.tpm > 0 && s.token_sum + tokens > limits.tpm) {
       a.denied_by = Denial::kTokens;
       if (tokens > limits.tpm) {
-        a.retry_after = kWindow;  // never fits; say a full window
+        a.never_fits = true;  // no window could hold it
       } else {
         int64_t need = s.token_sum + tokens - limits.tpm;
         for (const auto& e : s.tokens) {

@@ -81,7 +81,10 @@ absl::Status RateLimiterService::AcquireLease(const pb::AcquireRequest& request,
         outcome = "denied_concurrency";
         break;
     }
-    SetDuration(a.retry_after, resp->mutable_retry_after());
+    if (a.never_fits)
+      resp->set_never_fits(true);
+    else
+      SetDuration(a.retry_after, resp->mutable_retry_after());
   }
   SetState(a.requests, resp->mutable_requests());
   SetState(a.tokens, resp->mutable_tokens());

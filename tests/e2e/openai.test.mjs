@@ -316,6 +316,22 @@ describe('errors', () => {
     assert.equal(body.error?.type, 'invalid_request_error');
   });
 
+  test('a request over the plan TPM by itself → 429 that says not to retry', async () => {
+    const { key } = await createAccountWithKey({ name: 'e2e-tpm', credit: '5.00', plan: 'tiny' });
+    const res = await fetch(`${BASE_URL}/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key.key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'qwen3-max', max_tokens: 200000,  // the tiny plan: 100,000 TPM
+                             messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    const body = await res.json();
+    assert.equal(res.status, 429, JSON.stringify(body));
+    assert.equal(body.error.code, 'rate_limit_exceeded');
+    assert.match(body.error.message, /Request too large/);
+    assert.equal(res.headers.get('x-should-retry'), 'false');
+    assert.equal(res.headers.get('retry-after'), null, 'no wait would admit it');
+  });
+
   test('over the plan RPM → 429 rate_limit_exceeded with retry-after', async () => {
     const { key } = await createAccountWithKey({ name: 'e2e-tiny', credit: '5.00', plan: 'tiny' });
     assert.equal(key.plan, 'tiny');

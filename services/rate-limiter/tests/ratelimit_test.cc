@@ -37,6 +37,21 @@ TEST(MemoryCounterStoreTest, TpmCountsActualTokensAfterRelease) {
   EXPECT_EQ(store->Acquire("k", limits, 200, t).denied_by, Denial::kNone);
 }
 
+TEST(MemoryCounterStoreTest, ARequestOverTheTpmByItselfNeverFits) {
+  auto store = NewMemoryCounterStore();
+  PlanLimits limits{0, 1000, 0};
+  Clock::time_point t{};
+  auto a = store->Acquire("k", limits, 1001, t);
+  EXPECT_EQ(a.denied_by, Denial::kTokens);
+  EXPECT_TRUE(a.never_fits);  // no retry-after can help
+  auto b = store->Acquire("k", limits, 600, t);
+  ASSERT_EQ(b.denied_by, Denial::kNone);
+  auto c = store->Acquire("k", limits, 600, t);  // fits once b's tokens leave the window
+  EXPECT_EQ(c.denied_by, Denial::kTokens);
+  EXPECT_FALSE(c.never_fits);
+  EXPECT_GT(c.retry_after, Clock::duration::zero());
+}
+
 TEST(MemoryCounterStoreTest, ConcurrencyFreesOnReleaseAndLeaseExpiry) {
   auto store = NewMemoryCounterStore(seconds(30));
   PlanLimits limits{0, 0, 1};
