@@ -332,6 +332,23 @@ describe('errors', () => {
     assert.equal(res.headers.get('retry-after'), null, 'no wait would admit it');
   });
 
+  test('the free plan admits 10 requests a minute, then 429 with retry-after', async () => {
+    const { key } = await createAccountWithKey({ name: 'e2e-free', credit: '1.00', plan: 'free' });
+    const client = openai(key.key);
+    for (let i = 0; i < 10; i++) {
+      await client.chat.completions.create({ model: 'qwen3-max', max_tokens: 5,
+                                             messages: [{ role: 'user', content: `free ${i} [mock:words=2]` }] });
+    }
+    const res = await fetch(`${BASE_URL}/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key.key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'qwen3-max', max_tokens: 5, messages: [{ role: 'user', content: 'one more' }] }),
+    });
+    assert.equal(res.status, 429, await res.text());
+    assert.equal(res.headers.get('x-ratelimit-limit-requests'), '10');
+    assert.ok(Number(res.headers.get('retry-after')) >= 1);
+  });
+
   test('over the plan RPM → 429 rate_limit_exceeded with retry-after', async () => {
     const { key } = await createAccountWithKey({ name: 'e2e-tiny', credit: '5.00', plan: 'tiny' });
     assert.equal(key.plan, 'tiny');
