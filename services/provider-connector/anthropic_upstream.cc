@@ -34,14 +34,8 @@ json::object Source(const std::string& url, const llmpb::InlineData* inline_data
     return json::object{{"type", "base64"},
                         {"media_type", inline_data->mime_type()},
                         {"data", absl::Base64Escape(inline_data->data())}};
-  if (url.rfind("data:", 0) == 0) {
-    auto semi = url.find(';');
-    auto comma = url.find(',');
-    if (semi != std::string::npos && comma != std::string::npos && semi < comma)
-      return json::object{{"type", "base64"},
-                          {"media_type", url.substr(5, semi - 5)},
-                          {"data", url.substr(comma + 1)}};
-  }
+  if (auto data = ParseDataUri(url))
+    return json::object{{"type", "base64"}, {"media_type", data->media_type}, {"data", data->base64}};
   return json::object{{"type", "url"}, {"url", url}};
 }
 
@@ -388,15 +382,7 @@ void AnthropicDecoder::Finish(std::vector<llmpb::ChatEvent>& out) {
     e.mutable_finish()->set_reason(llmpb::FINISH_REASON_STOP);
     out.push_back(std::move(e));
   }
-  if (!has_usage_) {
-    // The upstream did not report usage: bill the prompt estimate and ~4 chars a token.
-    usage_estimated_ = true;
-    usage_.set_input_tokens(prompt_estimate_);
-    usage_.set_output_tokens((output_chars_ + 3) / 4);
-  }
-  llmpb::ChatEvent e;
-  *e.mutable_usage() = usage_;
-  out.push_back(std::move(e));
+  AppendFinalUsage(has_usage_, usage_, prompt_estimate_, output_chars_, &usage_estimated_, out);
 }
 
 namespace {

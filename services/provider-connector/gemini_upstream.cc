@@ -23,13 +23,8 @@ json::object InlineOrFile(const std::string& url, const llmpb::InlineData* inlin
   if (inline_data)
     return json::object{{"inlineData", json::object{{"mimeType", inline_data->mime_type()},
                                                     {"data", absl::Base64Escape(inline_data->data())}}}};
-  if (url.rfind("data:", 0) == 0) {
-    auto semi = url.find(';');
-    auto comma = url.find(',');
-    if (semi != std::string::npos && comma != std::string::npos && semi < comma)
-      return json::object{{"inlineData", json::object{{"mimeType", url.substr(5, semi - 5)},
-                                                      {"data", url.substr(comma + 1)}}}};
-  }
+  if (auto data = ParseDataUri(url))
+    return json::object{{"inlineData", json::object{{"mimeType", data->media_type}, {"data", data->base64}}}};
   return json::object{{"fileData", json::object{{"fileUri", url}}}};
 }
 
@@ -298,15 +293,7 @@ void GeminiDecoder::Finish(std::vector<llmpb::ChatEvent>& out) {
     e.mutable_finish()->set_reason(called_tools_ ? llmpb::FINISH_REASON_TOOL_CALLS : llmpb::FINISH_REASON_STOP);
     out.push_back(std::move(e));
   }
-  if (!has_usage_) {
-    // The upstream did not report usage: bill the prompt estimate and ~4 chars a token.
-    usage_estimated_ = true;
-    usage_.set_input_tokens(prompt_estimate_);
-    usage_.set_output_tokens((output_chars_ + 3) / 4);
-  }
-  llmpb::ChatEvent e;
-  *e.mutable_usage() = usage_;
-  out.push_back(std::move(e));
+  AppendFinalUsage(has_usage_, usage_, prompt_estimate_, output_chars_, &usage_estimated_, out);
 }
 
 namespace {

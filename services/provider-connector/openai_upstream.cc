@@ -381,15 +381,7 @@ void OpenAiDecoder::Finish(std::vector<llmpb::ChatEvent>& out) {
     out.push_back(std::move(e));
   }
   finished_ = true;
-  if (!has_usage_) {
-    // The upstream did not report usage: bill the prompt estimate and ~4 chars a token.
-    usage_estimated_ = true;
-    usage_.set_input_tokens(prompt_estimate_);
-    usage_.set_output_tokens((output_chars_ + 3) / 4);
-  }
-  llmpb::ChatEvent e;
-  *e.mutable_usage() = usage_;
-  out.push_back(std::move(e));
+  AppendFinalUsage(has_usage_, usage_, prompt_estimate_, output_chars_, &usage_estimated_, out);
 }
 
 }  // namespace nexusflow::connector

@@ -87,6 +87,26 @@ std::optional<std::string> ReplaceTopLevelModel(std::string_view body, std::stri
   }
 }
 
+void AppendFinalUsage(bool reported, llm::v1::Usage& usage, int64_t prompt_estimate,
+                      int64_t output_chars, bool* estimated, std::vector<llm::v1::ChatEvent>& out) {
+  if (!reported) {
+    *estimated = true;
+    usage.set_input_tokens(prompt_estimate);
+    usage.set_output_tokens((output_chars + 3) / 4);
+  }
+  llm::v1::ChatEvent e;
+  *e.mutable_usage() = usage;
+  out.push_back(std::move(e));
+}
+
+std::optional<DataUri> ParseDataUri(std::string_view url) {
+  if (url.substr(0, 5) != "data:") return std::nullopt;
+  auto semi = url.find(';');
+  auto comma = url.find(',');
+  if (semi == std::string_view::npos || comma == std::string_view::npos || semi > comma) return std::nullopt;
+  return DataUri{std::string(url.substr(5, semi - 5)), std::string(url.substr(comma + 1))};
+}
+
 std::optional<std::string> PassThroughBody(const llm::v1::ChatRequest& request,
                                            llm::v1::Protocol protocol,
                                            std::string_view upstream_model) {

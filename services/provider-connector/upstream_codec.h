@@ -73,6 +73,19 @@ class UpstreamCodec {
   virtual std::string ErrorMessage(std::string_view body) const = 0;
 };
 
+// The last event of every answer: the upstream's usage, or, when it reported none, the
+// prompt estimate and about four characters a token of the output seen (`*estimated`
+// then turns true).
+void AppendFinalUsage(bool reported, llm::v1::Usage& usage, int64_t prompt_estimate,
+                      int64_t output_chars, bool* estimated, std::vector<llm::v1::ChatEvent>& out);
+
+// A data: URI's media type and base64 payload; nullopt for any other URL.
+struct DataUri {
+  std::string media_type;
+  std::string base64;
+};
+std::optional<DataUri> ParseDataUri(std::string_view url);
+
 // The codec for a provider kind ("openai", …); null for a kind without one.
 const UpstreamCodec* CodecForKind(std::string_view kind);
 // The kinds that have a codec, for config validation and messages.
