@@ -44,7 +44,7 @@ Families& Metrics() {
           .Register(MetricsRegistry()),
       prometheus::BuildCounter()
           .Name("nexusflow_gateway_settlement_retries_total")
-          .Help("Settlements not acknowledged at once and handed to the retrier")
+          .Help("Settlements not acknowledged at once and handed to the outbox's retries")
           .Register(MetricsRegistry())};
   return f;
 }
@@ -108,6 +108,8 @@ struct Gateway::ChatJob {
   std::string hold_id;
   std::string lease_id;
   int64_t prompt_estimate = 0;
+  int64_t max_output = 0;        // the output limit the hold was sized for, tokens
+  int64_t output_allowance = 0;  // output text bytes the outbox entry covers; 0 = no entry
   HeaderList headers;
   std::string stream_content_type = "text/event-stream";
 };
@@ -242,6 +244,7 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
                            ? job.request.sampling().max_output_tokens()
                            : (job.model.max_output_tokens() > 0 ? job.model.max_output_tokens()
                                                                 : config_.gateway.default_max_output_tokens);
+  job.max_output = max_output;
   ratelimit::v1::AcquireRequest areq;
   areq.set_request_id(log.request_id);
   areq.set_key_id(job.identity.key_id());
@@ -404,6 +407,7 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
         frames += job.renderer->StreamEvent(e);
     }
     if (client_ok && !frames.empty()) {
+      co_await RecordOutput(job, answer);
       client_ok = co_await ex.Write(std::move(frames));
       frames.clear();
       if (!client_ok) stream.Cancel();
@@ -474,23 +478,52 @@ net::awaitable<void> Gateway::Settle(ChatJob& job, const ChatAnswer& answer, Req
   *req.mutable_usage() = u;
   *req.mutable_price() = job.model.price();
   req.set_deployment_id(answer.deployment_id);
+  // A stream's outbox entry (written before its output) takes the real usage; an answer
+  // not sent yet has none: it is written only if billing does not acknowledge it.
+  bool has_entry = job.output_allowance > 0;
+  if (has_entry) outbox_->RecordFinal(req);
   bool settled = false;
+  grpc::Status status;
   for (int attempt = 0; attempt < 3 && !settled; ++attempt) {
     if (attempt) {
       net::steady_timer pause(co_await net::this_coro::executor, std::chrono::milliseconds(20 * attempt));
       co_await pause.async_wait(net::as_tuple(net::use_awaitable));
     }
     billing::v1::SettleResponse resp;
-    if ((co_await path_.Settle(req, &resp)).ok()) {
+    status = co_await path_.Settle(req, &resp);
+    if (status.ok()) {
       settled = true;
       log.cost_nano_usd = resp.cost_nano_usd();
     }
   }
-  if (!settled) {
+  if (settled) {
+    if (has_entry) outbox_->Settled(req.request_id());
+  } else {
     Metrics().settle_retries.Add({}).Increment();
-    retrier_->Add(req);
+    (void)co_await outbox_->Retry(req, status);
   }
   path_.ReleaseLease(job.lease_id, log.input_tokens + log.output_tokens);
+}
+
+net::awaitable<void> Gateway::RecordOutput(ChatJob& job, const ChatAnswer& answer) {
+  int64_t sent = OutputTextBytes(answer);
+  if (sent <= job.output_allowance) co_return;
+  int64_t allowance = NextOutputAllowance(sent, kOutputAllowanceStep);
+  if (job.output_allowance == 0) {
+    billing::v1::SettleRequest tmpl;
+    tmpl.set_request_id(job.request.request_id());
+    tmpl.set_hold_id(job.hold_id);
+    tmpl.set_account_id(job.identity.account_id());
+    tmpl.set_key_id(job.identity.key_id());
+    tmpl.set_model(job.model.id());
+    tmpl.set_protocol(job.request.protocol());
+    *tmpl.mutable_price() = job.model.price();
+    tmpl.set_deployment_id(answer.deployment_id);
+    (void)co_await outbox_->RecordStarted(tmpl, job.prompt_estimate, job.max_output, allowance);
+  } else {
+    (void)co_await outbox_->RecordProgress(job.request.request_id(), allowance);
+  }
+  job.output_allowance = allowance;
 }
 
 }  // namespace nexusflow::gateway

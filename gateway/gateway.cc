@@ -189,8 +189,7 @@ Gateway::Gateway(const Config& config, Backends backends, LocalServices local)
       backends_(std::move(backends)),
       path_(backends_, local),
       auth_cache_(backends_.auth.get(), config.gateway.auth_cache_ttl_seconds),
-      catalog_(backends_.routing.get()),
-      retrier_(std::make_unique<SettlementRetrier>(backends_.billing.get())) {
+      catalog_(backends_.routing.get()) {
   Metrics();
 }
 
@@ -199,14 +198,45 @@ Gateway::~Gateway() {
   blocking_.join();
 }
 
-void Gateway::Start() {
+absl::Status Gateway::Start() {
+  SettlementOutbox::Options options;
+  options.path = config_.gateway.outbox;
+  options.max_attempts = config_.gateway.settlement_max_attempts;
+  // The outbox's retries go to billing over gRPC (an in-process channel when billing is
+  // in this process): they are rare, and off the loops.
+  billing::v1::BillingLedgerService::Stub* stub = backends_.billing.get();
+  auto settle = [stub](const billing::v1::SettleRequest& req,
+                       std::function<void(const grpc::Status&)> done) {
+    struct Call {
+      grpc::ClientContext ctx;
+      billing::v1::SettleRequest req;
+      billing::v1::SettleResponse resp;
+      std::function<void(const grpc::Status&)> done;
+    };
+    auto* call = new Call;
+    call->req = req;
+    call->done = std::move(done);
+    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    stub->async()->Settle(&call->ctx, &call->req, &call->resp, [call](grpc::Status s) {
+      call->done(s);
+      delete call;
+    });
+  };
+  auto outbox = SettlementOutbox::Open(options, settle);
+  if (!outbox.ok()) return outbox.status();
+  outbox_ = std::move(*outbox);
   auth_cache_.Start();
   catalog_.Start();
+  return absl::OkStatus();
 }
 
 void Gateway::Stop() {
   auth_cache_.Stop();
   catalog_.Stop();
+  // Draining: billing gets the grace period to take what the outbox holds; the rest stays
+  // in the file for the next start.
+  if (outbox_ && draining_ && !outbox_flushed_.exchange(true))
+    outbox_->WaitIdle(std::chrono::seconds(config_.server.drain_grace_seconds));
 }
 
 bool Gateway::ready() const {

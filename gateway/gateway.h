@@ -17,7 +17,7 @@
 #include "gateway/http_server.h"
 #include "gateway/protocols/renderer.h"
 #include "gateway/request_path.h"
-#include "gateway/settlement_retrier.h"
+#include "gateway/settlement_outbox.h"
 #include "libs/config/config.h"
 
 namespace nexusflow::gateway {
@@ -64,8 +64,9 @@ class Gateway {
   Gateway(const Config& config, Backends backends, LocalServices local = {});
   ~Gateway();
 
-  // Starts the caches' watches. The HTTP server is separate (see handler()).
-  void Start();
+  // Opens the settlement outbox (settling what a previous process left) and starts the
+  // caches' watches. The HTTP server is separate (see handler()).
+  absl::Status Start();
   void Stop();
   // Ready once the catalog and the revocation watch are live, and until draining.
   bool ready() const;
@@ -114,6 +115,9 @@ class Gateway {
   struct ChatJob;
   boost::asio::awaitable<void> RunChat(ChatJob& job, HttpExchange& ex, RequestLog& log);
   boost::asio::awaitable<void> Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log);
+  // Before a stream sends output: the outbox's allowance covers all the output text sent
+  // with it (write-ahead), so a gateway killed now still charges what the client got.
+  boost::asio::awaitable<void> RecordOutput(ChatJob& job, const ChatAnswer& answer);
 
   Config config_;
   Backends backends_;
@@ -121,7 +125,8 @@ class Gateway {
   AuthCache auth_cache_;
   CatalogCache catalog_;
   std::atomic<bool> draining_{false};
-  std::unique_ptr<SettlementRetrier> retrier_;
+  std::unique_ptr<SettlementOutbox> outbox_;  // opened by Start
+  std::atomic<bool> outbox_flushed_{false};   // waited for once, when draining
   // Synchronous work off the loops: the admin API and other rare calls.
   boost::asio::thread_pool blocking_{2};
 };

@@ -14,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/str_join.h"
+#include "cmd/nexusflow/ledger_command.h"
 #include "cmd/nexusflow/modules.h"
 
 ABSL_FLAG(std::string, target, "all", "all, or a comma list of: auth, routing, rate-limiter, billing-ledger, provider-connector, gateway");
@@ -27,7 +28,11 @@ int main(int argc, char** argv) {
   // Abseil's mutex deadlock detection (on in Debian's build) costs every lock a graph
   // update; it is a debugging aid, not for serving.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  absl::SetProgramUsageMessage("nexusflow --config=FILE [--target=all|auth,routing,...]");
+  absl::SetProgramUsageMessage(
+      "nexusflow --config=FILE [--target=all|auth,routing,...]\n"
+      "  nexusflow ledger verify [--config=FILE | --database=URL|PATH]   check the billing "
+      "ledger's invariants; exit 1 on any violation");
+  if (argc > 1 && std::string(argv[1]) == "ledger") return nexusflow::RunLedgerCommand(argc - 1, argv + 1);
   // Flags are spelled with dashes (--check-config); Abseil names them with underscores.
   std::vector<std::string> args(argv, argv + argc);
   for (auto& a : args) {

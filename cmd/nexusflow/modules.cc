@@ -47,7 +47,7 @@ class RunningProcess : public Process {
     if (targets.count("gateway") || targets.count("provider-connector"))
       loops_ = std::make_unique<EventLoops>(config.server.io_threads);
     if (targets.count("auth")) {
-      auto store = auth::OpenSqliteKeyStore(config.auth.database);
+      auto store = auth::OpenKeyStore(config.auth.database);  // SQLite path or postgresql:// URL
       if (!store.ok()) return store.status();
       auth_ = std::make_unique<auth::AuthService>(std::move(*store));
       host_.AddService(auth_.get());
@@ -63,14 +63,17 @@ class RunningProcess : public Process {
       }
     }
     if (targets.count("rate-limiter")) {
+      auto counters = ratelimit::OpenCounterStore(config.rate_limiter);
+      if (!counters.ok()) return counters.status();
       ratelimit_ = std::make_unique<ratelimit::RateLimiterService>(config.rate_limiter,
-                                                                   ratelimit::NewMemoryCounterStore());
+                                                                   std::move(*counters));
       host_.AddService(ratelimit_.get());
     }
     if (targets.count("billing-ledger")) {
-      auto store = billing::OpenSqliteLedgerStore(config.billing_ledger.database);
+      auto store = billing::OpenLedgerStore(config.billing_ledger.database);  // SQLite or postgresql://
       if (!store.ok()) return store.status();
-      billing_ = std::make_unique<billing::BillingLedgerService>(std::move(*store));
+      billing_ = std::make_unique<billing::BillingLedgerService>(std::move(*store), nullptr,
+                                                                 config.billing_ledger.overdraft);
       host_.AddService(billing_.get());
     }
     if (targets.count("provider-connector")) {
@@ -106,7 +109,7 @@ class RunningProcess : public Process {
     // Targets in this process are called directly on the request path.
     gateway::LocalServices local{ratelimit_.get(), billing_.get(), connector_.get()};
     gateway_ = std::make_unique<gateway::Gateway>(config, std::move(b), local);
-    gateway_->Start();
+    if (auto s = gateway_->Start(); !s.ok()) return s;
     gateway::HttpServer::Options http;
     const auto& sv = config.server;
     http.listen = sv.http_listen;

@@ -194,7 +194,8 @@ Config ParseRoot(const YAML::Node& root) {
   }
   if (const YAML::Node& g = root["gateway"]) {
     ExpectMap(g, "gateway", {"admin_key", "auth_cache_ttl_seconds", "max_body_bytes",
-                             "access_log", "default_max_output_tokens"});
+                             "access_log", "default_max_output_tokens", "outbox",
+                             "settlement_max_attempts"});
     if (g["admin_key"]) c.gateway.admin_key = ReadString(g["admin_key"], "gateway.admin_key");
     if (g["auth_cache_ttl_seconds"])
       c.gateway.auth_cache_ttl_seconds =
@@ -206,6 +207,13 @@ Config ParseRoot(const YAML::Node& root) {
     if (g["default_max_output_tokens"])
       c.gateway.default_max_output_tokens = ReadInt(
           g["default_max_output_tokens"], "gateway.default_max_output_tokens", 1, INT32_MAX);
+    if (g["outbox"]) {
+      c.gateway.outbox = ReadString(g["outbox"], "gateway.outbox");
+      if (c.gateway.outbox.empty()) Fail("gateway.outbox", "must not be empty");
+    }
+    if (g["settlement_max_attempts"])
+      c.gateway.settlement_max_attempts = static_cast<int>(
+          ReadInt(g["settlement_max_attempts"], "gateway.settlement_max_attempts", 1, 1000000));
   }
   if (const YAML::Node& a = root["auth"]) {
     ExpectMap(a, "auth", {"database"});
@@ -226,15 +234,32 @@ Config ParseRoot(const YAML::Node& root) {
     }
   }
   if (const YAML::Node& rl = root["rate_limiter"]) {
-    ExpectMap(rl, "rate_limiter", {"plans"});
+    ExpectMap(rl, "rate_limiter", {"plans", "store", "redis_failure", "redis_timeout_ms"});
+    auto& out = c.rate_limiter;
+    if (rl["store"]) {
+      out.store = ReadString(rl["store"], "rate_limiter.store");
+      if (out.store != "memory" && out.store.rfind("redis://", 0) != 0)
+        Fail("rate_limiter.store",
+             absl::StrCat("'", out.store, "' is neither memory nor a redis:// URL"));
+    }
+    if (rl["redis_failure"]) {
+      out.redis_failure = ReadString(rl["redis_failure"], "rate_limiter.redis_failure");
+      if (out.redis_failure != "open" && out.redis_failure != "closed")
+        Fail("rate_limiter.redis_failure",
+             absl::StrCat("'", out.redis_failure, "' is neither open nor closed"));
+    }
+    if (rl["redis_timeout_ms"])
+      out.redis_timeout_ms =
+          ReadInt(rl["redis_timeout_ms"], "rate_limiter.redis_timeout_ms", 1, 60000);
     if (const YAML::Node& plans = rl["plans"]) {
       if (!plans.IsMap()) Fail("rate_limiter.plans", "expected a mapping of plan names");
       for (const auto& kv : plans) {
         std::string name = kv.first.as<std::string>();
         std::string p = Sub("rate_limiter.plans", name);
-        ExpectMap(kv.second, p, {"rpm", "tpm", "concurrency"});
+        ExpectMap(kv.second, p, {"rpm", "rpd", "tpm", "concurrency"});
         PlanLimits l;
         if (kv.second["rpm"]) l.rpm = ReadInt(kv.second["rpm"], Sub(p, "rpm"), 0, INT64_MAX / 4);
+        if (kv.second["rpd"]) l.rpd = ReadInt(kv.second["rpd"], Sub(p, "rpd"), 0, INT64_MAX / 4);
         if (kv.second["tpm"]) l.tpm = ReadInt(kv.second["tpm"], Sub(p, "tpm"), 0, INT64_MAX / 4);
         if (kv.second["concurrency"])
           l.concurrency = ReadInt(kv.second["concurrency"], Sub(p, "concurrency"), 0, 1 << 30);
@@ -243,8 +268,16 @@ Config ParseRoot(const YAML::Node& root) {
     }
   }
   if (const YAML::Node& b = root["billing_ledger"]) {
-    ExpectMap(b, "billing_ledger", {"database"});
+    ExpectMap(b, "billing_ledger", {"database", "overdraft_usd"});
     if (b["database"]) c.billing_ledger.database = ReadString(b["database"], "billing_ledger.database");
+    if (b["overdraft_usd"]) {
+      auto nano = ParseUsd(ReadString(b["overdraft_usd"], "billing_ledger.overdraft_usd"));
+      if (!nano.ok()) Fail("billing_ledger.overdraft_usd", std::string(nano.status().message()));
+      // Up to a million USD: far from where balance − held − amount could overflow.
+      if (*nano < 0 || *nano > 1'000'000 * kNanoPerUsd)
+        Fail("billing_ledger.overdraft_usd", "must be between 0 and 1000000 USD");
+      c.billing_ledger.overdraft = *nano;
+    }
   }
   if (const YAML::Node& pc = root["provider_connector"]) {
     std::string p = "provider_connector";
@@ -310,8 +343,14 @@ absl::StatusOr<std::string> ExpandEnv(const std::string& text) {
   for (size_t i = 0; i < text.size(); ++i) {
     if (text[i] == '\n') ++line;
     if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '{') {
-      size_t end = text.find('}', i + 2);
-      if (end == std::string::npos)
+      // The matching brace: a default may itself hold ${…}, e.g. a database setting
+      // ${NEXUSFLOW_LEDGER_DATABASE:-${NEXUSFLOW_DATA_DIR:-./var}/ledger.db}.
+      size_t end = i + 2;
+      for (int depth = 1; end < text.size(); ++end) {
+        if (text[end] == '{' && text[end - 1] == '$') ++depth;
+        if (text[end] == '}' && --depth == 0) break;
+      }
+      if (end >= text.size())
         return absl::InvalidArgumentError(absl::StrCat("line ", line, ": unterminated ${"));
       std::string expr = text.substr(i + 2, end - i - 2);
       std::string name = expr, fallback;
@@ -325,7 +364,10 @@ absl::StatusOr<std::string> ExpandEnv(const std::string& text) {
       if (v && *v) {
         out.append(v);
       } else if (has_default) {
-        out.append(fallback);
+        auto expanded = ExpandEnv(fallback);
+        if (!expanded.ok())
+          return absl::InvalidArgumentError(absl::StrCat("line ", line, ": ", expanded.status().message()));
+        out.append(*expanded);
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "line ", line, ": environment variable ", name, " is not set (use ${", name,

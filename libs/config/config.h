@@ -16,6 +16,7 @@ struct PlanLimits {
   int64_t rpm = 0;          // requests per minute
   int64_t tpm = 0;          // tokens per minute
   int64_t concurrency = 0;  // requests in flight
+  int64_t rpd = 0;          // requests per UTC day (a fixed window, midnight to midnight)
 };
 
 struct DeploymentConfig {
@@ -74,8 +75,15 @@ struct Config {
     int64_t max_body_bytes = 16 << 20;
     bool access_log = true;
     int64_t default_max_output_tokens = 4096;  // for holds when neither model nor request says
+    // The settlement outbox: one SQLite file per gateway instance (two gateways never
+    // share one), on storage that outlives the process.
+    std::string outbox = "./var/outbox.db";
+    // Errors billing answers to one settlement before the outbox sets it aside as a dead
+    // letter (an unreachable billing never counts).
+    int settlement_max_attempts = 50;
   } gateway;
   struct Auth {
+    // An SQLite file, or a postgresql:// (postgres://) URL for keys replicas share.
     std::string database = "./var/auth.db";
   } auth;
   struct Routing {
@@ -83,9 +91,18 @@ struct Config {
   } routing;
   struct RateLimiter {
     std::map<std::string, PlanLimits> plans;
+    // Where the live counters are: "memory" (this process), or
+    // "redis://[:password@]host:port[/db]" shared by every replica.
+    std::string store = "memory";
+    // When Redis cannot be reached: "open" admits (counted, logged), "closed" refuses (503).
+    std::string redis_failure = "open";
+    int redis_timeout_ms = 100;  // connect and per-command timeout
   } rate_limiter;
   struct BillingLedger {
+    // An SQLite file, or a postgresql:// (postgres://) URL for a ledger replicas share.
     std::string database = "./var/ledger.db";
+    // nano-USD an account may be held below zero by admitted requests (overdraft_usd).
+    int64_t overdraft = 0;
   } billing_ledger;
   struct ProviderConnector {
     int connect_timeout_ms = 5000;

@@ -57,7 +57,8 @@ std::string SqliteStatement::Text(int col) const {
   return p ? std::string(reinterpret_cast<const char*>(p), n) : std::string();
 }
 
-absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path,
+                                                        SqliteSync sync) {
   if (path != ":memory:") {
     std::error_code ec;
     auto parent = std::filesystem::path(path).parent_path();
@@ -76,7 +77,10 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path
   sqlite3_busy_timeout(db, 5000);
   if (path != ":memory:") {
     if (auto s = out->Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
-    if (auto s = out->Exec("PRAGMA synchronous=NORMAL"); !s.ok()) return s;
+    if (auto s = out->Exec(sync == SqliteSync::kFull ? "PRAGMA synchronous=FULL"
+                                                     : "PRAGMA synchronous=NORMAL");
+        !s.ok())
+      return s;
   }
   if (auto s = out->Exec("PRAGMA foreign_keys=ON"); !s.ok()) return s;
   return out;

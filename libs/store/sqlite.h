@@ -55,11 +55,17 @@ class SqliteStatement {
   bool cached_;
 };
 
+// How a commit reaches the disk in WAL mode. kFull syncs the WAL at every commit, so an
+// acknowledged transaction survives a power loss (money, keys); kNormal syncs only at
+// checkpoints, so the last commits may roll back on power loss (not on a process crash).
+enum class SqliteSync { kFull, kNormal };
+
 class SqliteDb {
  public:
   // Opens (creating) `path`; ":memory:" for a private in-memory database. Creates the
   // parent directory when missing.
-  static absl::StatusOr<std::unique_ptr<SqliteDb>> Open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<SqliteDb>> Open(const std::string& path,
+                                                        SqliteSync sync = SqliteSync::kFull);
   ~SqliteDb();
 
   absl::Status Exec(std::string_view sql);

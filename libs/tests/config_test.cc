@@ -88,5 +88,48 @@ TEST(ConfigTest, EnvironmentIsSubstituted) {
   EXPECT_NE(missing.status().message().find("NF_TEST_UNSET"), std::string::npos);
 }
 
+TEST(ConfigTest, ADefaultMayNameAnotherVariable) {
+  setenv("NF_TEST_DIR", "/data", 1);
+  unsetenv("NF_TEST_UNSET");
+  auto e = ExpandEnv("db: ${NF_TEST_UNSET:-${NF_TEST_DIR:-./var}/ledger.db}\n");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(*e, "db: /data/ledger.db\n");
+  setenv("NF_TEST_UNSET", "postgresql://ledger@db/ledger", 1);
+  e = ExpandEnv("db: ${NF_TEST_UNSET:-${NF_TEST_DIR:-./var}/ledger.db}\n");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(*e, "db: postgresql://ledger@db/ledger\n");
+  unsetenv("NF_TEST_UNSET");
+}
+
+TEST(ConfigTest, LedgerOverdraftIsDecimalUsd) {
+  auto c = ParseConfig(std::string(kMinimal) +
+                       "billing_ledger:\n  database: \"postgresql://nf@127.0.0.1/ledger\"\n"
+                       "  overdraft_usd: \"2.50\"\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->billing_ledger.overdraft, 2'500'000'000);
+  EXPECT_EQ(c->billing_ledger.database, "postgresql://nf@127.0.0.1/ledger");
+  auto defaults = ParseConfig(kMinimal);
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->billing_ledger.overdraft, 0);
+  auto negative = ParseConfig(std::string(kMinimal) + "billing_ledger:\n  overdraft_usd: \"-1\"\n");
+  ASSERT_FALSE(negative.ok());
+  EXPECT_NE(negative.status().message().find("billing_ledger.overdraft_usd"), std::string::npos);
+}
+
+TEST(ConfigTest, GatewayOutboxAndSettlementAttempts) {
+  auto defaults = ParseConfig(kMinimal);
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->gateway.outbox, "./var/outbox.db");
+  EXPECT_EQ(defaults->gateway.settlement_max_attempts, 50);
+  auto c = ParseConfig(std::string(kMinimal) +
+                       "gateway:\n  outbox: /data/gw-1/outbox.db\n  settlement_max_attempts: 7\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->gateway.outbox, "/data/gw-1/outbox.db");
+  EXPECT_EQ(c->gateway.settlement_max_attempts, 7);
+  auto zero = ParseConfig(std::string(kMinimal) + "gateway:\n  settlement_max_attempts: 0\n");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(zero.status().message().find("gateway.settlement_max_attempts"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace nexusflow

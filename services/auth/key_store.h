@@ -1,6 +1,6 @@
 #pragma once
-// KeyStore: where API keys live. Only the SHA-256 of a secret is stored. The embedded
-// implementation is SQLite; a PostgreSQL one implements the same interface.
+// KeyStore: where API keys live. Only the SHA-256 of a secret is stored. Embedded:
+// SQLite (synchronous=FULL); scale-out: PostgreSQL, shared by auth replicas.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -38,5 +38,10 @@ class KeyStore {
 };
 
 absl::StatusOr<std::unique_ptr<KeyStore>> OpenSqliteKeyStore(const std::string& path);
+// `conninfo`: postgresql://user@host:port/db (or libpq keywords). Creates the schema when
+// missing; several auth replicas may share one database.
+absl::StatusOr<std::unique_ptr<KeyStore>> OpenPostgresKeyStore(const std::string& conninfo);
+// Either, by the setting's form: a postgresql:// or postgres:// URL, else an SQLite path.
+absl::StatusOr<std::unique_ptr<KeyStore>> OpenKeyStore(const std::string& setting);
 
 }  // namespace nexusflow::auth

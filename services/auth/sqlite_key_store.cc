@@ -110,7 +110,8 @@ class SqliteKeyStore : public KeyStore {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KeyStore>> OpenSqliteKeyStore(const std::string& path) {
-  auto db = SqliteDb::Open(path);
+  // FULL: a created or revoked key survives a power loss once acknowledged.
+  auto db = SqliteDb::Open(path, SqliteSync::kFull);
   if (!db.ok()) return db.status();
   if (auto s = (*db)->Exec(kSchema); !s.ok()) return s;
   return std::unique_ptr<KeyStore>(new SqliteKeyStore(std::move(*db)));

@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/common/ids.h"
-#include "libs/common/money.h"
 #include "libs/common/status_map.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/unary.h"
@@ -13,10 +12,6 @@
 
 namespace nexusflow::billing {
 namespace {
-
-// Longer than any request may run (the connector's timeout is minutes): a hold still open
-// then belongs to a gateway that went away before settling or releasing it.
-constexpr int64_t kHoldLifetimeSeconds = 3600;
 
 struct Families {
   prometheus::Family<prometheus::Counter>& charged;
@@ -60,8 +55,10 @@ void ToProto(const AccountRow& a, pb::Account* out) {
 }  // namespace
 
 BillingLedgerService::BillingLedgerService(std::unique_ptr<LedgerStore> store,
-                                           std::function<int64_t()> now)
+                                           std::function<int64_t()> now, int64_t overdraft)
     : store_(std::move(store)), now_(now ? std::move(now) : [] { return UnixNow(); }) {
+  holds_ = store_->shared() ? NewStoreHoldBook(store_.get(), overdraft)
+                            : NewMemoryHoldBook(store_.get(), overdraft);
   Metrics();
   writer_ = std::thread([this] { WriterLoop(); });
 }
@@ -75,78 +72,49 @@ BillingLedgerService::~BillingLedgerService() {
   writer_.join();
 }
 
-absl::StatusOr<BillingLedgerService::AccountState*> BillingLedgerService::AccountLocked(
-    const std::string& account_id) {
-  auto it = accounts_.find(account_id);
-  if (it != accounts_.end()) return &it->second;
-  auto row = store_->GetAccount(account_id);
-  if (!row.ok()) return row.status();
-  AccountState& a = accounts_[account_id];
-  a.balance = row->balance;
-  a.total_spent = row->total_spent;
-  a.updated_at = row->updated_at;
-  return &a;
-}
-
 grpc::ServerUnaryReactor* BillingLedgerService::Reserve(grpc::CallbackServerContext* ctx,
                                                         const pb::ReserveRequest* req,
                                                         pb::ReserveResponse* resp) {
   return FinishUnary(ctx, ReserveHold(*req, resp));
 }
 
-absl::Status BillingLedgerService::ReserveHold(const pb::ReserveRequest& request,
+absl::Status BillingLedgerService::ReserveHold(const pb::ReserveRequest& req,
                                                pb::ReserveResponse* resp) {
-  const pb::ReserveRequest* req = &request;
-  if (req->request_id().empty() || req->account_id().empty())
+  if (req.request_id().empty() || req.account_id().empty())
     return absl::InvalidArgumentError("request_id and account_id are required");
-  if (req->amount_nano_usd() < 0) return absl::InvalidArgumentError("amount must not be negative");
-  std::lock_guard<std::mutex> lock(mu_);
-  ExpireHoldsLocked(now_());
-  auto account = AccountLocked(req->account_id());
-  if (!account.ok()) return account.status();
-  AccountState& a = **account;
-  if (auto it = hold_by_request_.find(req->request_id()); it != hold_by_request_.end()) {
-    resp->set_hold_id(it->second);
-    resp->set_available_nano_usd(a.balance - a.held);
-    return absl::OkStatus();
+  if (req.amount_nano_usd() < 0) return absl::InvalidArgumentError("amount must not be negative");
+  int64_t now = now_();
+  ExpireHolds(now);
+  auto r = holds_->Reserve(req.account_id(), req.request_id(), req.amount_nano_usd(), now);
+  if (!r.ok()) {
+    if (absl::IsFailedPrecondition(r.status()))
+      Metrics().reservations.Add({{"outcome", "insufficient"}}).Increment();
+    return r.status();
   }
-  int64_t available = a.balance - a.held;
-  // An account must hold a positive balance to start a request, and enough for its
-  // estimated maximum cost.
-  if (a.balance <= 0 || available < req->amount_nano_usd()) {
-    Metrics().reservations.Add({{"outcome", "insufficient"}}).Increment();
-    return absl::FailedPreconditionError(absl::StrCat(
-                         "Insufficient balance: available ", FormatUsd(available),
-                         " USD, this request may cost up to ", FormatUsd(req->amount_nano_usd()),
-                         " USD. Add credit to continue."));
-  }
-  std::string hold_id = NewId("hold_", 10);
-  holds_[hold_id] = Hold{req->account_id(), req->request_id(), req->amount_nano_usd(),
-                         now_() + kHoldLifetimeSeconds};
-  hold_by_request_[req->request_id()] = hold_id;
-  a.held += req->amount_nano_usd();
-  CounterFor(Metrics().reservations, {{"outcome", "held"}}).Increment();
-  resp->set_hold_id(hold_id);
-  resp->set_available_nano_usd(available - req->amount_nano_usd());
+  if (!r->existing) CounterFor(Metrics().reservations, {{"outcome", "held"}}).Increment();
+  resp->set_hold_id(r->hold.id);
+  resp->set_available_nano_usd(r->available);
   return absl::OkStatus();
 }
 
-void BillingLedgerService::ExpireHoldsLocked(int64_t now) {
-  if (now < next_expiry_sweep_) return;
-  next_expiry_sweep_ = now + 10;
-  std::vector<std::string> expired;
-  for (const auto& [id, hold] : holds_)
-    if (hold.expires <= now) expired.push_back(id);
-  for (const auto& id : expired) CloseHoldLocked(id);
+void BillingLedgerService::ExpireHolds(int64_t now) {
+  int64_t due = next_expiry_sweep_.load(std::memory_order_relaxed);
+  if (now < due || !next_expiry_sweep_.compare_exchange_strong(due, now + 10)) return;
+  auto expired = holds_->Expire(now);
+  if (!expired.ok()) {
+    next_expiry_sweep_.store(now);  // try again with the next request
+    return;
+  }
+  RecordReleases(std::move(*expired));
 }
 
-void BillingLedgerService::CloseHoldLocked(const std::string& hold_id) {
-  auto it = holds_.find(hold_id);
-  if (it == holds_.end()) return;
-  if (auto a = accounts_.find(it->second.account_id); a != accounts_.end())
-    a->second.held -= it->second.amount;
-  hold_by_request_.erase(it->second.request_id);
-  holds_.erase(it);
+void BillingLedgerService::RecordReleases(std::vector<HoldRelease> releases) {
+  if (releases.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    for (auto& r : releases) releases_.push_back(std::move(r));
+  }
+  queue_cv_.notify_one();
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::Settle(grpc::CallbackServerContext* ctx,
@@ -180,7 +148,7 @@ void BillingLedgerService::SettleUsage(const pb::SettleRequest& request, pb::Set
   p.row.price = req->price();
   p.row.cost = CostNanoUsd(u, req->price());
   p.row.created_at = now_();
-  p.hold_id = req->hold_id();
+  p.row.hold_id = req->hold_id();
   p.done = std::move(done);
   p.response = resp;
   std::deque<PendingSettle> mine;
@@ -196,61 +164,73 @@ void BillingLedgerService::SettleUsage(const pb::SettleRequest& request, pb::Set
     committing_ = true;  // idle: commit on this thread, no hand-off
   }
   mine.push_back(std::move(p));
-  Commit(mine);
+  std::vector<HoldRelease> releases;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    releases.swap(releases_);
+  }
+  bool recorded = Commit(mine, releases);
   std::lock_guard<std::mutex> lock(queue_mu_);
+  if (!recorded)
+    for (auto& r : releases) releases_.push_back(std::move(r));
   committing_ = false;
-  if (!queue_.empty()) queue_cv_.notify_one();
+  if (!queue_.empty() || !releases_.empty()) queue_cv_.notify_one();
 }
 
 void BillingLedgerService::WriterLoop() {
   std::unique_lock<std::mutex> lock(queue_mu_);
   while (true) {
-    queue_cv_.wait(lock, [this] { return (stopping_ || !queue_.empty()) && !committing_; });
-    if (queue_.empty()) return;  // stopping, and everything was written
+    queue_cv_.wait(lock, [this] {
+      return (stopping_ || !queue_.empty() || !releases_.empty()) && !committing_;
+    });
+    if (queue_.empty() && releases_.empty()) return;  // stopping, and everything was written
     std::deque<PendingSettle> batch;
     batch.swap(queue_);
+    std::vector<HoldRelease> releases;
+    releases.swap(releases_);
     committing_ = true;
     lock.unlock();
-    Commit(batch);
+    bool recorded = Commit(batch, releases);
     lock.lock();
     committing_ = false;
+    if (!recorded) {
+      // Kept for the next transaction; a store that stays down loses them only when
+      // the process stops (they are a record for Verify, no money moves with them).
+      for (auto& r : releases) releases_.push_back(std::move(r));
+      if (stopping_) return;
+      queue_cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
   }
 }
 
-void BillingLedgerService::Commit(std::deque<PendingSettle>& batch) {
+bool BillingLedgerService::Commit(std::deque<PendingSettle>& batch,
+                                  std::vector<HoldRelease>& releases) {
   std::vector<UsageRow> rows;
   rows.reserve(batch.size());
   for (const auto& p : batch) rows.push_back(p.row);
-  auto results = store_->SettleBatch(rows);
-  {
-    std::lock_guard<std::mutex> state_lock(mu_);
-    for (size_t i = 0; i < batch.size(); ++i) {
-      auto& p = batch[i];
-      absl::Status status = results.ok() ? (*results)[i].status() : results.status();
-      if (!status.ok()) {
-        p.done(status);
-        continue;
-      }
-      const ChangeResult& r = *(*results)[i];
-      if (!p.hold_id.empty()) CloseHoldLocked(p.hold_id);
-      if (r.duplicate) {
-        Metrics().settlements.Add({{"outcome", "duplicate"}}).Increment();
-      } else {
-        CounterFor(Metrics().settlements, {{"outcome", "charged"}}).Increment();
-        CounterFor(Metrics().charged, {{"model", p.row.model}}).Increment(static_cast<double>(r.cost));
-        if (auto a = accounts_.find(p.row.account_id); a != accounts_.end()) {
-          a->second.balance = r.balance;
-          a->second.total_spent += r.cost;
-          a->second.updated_at = p.row.created_at;
-        }
-      }
-      p.response->set_cost_nano_usd(r.cost);
-      p.response->set_balance_nano_usd(r.balance);
-      p.response->set_duplicate(r.duplicate);
-      p.done(absl::OkStatus());
+  auto results = store_->CommitBatch(rows, releases);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto& p = batch[i];
+    absl::Status status = results.ok() ? (*results)[i].status() : results.status();
+    if (!status.ok()) {
+      p.done(status);
+      continue;
     }
+    const ChangeResult& r = *(*results)[i];
+    holds_->Settled(p.row, r);
+    if (r.duplicate) {
+      Metrics().settlements.Add({{"outcome", "duplicate"}}).Increment();
+    } else {
+      CounterFor(Metrics().settlements, {{"outcome", "charged"}}).Increment();
+      CounterFor(Metrics().charged, {{"model", p.row.model}}).Increment(static_cast<double>(r.cost));
+    }
+    p.response->set_cost_nano_usd(r.cost);
+    p.response->set_balance_nano_usd(r.balance);
+    p.response->set_duplicate(r.duplicate);
+    p.done(absl::OkStatus());
   }
-  Metrics().batch.Observe(static_cast<double>(batch.size()));
+  if (!batch.empty()) Metrics().batch.Observe(static_cast<double>(batch.size()));
+  return results.ok();
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::ReleaseHold(grpc::CallbackServerContext* ctx,
@@ -261,21 +241,22 @@ grpc::ServerUnaryReactor* BillingLedgerService::ReleaseHold(grpc::CallbackServer
 }
 
 void BillingLedgerService::CloseHold(const std::string& hold_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  CloseHoldLocked(hold_id);
+  if (hold_id.empty()) return;
+  auto release = holds_->Release(hold_id, now_());
+  // A hold that cannot be released now (store unreachable) expires in the end.
+  if (release.ok() && release->has_value()) RecordReleases({std::move(**release)});
 }
 
 grpc::ServerUnaryReactor* BillingLedgerService::GetBalance(grpc::CallbackServerContext* ctx,
                                                            const pb::GetBalanceRequest* req,
                                                            pb::Balance* resp) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto account = AccountLocked(req->account_id());
+  auto account = holds_->Balance(req->account_id());
   if (!account.ok()) return FinishUnary(ctx, account.status());
   resp->set_account_id(req->account_id());
-  resp->set_balance_nano_usd((*account)->balance);
-  resp->set_total_spent_nano_usd((*account)->total_spent);
-  resp->set_held_nano_usd((*account)->held);
-  resp->mutable_last_updated()->set_seconds((*account)->updated_at);
+  resp->set_balance_nano_usd(account->balance);
+  resp->set_total_spent_nano_usd(account->total_spent);
+  resp->set_held_nano_usd(account->held);
+  resp->mutable_last_updated()->set_seconds(account->updated_at);
   return FinishUnary(ctx, absl::OkStatus());
 }
 
@@ -339,16 +320,11 @@ grpc::ServerUnaryReactor* BillingLedgerService::Credit(grpc::CallbackServerConte
     return FinishUnary(ctx, absl::InvalidArgumentError("amount must be positive"));
   if (req->idempotency_key().empty())
     return FinishUnary(ctx, absl::InvalidArgumentError("idempotency_key is required"));
+  int64_t now = now_();
   auto r = store_->Credit(req->account_id(), req->amount_nano_usd(), req->idempotency_key(),
-                          req->note(), now_());
+                          req->note(), now);
   if (!r.ok()) return FinishUnary(ctx, r.status());
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto a = accounts_.find(req->account_id()); a != accounts_.end() && !r->duplicate) {
-      a->second.balance += req->amount_nano_usd();
-      a->second.updated_at = now_();
-    }
-  }
+  holds_->Credited(req->account_id(), *r, now);
   resp->set_balance_nano_usd(r->balance);
   resp->set_duplicate(r->duplicate);
   return FinishUnary(ctx, absl::OkStatus());

@@ -1,10 +1,12 @@
 #pragma once
-// BillingLedgerService: holds and balances answered from memory, durable changes through
-// a LedgerStore. Settlements are group-committed: an idle ledger commits a settlement on
-// the caller's thread; whatever arrives while a transaction runs queues for the writer
-// thread, which commits it all in the next one, so a settlement costs one transaction
-// when idle and a share of one under load. One billing-ledger replica owns
-// the accounts it serves (its memory mirrors the store).
+// BillingLedgerService: holds through a HoldBook (in memory for a store this process owns,
+// in the store when replicas share it), durable changes through a LedgerStore.
+// Settlements are group-committed: an idle ledger commits a settlement on the caller's
+// thread; whatever arrives while a transaction runs queues for the writer thread, which
+// commits it all in the next one, so a settlement costs one transaction when idle and a
+// share of one under load. Holds closed without a settlement are recorded by the same
+// transactions (memory book) or by the store at once (store book).
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -13,9 +15,10 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <unordered_map>
+#include <vector>
 
 #include "nexusflow/billing/v1/billing.grpc.pb.h"
+#include "services/billing-ledger/hold_book.h"
 #include "services/billing-ledger/ledger_store.h"
 
 namespace nexusflow::billing {
@@ -24,8 +27,10 @@ namespace pb = ::nexusflow::billing::v1;
 
 class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
  public:
+  // `now`: unix seconds (injected by tests). `overdraft`: nano-USD an account's balance
+  // may be held below zero by admitted requests (config billing_ledger.overdraft_usd).
   explicit BillingLedgerService(std::unique_ptr<LedgerStore> store,
-                                std::function<int64_t()> now = nullptr);
+                                std::function<int64_t()> now = nullptr, int64_t overdraft = 0);
   ~BillingLedgerService() override;
 
   grpc::ServerUnaryReactor* Reserve(grpc::CallbackServerContext*, const pb::ReserveRequest*,
@@ -57,45 +62,31 @@ class BillingLedgerService : public pb::BillingLedgerService::CallbackService {
                    std::function<void(const absl::Status&)> done, bool may_commit_here = true);
 
  private:
-  struct Hold {
-    std::string account_id;
-    std::string request_id;
-    int64_t amount;
-    int64_t expires;  // unix seconds; a caller that vanished frees it then
-  };
-  struct AccountState {
-    int64_t balance = 0;      // nano-USD, as committed
-    int64_t total_spent = 0;  // nano-USD
-    int64_t held = 0;         // open holds
-    int64_t updated_at = 0;
-  };
   struct PendingSettle {
     UsageRow row;
-    std::string hold_id;
     std::function<void(const absl::Status&)> done;
     pb::SettleResponse* response;
   };
 
-  // The account's state, loaded from the store on first use; mu_ held.
-  absl::StatusOr<AccountState*> AccountLocked(const std::string& account_id);
-  void CloseHoldLocked(const std::string& hold_id);
-  // Drops holds past their expiry (their request can no longer settle through them).
-  void ExpireHoldsLocked(int64_t now);
+  // Closes expired holds (every 10 s at most); what the store must record is queued.
+  void ExpireHolds(int64_t now);
+  // Queues hold closings for the writer's next transaction.
+  void RecordReleases(std::vector<HoldRelease> releases);
   void WriterLoop();
-  // Writes a batch in one transaction and completes each settlement.
-  void Commit(std::deque<PendingSettle>& batch);
+  // Writes a batch (and the queued releases) in one transaction and completes each
+  // settlement.
+  // False when nothing could be committed (the releases are still to record).
+  bool Commit(std::deque<PendingSettle>& batch, std::vector<HoldRelease>& releases);
 
   std::unique_ptr<LedgerStore> store_;
   std::function<int64_t()> now_;
-  std::mutex mu_;  // holds and account states
-  std::unordered_map<std::string, AccountState> accounts_;
-  std::unordered_map<std::string, Hold> holds_;
-  std::unordered_map<std::string, std::string> hold_by_request_;
-  int64_t next_expiry_sweep_ = 0;  // unix seconds
+  std::unique_ptr<HoldBook> holds_;
+  std::atomic<int64_t> next_expiry_sweep_{0};  // unix seconds
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<PendingSettle> queue_;
+  std::vector<HoldRelease> releases_;  // closed holds the store has yet to record
   bool stopping_ = false;
   bool committing_ = false;  // a batch is being written (by any thread)
   std::thread writer_;

@@ -62,25 +62,35 @@ absl::Status RateLimiterService::AcquireLease(const pb::AcquireRequest& request,
   Admission a = store_->Acquire(req->key_id(), it->second,
                                 std::max<int64_t>(0, req->estimated_tokens()), now_());
   const char* outcome = "allowed";
-  if (a.denied_by == Denial::kNone) {
-    resp->set_decision(pb::DECISION_ALLOWED);
-    resp->set_lease_id(a.lease_id);
-  } else {
+  switch (a.denied_by) {
+    case Denial::kNone:
+      resp->set_decision(pb::DECISION_ALLOWED);
+      resp->set_lease_id(a.lease_id);
+      break;
+    case Denial::kUnavailable:
+      // Fail-closed: not a limit the caller hit, so no 429 — the caller answers 503.
+      CounterFor(Decisions(), {{"plan", plan}, {"outcome", "unavailable"}}).Increment();
+      return absl::UnavailableError(
+          "the rate-limit store (Redis) is unreachable and rate_limiter.redis_failure is closed");
+    case Denial::kRequests:
+      resp->set_denied_by(pb::LIMIT_KIND_REQUESTS);
+      outcome = "denied_rpm";
+      break;
+    case Denial::kRequestsPerDay:
+      resp->set_denied_by(pb::LIMIT_KIND_REQUESTS_PER_DAY);
+      outcome = "denied_rpd";
+      break;
+    case Denial::kTokens:
+      resp->set_denied_by(pb::LIMIT_KIND_TOKENS);
+      outcome = "denied_tpm";
+      break;
+    case Denial::kConcurrency:
+      resp->set_denied_by(pb::LIMIT_KIND_CONCURRENCY);
+      outcome = "denied_concurrency";
+      break;
+  }
+  if (a.denied_by != Denial::kNone) {
     resp->set_decision(pb::DECISION_DENIED);
-    switch (a.denied_by) {
-      case Denial::kRequests:
-        resp->set_denied_by(pb::LIMIT_KIND_REQUESTS);
-        outcome = "denied_rpm";
-        break;
-      case Denial::kTokens:
-        resp->set_denied_by(pb::LIMIT_KIND_TOKENS);
-        outcome = "denied_tpm";
-        break;
-      default:
-        resp->set_denied_by(pb::LIMIT_KIND_CONCURRENCY);
-        outcome = "denied_concurrency";
-        break;
-    }
     if (a.never_fits)
       resp->set_never_fits(true);
     else
@@ -88,14 +98,13 @@ absl::Status RateLimiterService::AcquireLease(const pb::AcquireRequest& request,
   }
   SetState(a.requests, resp->mutable_requests());
   SetState(a.tokens, resp->mutable_tokens());
+  SetState(a.requests_per_day, resp->mutable_requests_per_day());
   CounterFor(Decisions(), {{"plan", plan}, {"outcome", outcome}}).Increment();
   return absl::OkStatus();
 }
 
 absl::Status RateLimiterService::ReleaseLease(const pb::ReleaseRequest& req) {
-  if (!store_->Release(req.lease_id(), req.actual_tokens(), now_()))
-    return absl::NotFoundError("unknown or expired lease");
-  return absl::OkStatus();
+  return store_->Release(req.lease_id(), req.actual_tokens(), now_());
 }
 
 }  // namespace nexusflow::ratelimit

@@ -12,6 +12,10 @@ NF_BUILD_PACKAGES=(cmake ninja-build g++ pkg-config ccache curl openssl ca-certi
   libgtest-dev libgmock-dev libbenchmark-dev)
 # What the fuzz targets add (tests/fuzz): clang and its sanitizer and libFuzzer runtimes.
 NF_FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+# Servers the tests start for themselves (tools/test ensures them): throwaway Redis for the
+# rate-limiter's Redis store (tools/lib/redis.sh), PostgreSQL for the ledger and key store
+# conformance suites (tools/lib/pg.sh).
+NF_TEST_PACKAGES=(redis-server postgresql)
 
 nf_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

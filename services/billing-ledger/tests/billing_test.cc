@@ -2,7 +2,12 @@
 
 #include <grpcpp/client_context.h>
 
+#include <future>
+#include <thread>
+
+#include "absl/strings/str_join.h"
 #include "libs/rpc/server_host.h"
+#include "libs/store/sqlite.h"
 #include "services/billing-ledger/billing_service.h"
 #include "services/billing-ledger/pricing.h"
 
@@ -53,6 +58,7 @@ class BillingServiceTest : public ::testing::Test {
   void SetUp() override {
     auto store = OpenSqliteLedgerStore(":memory:");
     ASSERT_TRUE(store.ok()) << store.status();
+    store_ = store->get();
     service_ = std::make_unique<BillingLedgerService>(std::move(*store), [this] { return now_; });
     host_.AddService(service_.get());
     ASSERT_TRUE(host_.Start("127.0.0.1:0").ok());
@@ -104,7 +110,16 @@ class BillingServiceTest : public ::testing::Test {
     return b.balance_nano_usd();
   }
 
+  // Whatever a case did, the ledger it leaves is consistent.
+  void TearDown() override {
+    if (!store_) return;
+    auto violations = store_->Verify();
+    ASSERT_TRUE(violations.ok()) << violations.status();
+    EXPECT_TRUE(violations->empty()) << absl::StrJoin(*violations, "\n");
+  }
+
   int64_t now_ = 1000;  // unix seconds
+  LedgerStore* store_ = nullptr;  // owned by service_
   std::unique_ptr<BillingLedgerService> service_;
   ServerHost host_;
   std::unique_ptr<pb::BillingLedgerService::Stub> stub_;
@@ -185,6 +200,39 @@ TEST_F(BillingServiceTest, AbandonedHoldsExpireAfterAnHour) {
   EXPECT_TRUE(Reserve("next", 1, &hold).ok());
 }
 
+// The embedded ledger's holds (in memory) follow the same admission rule as the store's:
+// a positive balance, and balance − held − amount ≥ −overdraft.
+TEST(BillingOverdraftTest, HoldsAreAdmittedDownToMinusTheOverdraft) {
+  auto store = OpenSqliteLedgerStore(":memory:");
+  ASSERT_TRUE(store.ok());
+  LedgerStore* ledger = store->get();
+  auto empty = ledger->CreateAccount("empty", 1);
+  auto account = ledger->CreateAccount("acme", 1);
+  ASSERT_TRUE(empty.ok() && account.ok());
+  // Funded before the service starts: the service owns the ledger from then on.
+  ASSERT_TRUE(ledger->Credit(account->id, 1'000, "k", "", 1).ok());
+  BillingLedgerService service(std::move(*store), [] { return int64_t{1000}; },
+                               /*overdraft=*/500);
+  auto reserve = [&](const std::string& request, int64_t amount, pb::ReserveResponse* resp,
+                     const std::string& who = "") {
+    pb::ReserveRequest req;
+    req.set_request_id(request);
+    req.set_account_id(who.empty() ? account->id : who);
+    req.set_amount_nano_usd(amount);
+    return service.ReserveHold(req, resp);
+  };
+  pb::ReserveResponse resp;
+  // No balance, no hold, whatever the overdraft.
+  EXPECT_TRUE(absl::IsFailedPrecondition(reserve("r0", 1, &resp, empty->id)));
+  ASSERT_TRUE(reserve("r1", 1'200, &resp).ok());  // 1000 − 1200 = −200
+  EXPECT_EQ(resp.available_nano_usd(), -200);
+  EXPECT_TRUE(absl::IsFailedPrecondition(reserve("r2", 301, &resp)));  // would be −501
+  ASSERT_TRUE(reserve("r3", 300, &resp).ok());                          // −500 exactly
+  EXPECT_EQ(resp.available_nano_usd(), -500);
+  service.CloseHold(resp.hold_id());
+  ASSERT_TRUE(reserve("r4", 300, &resp).ok());  // the released hold's room is back
+}
+
 TEST_F(BillingServiceTest, UnknownAccountIsNotFound) {
   grpc::ClientContext ctx;
   pb::GetAccountRequest req;
@@ -239,6 +287,232 @@ TEST(SqliteLedgerStoreTest, SettlementsSurviveReopenExactlyOnce) {
   auto usage = (*store)->ListUsage(account, 10, 0);
   ASSERT_TRUE(usage.ok());
   EXPECT_EQ(usage->size(), 2u);
+  auto violations = (*store)->Verify();
+  ASSERT_TRUE(violations.ok());
+  EXPECT_TRUE(violations->empty()) << absl::StrJoin(*violations, "\n");
+}
+
+// A ledger written before accounts had `held` and `version` and usage records their
+// `hold_id` opens, keeps its money and verifies.
+TEST(SqliteLedgerStoreTest, ALedgerFromBeforeHoldsIsMigrated) {
+  char dir[] = "/tmp/nf-ledger-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/ledger.db";
+  {
+    auto db = SqliteDb::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Exec(R"sql(
+CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+  balance INTEGER NOT NULL DEFAULT 0, total_spent INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, debit_account TEXT NOT NULL,
+  credit_account TEXT NOT NULL, amount INTEGER NOT NULL, kind TEXT NOT NULL,
+  reference TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE credits (idempotency_key TEXT PRIMARY KEY, account_id TEXT NOT NULL,
+  amount INTEGER NOT NULL, balance_after INTEGER NOT NULL, note TEXT NOT NULL,
+  created_at INTEGER NOT NULL);
+CREATE TABLE usage_records (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  request_id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL, key_id TEXT NOT NULL,
+  model TEXT NOT NULL, protocol INTEGER NOT NULL, deployment_id TEXT NOT NULL,
+  input_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,
+  cache_write_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+  reasoning_tokens INTEGER NOT NULL, price_input INTEGER NOT NULL,
+  price_output INTEGER NOT NULL, price_cache_read INTEGER NOT NULL,
+  price_cache_write INTEGER NOT NULL, cost INTEGER NOT NULL, balance_after INTEGER NOT NULL,
+  created_at INTEGER NOT NULL);
+INSERT INTO accounts VALUES ('acct_old', 'old', 900, 100, 1, 2);
+INSERT INTO journal (debit_account, credit_account, amount, kind, reference, created_at)
+  VALUES ('@credits', 'acct_old', 1000, 'credit', 'k', 1),
+         ('acct_old', '@revenue', 100, 'charge', 'req_old', 2);
+INSERT INTO credits VALUES ('k', 'acct_old', 1000, 1000, '', 1);
+INSERT INTO usage_records (request_id, account_id, key_id, model, protocol, deployment_id,
+  input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+  price_input, price_output, price_cache_read, price_cache_write, cost, balance_after,
+  created_at) VALUES ('req_old', 'acct_old', '', 'm', 0, '', 1, 0, 0, 0, 0, 0, 0, 0, 0, 100,
+  900, 2);
+)sql").ok());
+  }
+  auto store = OpenSqliteLedgerStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto a = (*store)->GetAccount("acct_old");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->balance, 900);
+  EXPECT_EQ(a->held, 0);
+  UsageRow row;
+  row.request_id = "req_new";
+  row.account_id = "acct_old";
+  row.cost = 50;
+  row.hold_id = "hold_new";
+  auto settled = (*store)->Settle(row);
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  EXPECT_EQ(settled->balance, 850);
+  EXPECT_EQ(settled->version, 1);
+  auto violations = (*store)->Verify();
+  ASSERT_TRUE(violations.ok()) << violations.status();
+  EXPECT_TRUE(violations->empty()) << absl::StrJoin(*violations, "\n");
+}
+
+}  // namespace
+}  // namespace nexusflow::billing
+
+namespace nexusflow::billing {
+namespace {
+
+// A store that can hold a credit or a settlement between its commit and its answer, to
+// replay the race of two commits whose answers reach the service in the other order.
+class PausingStore : public LedgerStore {
+ public:
+  explicit PausingStore(std::unique_ptr<LedgerStore> inner) : inner_(std::move(inner)) {}
+
+  // The next Credit (or CommitBatch) commits, then waits for Resume().
+  void PauseNextCredit() { pause_credit_ = true; }
+  void PauseNextCommit() { pause_commit_ = true; }
+  void WaitCommitted() { committed_.get_future().wait(); }
+  void Resume() { resume_.set_value(); }
+
+  bool shared() const override { return inner_->shared(); }
+  absl::StatusOr<AccountRow> CreateAccount(const std::string& name, int64_t now) override {
+    return inner_->CreateAccount(name, now);
+  }
+  absl::StatusOr<AccountRow> GetAccount(const std::string& id) override {
+    return inner_->GetAccount(id);
+  }
+  absl::StatusOr<ChangeResult> Credit(const std::string& account_id, int64_t amount,
+                                      const std::string& key, const std::string& note,
+                                      int64_t now) override {
+    auto r = inner_->Credit(account_id, amount, key, note, now);
+    if (pause_credit_.exchange(false)) Pause();
+    return r;
+  }
+  absl::StatusOr<std::vector<absl::StatusOr<ChangeResult>>> CommitBatch(
+      const std::vector<UsageRow>& rows, const std::vector<HoldRelease>& releases) override {
+    auto r = inner_->CommitBatch(rows, releases);
+    if (pause_commit_.exchange(false)) Pause();
+    return r;
+  }
+  absl::StatusOr<int64_t> UsageSequence(const std::string& a, const std::string& r) override {
+    return inner_->UsageSequence(a, r);
+  }
+  absl::StatusOr<std::vector<UsageRow>> ListUsage(const std::string& a, int limit,
+                                                  int64_t before) override {
+    return inner_->ListUsage(a, limit, before);
+  }
+  absl::StatusOr<Reservation> Reserve(const HoldRow& h, int64_t overdraft, int64_t now) override {
+    return inner_->Reserve(h, overdraft, now);
+  }
+  absl::StatusOr<bool> ReleaseHold(const std::string& id, int64_t now) override {
+    return inner_->ReleaseHold(id, now);
+  }
+  absl::StatusOr<int64_t> ExpireHolds(int64_t now) override { return inner_->ExpireHolds(now); }
+  absl::StatusOr<std::vector<std::string>> Verify() override { return inner_->Verify(); }
+
+ private:
+  void Pause() {
+    committed_.set_value();
+    resume_.get_future().wait();
+  }
+
+  std::unique_ptr<LedgerStore> inner_;
+  std::atomic<bool> pause_credit_{false}, pause_commit_{false};
+  std::promise<void> committed_, resume_;
+};
+
+class BillingMirrorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto inner = OpenSqliteLedgerStore(":memory:");
+    ASSERT_TRUE(inner.ok()) << inner.status();
+    store_ = new PausingStore(std::move(*inner));
+    service_ = std::make_unique<BillingLedgerService>(std::unique_ptr<LedgerStore>(store_),
+                                                      [] { return int64_t{1000}; });
+    host_.AddService(service_.get());
+    ASSERT_TRUE(host_.Start("127.0.0.1:0").ok());
+    stub_ = pb::BillingLedgerService::NewStub(host_.InProcessChannel());
+    auto a = store_->CreateAccount("acme", 1);
+    ASSERT_TRUE(a.ok());
+    account_ = a->id;
+    ASSERT_TRUE(Credit(1'000'000'000, "k0").ok());
+    // The mirror is loaded by the first hold.
+    pb::ReserveRequest req;
+    req.set_request_id("req_1");
+    req.set_account_id(account_);
+    req.set_amount_nano_usd(50'000'000);
+    pb::ReserveResponse resp;
+    ASSERT_TRUE(service_->ReserveHold(req, &resp).ok());
+    hold_ = resp.hold_id();
+  }
+
+  grpc::Status Credit(int64_t amount, const std::string& key) {
+    grpc::ClientContext ctx;
+    pb::CreditRequest req;
+    req.set_account_id(account_);
+    req.set_amount_nano_usd(amount);
+    req.set_idempotency_key(key);
+    pb::CreditResponse resp;
+    return stub_->Credit(&ctx, req, &resp);
+  }
+
+  absl::Status Settle() {
+    pb::SettleRequest req;
+    req.set_request_id("req_1");
+    req.set_hold_id(hold_);
+    req.set_account_id(account_);
+    req.mutable_usage()->set_input_tokens(1000);
+    req.mutable_usage()->set_output_tokens(500);
+    *req.mutable_price() = Sonnet();  // 10.5M nano-USD
+    pb::SettleResponse resp;
+    absl::Status out = absl::UnknownError("not done");
+    service_->SettleUsage(req, &resp, [&](const absl::Status& s) { out = s; });
+    return out;
+  }
+
+  pb::Balance Balance() {
+    grpc::ClientContext ctx;
+    pb::GetBalanceRequest req;
+    req.set_account_id(account_);
+    pb::Balance b;
+    EXPECT_TRUE(stub_->GetBalance(&ctx, req, &b).ok());
+    return b;
+  }
+
+  void TearDown() override {
+    auto violations = store_->Verify();
+    ASSERT_TRUE(violations.ok()) << violations.status();
+    EXPECT_TRUE(violations->empty()) << absl::StrJoin(*violations, "\n");
+  }
+
+  PausingStore* store_;  // owned by service_
+  std::unique_ptr<BillingLedgerService> service_;
+  ServerHost host_;
+  std::unique_ptr<pb::BillingLedgerService::Stub> stub_;
+  std::string account_, hold_;
+};
+
+constexpr int64_t kSettled = 1'000'000'000 + 500'000'000 - 10'500'000;
+
+TEST_F(BillingMirrorTest, ACreditAnsweredAfterALaterSettlementStillCounts) {
+  store_->PauseNextCredit();
+  std::thread credit([this] { EXPECT_TRUE(Credit(500'000'000, "k1").ok()); });
+  store_->WaitCommitted();         // the credit is in the ledger, its answer not yet back
+  ASSERT_TRUE(Settle().ok());      // a settlement commits after it and answers first
+  store_->Resume();
+  credit.join();
+  EXPECT_EQ(store_->GetAccount(account_)->balance, kSettled);
+  pb::Balance b = Balance();
+  EXPECT_EQ(b.balance_nano_usd(), kSettled);  // the mirror agrees with the ledger
+  EXPECT_EQ(b.total_spent_nano_usd(), 10'500'000);
+  EXPECT_EQ(b.held_nano_usd(), 0);
+}
+
+TEST_F(BillingMirrorTest, ASettlementAnsweredAfterALaterCreditKeepsTheCredit) {
+  store_->PauseNextCommit();
+  std::thread settle([this] { EXPECT_TRUE(Settle().ok()); });
+  store_->WaitCommitted();                     // the settlement is in the ledger
+  ASSERT_TRUE(Credit(500'000'000, "k1").ok());  // a credit commits after it and answers first
+  store_->Resume();
+  settle.join();
+  EXPECT_EQ(store_->GetAccount(account_)->balance, kSettled);
+  EXPECT_EQ(Balance().balance_nano_usd(), kSettled);
 }
 
 }  // namespace
