@@ -83,15 +83,23 @@ class ActiveStream {
 };
 
 bool HasOutput(const ChatAnswer& a) {
-  return !a.text.empty() || !a.reasoning.empty() || !a.tool_calls.empty();
+  for (size_t i = 0; i < a.choice_count(); ++i) {
+    const ChoiceContent& c = a.choice(i);
+    if (!c.text.empty() || !c.reasoning.empty() || !c.tool_calls.empty()) return true;
+  }
+  return false;
 }
 
 // Usage for an answer the upstream stopped short of reporting (the caller hung up):
 // the prompt estimate, and about four characters a token of what arrived.
 llm::v1::Usage UsageOfWhatArrived(const ChatAnswer& a, int64_t prompt_estimate) {
   if (a.has_usage) return a.usage;
-  size_t chars = a.text.size() + a.reasoning.size();
-  for (const auto& t : a.tool_calls) chars += t.name.size() + t.arguments.size();
+  size_t chars = 0;
+  for (size_t i = 0; i < a.choice_count(); ++i) {
+    const ChoiceContent& c = a.choice(i);
+    chars += c.text.size() + c.reasoning.size();
+    for (const auto& t : c.tool_calls) chars += t.name.size() + t.arguments.size();
+  }
   llm::v1::Usage u;
   u.set_input_tokens(prompt_estimate);
   u.set_output_tokens(static_cast<int64_t>((chars + 3) / 4));

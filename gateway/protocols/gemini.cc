@@ -958,7 +958,7 @@ json::object ThoughtPart(const std::string& text, const std::string& signature) 
 }
 
 // The parts of a whole answer, in the order they arrived.
-json::array AnswerParts(const ChatAnswer& a) {
+json::array AnswerParts(const ChoiceContent& a) {
   json::array parts;
   if (a.blocks.empty()) {  // an answer assembled without its order
     if (!a.reasoning.empty()) parts.push_back(ThoughtPart(a.reasoning, ""));
@@ -997,7 +997,10 @@ class GenerateRenderer : public ChatRenderer {
   ApiProtocol protocol() const override { return ApiProtocol::kGemini; }
 
   std::string SyncBody(const ChatAnswer& a) override {
-    return json::serialize(Response(json::array{Candidate(AnswerParts(a), 0, a.finish)}, &a.usage));
+    json::array candidates;
+    for (size_t i = 0; i < a.choice_count(); ++i)
+      candidates.push_back(Candidate(AnswerParts(a.choice(i)), static_cast<int32_t>(i), a.choice(i).finish));
+    return json::serialize(Response(std::move(candidates), &a.usage));
   }
 
   std::string StreamEvent(const ChatEvent& e) override {

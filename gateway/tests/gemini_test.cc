@@ -543,6 +543,22 @@ TEST(GeminiRenderTest, SyncTextOnly) {
             R"("modelVersion":"gemini-2.5-flash","responseId":"req_1"})");
 }
 
+TEST(GeminiRenderTest, SyncCandidatesOnePerChoice) {
+  auto r = NewGenerateRenderer("req_1", "m", false);
+  ChatAnswer a;
+  a.text = "A";
+  a.finish = llm::v1::FINISH_REASON_STOP;
+  a.more_choices.resize(1);
+  a.more_choices[0].text = "B";
+  a.more_choices[0].finish = llm::v1::FINISH_REASON_LENGTH;
+  a.usage = MakeUsage(5, 0, 0, 2, 0);
+  EXPECT_EQ(r->SyncBody(a),
+            R"({"candidates":[{"content":{"parts":[{"text":"A"}],"role":"model"},"finishReason":"STOP","index":0},)"
+            R"({"content":{"parts":[{"text":"B"}],"role":"model"},"finishReason":"MAX_TOKENS","index":1}],)"
+            R"("usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":7},)"
+            R"("modelVersion":"m","responseId":"req_1"})");
+}
+
 TEST(GeminiRenderTest, SyncThoughtsThenTextWithCachedAndThoughtTokens) {
   auto r = NewGenerateRenderer("req_1", "m", false);
   ChatAnswer a;

@@ -425,5 +425,42 @@ TEST(OpenAiRenderTest, UsageWithoutCacheTokensReportsZeros) {
   EXPECT_FALSE(json::parse(r->SyncBody(a)).at("choices").at(0).at("message").as_object().contains("reasoning_content"));
 }
 
+// n > 1: the events of each choice assemble apart, and the body lists every choice.
+TEST(OpenAiRenderTest, SyncAnswerKeepsEveryChoiceApart) {
+  ChatAnswer a;
+  auto text = [&](int32_t choice, const std::string& t) {
+    llm::v1::ChatEvent e;
+    e.set_choice_index(choice);
+    e.mutable_text()->set_text(t);
+    a.Apply(e);
+  };
+  auto finish = [&](int32_t choice, llm::v1::FinishReason reason) {
+    llm::v1::ChatEvent e;
+    e.set_choice_index(choice);
+    e.mutable_finish()->set_reason(reason);
+    a.Apply(e);
+  };
+  text(0, "Hel");
+  text(1, "Bon");
+  text(0, "lo");
+  text(1, "jour");
+  finish(1, llm::v1::FINISH_REASON_LENGTH);
+  finish(0, llm::v1::FINISH_REASON_STOP);
+  llm::v1::ChatEvent huge;  // beyond any request's n: dropped, not allocated
+  huge.set_choice_index(1 << 30);
+  huge.mutable_text()->set_text("x");
+  a.Apply(huge);
+  ASSERT_EQ(a.choice_count(), 2u);
+  auto body = json::parse(NewChatRenderer("chatcmpl-1", "m", 7, false)->SyncBody(a));
+  const auto& choices = body.at("choices").as_array();
+  ASSERT_EQ(choices.size(), 2u);
+  EXPECT_EQ(choices[0].at("index").as_int64(), 0);
+  EXPECT_EQ(choices[0].at("message").at("content").as_string(), "Hello");
+  EXPECT_EQ(choices[0].at("finish_reason").as_string(), "stop");
+  EXPECT_EQ(choices[1].at("index").as_int64(), 1);
+  EXPECT_EQ(choices[1].at("message").at("content").as_string(), "Bonjour");
+  EXPECT_EQ(choices[1].at("finish_reason").as_string(), "length");
+}
+
 }  // namespace
 }  // namespace nexusflow::gateway::openai

@@ -110,6 +110,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       http_call->headers.push_back(absl::StrCat("X-Request-Id: ", call_.request().request_id()));
       http_call->body = std::move(wire.body);
       passthrough_ = wire.passthrough;
+      relay_event_ = std::move(wire.relay_event);
       http_call->connect_timeout_ms = config_.connect_timeout_ms;
       http_call->timeout_ms = config_.request_timeout_ms;
       auto self = shared_from_this();
@@ -168,7 +169,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       return false;
     }
     std::vector<ChatEvent> events;
-    if (passthrough_) {
+    if (passthrough_ && !relay_event_) {
       // The caller speaks this protocol: the bytes go to it as they are, the decoded
       // events after them only count usage.
       ChatEvent raw;
@@ -177,6 +178,12 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       relayed_ = true;
     }
     for (const auto& f : frames) {
+      if (passthrough_ && relay_event_ && relay_event_(f.event, f.data)) {
+        ChatEvent raw;
+        raw.set_raw(SerializeSseEvent(f));
+        events.push_back(std::move(raw));
+        relayed_ = true;
+      }
       if (auto s = decoder_->FeedEvent(f.event, f.data, events); !s.ok()) {
         protocol_error_ = std::string(s.message());
         return false;
@@ -314,6 +321,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   bool cancelled_ = false;
   bool paused_ = false;  // the transfer waits for the consumer's drain
   bool passthrough_ = false;  // the answer is relayed as the upstream wrote it
+  std::function<bool(std::string_view, std::string_view)> relay_event_;  // event by event
   bool relayed_ = false;      // some of it was
   uint64_t transfer_id_ = 0;
   int candidate_ = 0;

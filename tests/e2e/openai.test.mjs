@@ -265,6 +265,42 @@ async function expectApiError(promise, status) {
   return err;
 }
 
+// n > 1 on a model whose upstream generates several candidates (Gemini candidateCount):
+// every choice comes back with its index, sync and streamed, and each is billed.
+describe('several choices', () => {
+  const model = 'gemini-2.5-flash';
+  const messages = [{ role: 'user', content: `Two takes ${RUN_ID} [mock:words=6]` }];
+
+  test('sync: n choices with their indexes, output billed n times', async () => {
+    const one = await client.chat.completions.create({ model, messages });
+    const two = await client.chat.completions.create({ model, messages, n: 2 });
+    assert.equal(two.choices.length, 2);
+    assert.deepEqual(two.choices.map((c) => c.index), [0, 1]);
+    for (const c of two.choices) {
+      assert.equal(c.message.content, one.choices[0].message.content);
+      assert.equal(c.finish_reason, 'stop');
+    }
+    assert.equal(two.usage.completion_tokens, 2 * one.usage.completion_tokens);
+    assert.equal(two.usage.prompt_tokens, one.usage.prompt_tokens);
+  });
+
+  test('streamed: each choice assembles from its own deltas', async () => {
+    const sync = await client.chat.completions.create({ model, messages });
+    const stream = await client.chat.completions.create({ model, messages, n: 2, stream: true });
+    const text = new Map();
+    const finished = new Set();
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        text.set(c.index, (text.get(c.index) ?? '') + (c.delta?.content ?? ''));
+        if (c.finish_reason) finished.add(c.index);
+      }
+    }
+    assert.deepEqual([...text.keys()].sort(), [0, 1]);
+    assert.deepEqual([...finished].sort(), [0, 1]);
+    for (const t of text.values()) assert.equal(t, sync.choices[0].message.content);
+  });
+});
+
 describe('errors', () => {
   const hello = [{ role: 'user', content: 'hello' }];
 

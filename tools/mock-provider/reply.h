@@ -206,6 +206,8 @@ struct Reply {
 
   // Protocol details the serialisers need.
   bool include_usage = false;  // OpenAI stream_options.include_usage
+  bool logprobs = false;       // OpenAI logprobs: one entry per content piece
+  int candidates = 1;          // Gemini candidateCount: that many copies of the answer
   bool cache_one_hour = false; // Anthropic: the last cache_control asked for ttl "1h"
   bool gemini_sse = true;      // Gemini stream: SSE (alt=sse) or a JSON array
 

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include "libs/common/sse.h"
 #include "services/provider-connector/openai_upstream.h"
 
 namespace nexusflow::connector {
@@ -335,6 +336,80 @@ TEST(OpenAiBodyTest, RequestFieldsReachTheUpstream) {
   req.set_stream(true);
   auto streamed = boost::json::parse(BuildOpenAiChatBody(req, "qwen", true));
   EXPECT_EQ(streamed.at("n").as_int64(), 2);
+}
+
+TEST(TopLevelMemberTest, SetReplacesOrInsertsKeepingEveryOtherByte) {
+  std::string body = R"({ "model" : "m", "x_unknown": {"model":"inner"}, "n":2 })";
+  EXPECT_EQ(*SetTopLevelMember(body, "n", "3"), R"({ "model" : "m", "x_unknown": {"model":"inner"}, "n":3 })");
+  EXPECT_EQ(*ReplaceTopLevelModel(body, "up"), R"({ "model" : "up", "x_unknown": {"model":"inner"}, "n":2 })");
+  EXPECT_EQ(*SetTopLevelMember(body, "stream_options", "{}"),
+            R"({"stream_options":{}, "model" : "m", "x_unknown": {"model":"inner"}, "n":2 })");
+  EXPECT_EQ(*SetTopLevelMember("{ }", "a", "1"), R"({"a":1 })");
+  EXPECT_EQ(*TopLevelMember(body, "x_unknown"), R"({"model":"inner"})");
+  EXPECT_FALSE(TopLevelMember(body, "missing").has_value());
+  EXPECT_FALSE(SetTopLevelMember("[1]", "a", "1").has_value());
+  EXPECT_FALSE(SetTopLevelMember(R"({"a":"unterminated)", "a", "1").has_value());
+  EXPECT_FALSE(ReplaceTopLevelModel(R"({"n":1})", "up").has_value());
+}
+
+llmpb::ChatRequest OpenAiPassThrough(std::string body, bool stream, bool include_usage) {
+  llmpb::ChatRequest r;
+  r.set_protocol(llmpb::PROTOCOL_OPENAI);
+  r.set_stream(stream);
+  r.set_include_usage(include_usage);
+  r.mutable_raw()->set_protocol(llmpb::PROTOCOL_OPENAI);
+  r.mutable_raw()->set_body(std::move(body));
+  return r;
+}
+
+TEST(OpenAiCodecTest, PassThroughKeepsTheCallersBodyApartFromTheModel) {
+  ProviderConfig p;
+  p.kind = "openai";
+  p.base_url = "https://api.example/v1";
+  CallTarget target{&p, "up-model", false, 0};
+  auto r = OpenAiPassThrough(R"({"model":"pub","messages":[],"logprobs":true,"x_new_field":[1,2]})", false, false);
+  UpstreamCall call = OpenAiCodec().BuildCall(r, target);
+  EXPECT_TRUE(call.passthrough);
+  EXPECT_EQ(call.body, R"({"model":"up-model","messages":[],"logprobs":true,"x_new_field":[1,2]})");
+  EXPECT_FALSE(call.relay_event);
+}
+
+TEST(OpenAiCodecTest, PassThroughStreamAsksForUsageAndHidesTheUsageChunk) {
+  ProviderConfig p;
+  p.kind = "openai";
+  p.base_url = "https://api.example/v1";
+  CallTarget target{&p, "up", true, 0};
+  // Asked by the caller: nothing changes, every event is relayed.
+  auto asked = OpenAiPassThrough(R"({"model":"pub","stream":true,"stream_options":{"include_usage":true}})", true, true);
+  UpstreamCall call = OpenAiCodec().BuildCall(asked, target);
+  EXPECT_EQ(call.body, R"({"model":"up","stream":true,"stream_options":{"include_usage":true}})");
+  EXPECT_FALSE(call.relay_event);
+  // Not asked: asked for billing, and the usage-only chunk stays with the gateway.
+  auto silent = OpenAiPassThrough(R"({"model":"pub","stream":true})", true, false);
+  call = OpenAiCodec().BuildCall(silent, target);
+  EXPECT_EQ(call.body, R"({"stream_options":{"include_usage":true},"model":"up","stream":true})");
+  ASSERT_TRUE(call.relay_event);
+  EXPECT_TRUE(call.relay_event("", R"({"choices":[{"index":0,"delta":{"content":"hi"}}]})"));
+  EXPECT_TRUE(call.relay_event("", R"({"choices":[{"index":0,"delta":{}}],"usage":null})"));
+  EXPECT_TRUE(call.relay_event("", "[DONE]"));
+  EXPECT_FALSE(call.relay_event("", R"({"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}})"));
+  // stream_options given without include_usage: completed in place.
+  auto partial = OpenAiPassThrough(R"({"model":"pub","stream":true,"stream_options":{"x":1}})", true, false);
+  call = OpenAiCodec().BuildCall(partial, target);
+  EXPECT_EQ(call.body, R"({"model":"up","stream":true,"stream_options":{"x":1,"include_usage":true}})");
+}
+
+TEST(SseTest, SerializedEventsParseBackTheSame) {
+  SseEvent named{"message_delta", "{\"a\":1}"};
+  EXPECT_EQ(SerializeSseEvent(named), "event: message_delta\ndata: {\"a\":1}\n\n");
+  SseEvent lines{"", "one\ntwo"};
+  EXPECT_EQ(SerializeSseEvent(lines), "data: one\ndata: two\n\n");
+  SseParser parser;
+  std::vector<SseEvent> back;
+  parser.Feed(SerializeSseEvent(lines) + SerializeSseEvent(named), back);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].data, "one\ntwo");
+  EXPECT_EQ(back[1].event, "message_delta");
 }
 
 }  // namespace
