@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gateway/gateway.h"
+#include "gateway/hold_estimate.h"
 #include "gateway/protocols/anthropic.h"
 #include "gateway/protocols/gemini.h"
 #include "gateway/protocols/openai.h"
@@ -259,7 +260,9 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   billing::v1::ReserveRequest breq;
   breq.set_request_id(log.request_id);
   breq.set_account_id(job.identity.account_id());
-  breq.set_amount_nano_usd(billing::MaxCostNanoUsd(job.prompt_estimate, max_output, job.model.price()));
+  // The hold is an upper bound of the charge (hold_estimate.h), not the best guess.
+  breq.set_amount_nano_usd(billing::MaxCostNanoUsd(PromptTokenBound(job.request, job.model.context_window()),
+                                                   OutputTokenBound(job.request, max_output), job.model.price()));
   ratelimit::v1::AcquireResponse aresp;
   billing::v1::ReserveResponse bresp;
   grpc::Status astatus, bstatus;

@@ -68,6 +68,7 @@ struct PromptMessage {
   std::string text;        // text parts in order, then each tool call's name + compact arguments
   std::string image_urls;  // each image's URL (a `data:` URL for inline data) + '\x1f'
   std::int64_t images = 0;
+  std::vector<std::int64_t> image_tokens;  // each image's tokens (by its size, when inline)
 };
 
 // A place in the prompt where a cached prefix ends: every message before `message` whole,

@@ -1,0 +1,63 @@
+// End-to-end: billing holds are upper bounds. A hold reserves the most a request can cost
+// (gateway/hold_estimate.h: a token per UTF-8 byte of text, images by their size), so
+// requests admitted together can never spend more than the balance, even when every one of
+// them overruns what a characters-per-token guess would have held: CJK text (one token a
+// character, three bytes) and a large image (counted by its tiles).
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import {
+  RUN_ID, openai, createAccountWithKey, accountMoney, usdToNano, nanoToUsd, eventually,
+} from './lib.mjs';
+
+// A PNG header: all a tokenizer (and the gateway) reads of its size.
+function pngDataUrl(width, height) {
+  const b = Buffer.alloc(33);
+  Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]).copy(b, 0);
+  b.write('IHDR', 12, 'latin1');
+  b.writeUInt32BE(width, 16);
+  b.writeUInt32BE(height, 20);
+  b[24] = 8;
+  b[25] = 2;
+  return `data:image/png;base64,${b.toString('base64')}`;
+}
+
+describe('holds as an upper bound', () => {
+  test('concurrent CJK and image requests never take a balance below zero', async () => {
+    const model = 'claude-opus-4-7';
+    const cjk = '你好世界'.repeat(100);  // 400 characters, 1,200 bytes
+    const image = { type: 'image_url', image_url: { url: pngDataUrl(1024, 1024) } };
+    const messages = (i) => [{ role: 'user', content: [
+      { type: 'text', text: `${cjk} ${i} ${RUN_ID}` }, ...Array(8).fill(image),
+    ] }];
+    const body = (i) => ({ model, messages: messages(i), max_tokens: 8 });
+
+    // What one such request costs, measured on a funded account.
+    const probe = await createAccountWithKey({ name: 'e2e-hold-probe', credit: '50.00' });
+    const probeStart = await accountMoney(probe.account.id);
+    const answer = await openai(probe.key.key).chat.completions.create(body('p'));
+    // A token a CJK character, 765 an image (OpenAI's count at high detail).
+    assert.ok(answer.usage.prompt_tokens > 400 + 8 * 765, `prompt tokens ${answer.usage.prompt_tokens}`);
+    const probeEnd = await eventually(() => accountMoney(probe.account.id),
+                                      (m) => m.balance < probeStart.balance);
+    const cost = probeStart.balance - probeEnd.balance;
+    assert.ok(cost > 0n);
+
+    // A balance of four and a half such requests, and eight of them at once.
+    const credit = (cost * 9n) / 2n;
+    const { account, key } = await createAccountWithKey({ name: 'e2e-hold', credit: nanoToUsd(credit) });
+    const client = openai(key.key);
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) => client.chat.completions.create(body(i))));
+    const served = results.filter((r) => r.status === 'fulfilled').length;
+    for (const r of results) {
+      if (r.status === 'rejected') assert.equal(r.reason.status, 402, String(r.reason));
+    }
+    assert.ok(served >= 1, 'at least one request fits');
+    const end = await eventually(() => accountMoney(account.id),
+                                 (m) => credit - m.balance >= BigInt(served) * cost);
+    assert.equal(credit - end.balance, BigInt(served) * cost, `${served} served at ${cost} each`);
+    assert.ok(end.balance >= 0n, `balance went below zero: ${nanoToUsd(end.balance)} after ${served} requests`);
+  });
+});
