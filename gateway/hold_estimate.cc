@@ -26,7 +26,7 @@ struct Counter {
   void Image(const llm::v1::Image& image) {
     std::optional<ImageSize> size;
     if (image.has_inline_data()) size = SniffImageSize(image.inline_data().data());
-    else size = SniffDataUrlImageSize(image.url());
+    else if (image.has_url()) size = SniffDataUrlImageSize(image.url());
     tokens += size ? ImageTokenBound(size->width, size->height) : kUnknownMediaTokens;
   }
 
@@ -97,6 +97,7 @@ int64_t PromptTokenBound(const llm::v1::ChatRequest& request, int64_t context_wi
     c.Text(t.name());
     c.Text(t.description());
     c.Text(t.parameters_json());
+    c.Text(t.native_json());
   }
   if (context_window > 0) return std::min(c.tokens, context_window);
   return c.tokens;

@@ -578,11 +578,15 @@ class RequestParser {
                     "url_context", "computer_use", "file_search", "google_maps", "mcp_servers"},
                    &f))
         return false;
+      // Google's built-in tools have no canonical form: kept as written, for a Gemini
+      // upstream only.
       for (std::string_view builtin : {"google_search_retrieval", "code_execution", "google_search", "url_context",
                                        "computer_use", "file_search", "google_maps", "mcp_servers"}) {
-        if (f.has(builtin))
-          return Bad(Join(tp, builtin), "Google's built-in tools are not available through NexusFlow; declare "
-                                        "functions instead");
+        if (!f.has(builtin)) continue;
+        auto* tool = req->add_tools();
+        tool->set_name(std::string(builtin));
+        tool->set_native_json(json::serialize(json::object{{builtin, *f[builtin]}}));
+        tool->set_native_protocol(llm::v1::PROTOCOL_GEMINI);
       }
       const json::value* decls_v = f["function_declarations"];
       if (!decls_v) continue;

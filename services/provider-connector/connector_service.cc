@@ -96,6 +96,13 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
         ++candidate_;
         continue;
       }
+      if (auto why = UnservableElement(call_.request(), codec->protocol())) {
+        unservable_ = std::move(*why);
+        ++unservable_count_;
+        errors_.push_back(absl::StrCat(dep.provider(), ": ", unservable_));
+        ++candidate_;
+        continue;
+      }
       provider_ = dep.provider();
       deployment_ = dep.id();
       codec_ = codec;
@@ -137,6 +144,15 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     // Every candidate failed before answering.
     ChatEvent e;
     auto* err = e.mutable_error();
+    if (unservable_count_ > 0 && unservable_count_ == call_.candidates_size()) {
+      // No deployment speaks what the request needs: the caller's to change.
+      err->set_http_status(400);
+      err->set_code("invalid_request");
+      err->set_message(absl::StrCat("This request cannot be served by this model: ", unservable_, "."));
+      Send(std::move(e));
+      writer_->Finish(grpc::Status::OK);
+      return;
+    }
     err->set_http_status(last_timed_out_ ? 504 : (last_status_ == 429 ? 429 : 502));
     err->set_code(last_timed_out_ ? "upstream_timeout" : "upstream_unavailable");
     err->set_message(absl::StrCat("All upstream deployments failed: ",
@@ -321,6 +337,8 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   bool cancelled_ = false;
   bool paused_ = false;  // the transfer waits for the consumer's drain
   bool passthrough_ = false;  // the answer is relayed as the upstream wrote it
+  std::string unservable_;     // what the last skipped deployment could not take
+  int unservable_count_ = 0;   // deployments skipped for it
   std::function<bool(std::string_view, std::string_view)> relay_event_;  // event by event
   bool relayed_ = false;      // some of it was
   uint64_t transfer_id_ = 0;

@@ -149,6 +149,7 @@ std::string BuildOpenAiChatBody(const llmpb::ChatRequest& req, const std::string
   if (req.tools_size() > 0) {
     json::array tools;
     for (const auto& t : req.tools()) {
+      if (!t.native_json().empty()) continue;  // no OpenAI form (the connector refuses such requests)
       json::object fn{{"name", t.name()}};
       if (!t.description().empty()) fn["description"] = t.description();
       json::value params = ParseOrNull(t.parameters_json());
@@ -433,8 +434,10 @@ class OpenAiChatCodec : public UpstreamCodec {
     const json::object& chunk = v.as_object();
     const json::value* choices = chunk.if_contains("choices");
     const json::value* usage = chunk.if_contains("usage");
-    bool usage_only = choices && choices->is_array() && choices->as_array().empty() && usage &&
-                      usage->is_object();
+    // `choices` empty, null or absent: some upstreams send the usage chunk with `choices:
+    // null`, which the caller's SDK would choke on as well.
+    bool no_choices = !choices || choices->is_null() || (choices->is_array() && choices->as_array().empty());
+    bool usage_only = no_choices && usage && usage->is_object();
     return !usage_only;
   }
 

@@ -160,6 +160,30 @@ std::optional<std::string> PassThroughBody(const llm::v1::ChatRequest& request,
   return ReplaceTopLevelModel(request.raw().body(), upstream_model);
 }
 
+std::optional<std::string> UnservableElement(const llm::v1::ChatRequest& request,
+                                             llm::v1::Protocol protocol) {
+  auto name = [](llm::v1::Protocol p) {
+    return p == llm::v1::PROTOCOL_ANTHROPIC ? "anthropic" : p == llm::v1::PROTOCOL_GEMINI ? "gemini" : "openai";
+  };
+  for (int i = 0; i < request.tools_size(); ++i) {
+    const auto& t = request.tools(i);
+    if (!t.native_json().empty() && t.native_protocol() != protocol)
+      return "tools[" + std::to_string(i) + "] (" + t.name() + ") is a built-in tool of the " +
+             name(t.native_protocol()) + " protocol, and this model's upstream speaks " + name(protocol);
+  }
+  if (protocol == llm::v1::PROTOCOL_ANTHROPIC) return std::nullopt;
+  for (int i = 0; i < request.messages_size(); ++i) {
+    for (const auto& p : request.messages(i).parts()) {
+      bool file = (p.has_image() && !p.image().file_id().empty()) ||
+                  (p.has_document() && !p.document().file_id().empty());
+      if (file)
+        return "messages[" + std::to_string(i) + "] refers to an Anthropic Files API file, and this model's "
+               "upstream speaks " + name(protocol);
+    }
+  }
+  return std::nullopt;
+}
+
 const UpstreamCodec* CodecForKind(std::string_view kind) {
   if (kind == "openai") return &OpenAiCodec();
   if (kind == "anthropic") return &AnthropicCodec();

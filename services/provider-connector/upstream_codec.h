@@ -38,6 +38,13 @@ struct UpstreamCall {
   std::function<bool(std::string_view event, std::string_view data)> relay_event;
 };
 
+// What in `request` an upstream speaking `protocol` cannot take, described for the caller
+// ("tools[0] (web_search) is a server tool of the anthropic protocol"); nullopt when it can
+// take all of it. Such elements (provider-native tools, provider file ids) reach only an
+// upstream of their own protocol.
+std::optional<std::string> UnservableElement(const llm::v1::ChatRequest& request,
+                                             llm::v1::Protocol protocol);
+
 // The caller's body, when it was written in `protocol`, with its top-level "model"
 // replaced by `upstream_model` and every other byte kept (unknown fields included);
 // nullopt when the request did not come in that protocol or the body cannot be edited.

@@ -121,3 +121,44 @@ describe('native pass-through, OpenAI', { skip: !MOCK_PORT || !MOCK_KEY ? 'NEXUS
     assert.equal(mask(via.text), mask(direct.text));
   });
 });
+
+// Built-in tools (Anthropic server tools, Google's googleSearch) and Anthropic Files API
+// references have no translation: they reach an upstream of their own protocol as written,
+// and a model served through another protocol refuses them with a 400 naming them.
+describe('provider built-in tools', () => {
+  const anthropicBody = (model) => JSON.stringify({
+    model, max_tokens: 32,
+    tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 2 }],
+    messages: [{ role: 'user', content: 'Search for something' }],
+  });
+  const geminiBody = JSON.stringify({
+    contents: [{ role: 'user', parts: [{ text: 'Search for something' }] }],
+    tools: [{ googleSearch: {} }],
+  });
+
+  test('an Anthropic server tool reaches an Anthropic upstream', async () => {
+    const via = await post(`${ORIGIN}/v1/messages`, { 'x-api-key': DEMO_KEY }, anthropicBody('claude-sonnet-4-6'));
+    assert.equal(via.status, 200, via.text);
+    assert.equal(JSON.parse(via.text).type, 'message');
+  });
+
+  test('elsewhere it is a 400 that names it, in the caller\'s protocol', async () => {
+    const via = await post(`${ORIGIN}/v1/messages`, { 'x-api-key': DEMO_KEY }, anthropicBody('qwen3-max'));
+    assert.equal(via.status, 400, via.text);
+    const body = JSON.parse(via.text);
+    assert.equal(body.type, 'error');
+    assert.equal(body.error.type, 'invalid_request_error');
+    assert.match(body.error.message, /tools\[0\] \(web_search\) is a built-in tool of the anthropic protocol/);
+  });
+
+  test('a Gemini built-in tool reaches a Gemini upstream, and only there', async () => {
+    const ok = await post(`${ORIGIN}/v1beta/models/gemini-2.5-flash:generateContent`, { 'x-goog-api-key': DEMO_KEY }, geminiBody);
+    assert.equal(ok.status, 200, ok.text);
+    assert.ok(JSON.parse(ok.text).candidates.length >= 1);
+    const refused = await post(`${ORIGIN}/v1beta/models/claude-sonnet-4-6:generateContent`, { 'x-goog-api-key': DEMO_KEY }, geminiBody);
+    assert.equal(refused.status, 400, refused.text);
+    const err = JSON.parse(refused.text).error;
+    assert.equal(err.status, 'INVALID_ARGUMENT');
+    assert.match(err.message, /google_search/);
+  });
+});
