@@ -280,7 +280,11 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
     identity = co_await Authenticate(ex, route->protocol, log);
     if (!identity) co_return;
   } else if (route->auth == Auth::kAdmin) {
-    if (auto error = CheckAdminKey(req)) co_return co_await SendError(ex, route->protocol, *error, log);
+    if (auto error = CheckAdminKey(req)) {
+      AuditEntry refused;  // a refused admin call is audited too, as unauthenticated
+      WriteAudit(req, log, "unauthenticated", refused, error->status);
+      co_return co_await SendError(ex, route->protocol, *error, log);
+    }
   }
   if (!co_await ex.ReadBody()) {
     log.error = "request body not received";

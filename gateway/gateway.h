@@ -4,6 +4,7 @@
 // services (auth → routing → rate-limiter ‖ billing → connector → settle) as one
 // coroutine on its connection's loop, serves the admin API and the ops endpoints, and
 // writes one access-log line a request.
+#include <boost/json.hpp>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -95,7 +96,18 @@ class Gateway {
   void HandleBalance(const auth::v1::Identity& identity, ResponseWriter& w, RequestLog& log);
   void HandleUsage(const HttpRequest& req, const auth::v1::Identity& identity,
                    ResponseWriter& w, RequestLog& log);
+  // What an admin call did, for its audit line: the action ("key.create"), the id it acted
+  // on, and its parameters (never a secret).
+  struct AuditEntry {
+    std::string action;
+    std::string target;
+    boost::json::object details;
+  };
   void HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
+  void HandleAdminRoute(const HttpRequest& req, ResponseWriter& w, RequestLog& log, AuditEntry& audit);
+  // One JSON line on stdout ("log":"audit"): who, what, when, the outcome.
+  void WriteAudit(const HttpRequest& req, const RequestLog& log, std::string_view who,
+                  const AuditEntry& entry, int status) const;
   // The admin key check, from the headers alone.
   std::optional<HttpError> CheckAdminKey(const HttpRequest& req) const;
 

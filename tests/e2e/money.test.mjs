@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  RUN_ID, openai, createAccountWithKey, accountMoney, usdToNano, nanoToUsd, eventually,
+  ORIGIN, RUN_ID, openai, adminOk, createAccountWithKey, accountMoney, nanoToUsd, eventually,
 } from './lib.mjs';
 
 // A PNG header: all a tokenizer (and the gateway) reads of its size.
@@ -59,5 +59,45 @@ describe('holds as an upper bound', () => {
                                  (m) => credit - m.balance >= BigInt(served) * cost);
     assert.equal(credit - end.balance, BigInt(served) * cost, `${served} served at ${cost} each`);
     assert.ok(end.balance >= 0n, `balance went below zero: ${nanoToUsd(end.balance)} after ${served} requests`);
+  });
+});
+
+// Every admin call leaves one audit line on the gateway's stdout (tools/run keeps it in
+// logs/access.log): who (the admin key's fingerprint, or "unauthenticated"), what, when and
+// the outcome, and never a secret.
+describe('admin audit log', { skip: process.env.NEXUSFLOW_DATA_DIR ? false : 'NEXUSFLOW_DATA_DIR not set' }, () => {
+  test('credits, keys and refused calls are audited without secrets', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const secret = `sk-nf-audit${RUN_ID.replace(/[^a-z0-9]/gi, '')}0123456789abcdef`;
+    const account = await adminOk('POST', '/admin/v1/accounts', { name: `audit-${RUN_ID}` }, 201);
+    await adminOk('POST', `/admin/v1/accounts/${account.id}/credits`,
+                  { amount: '1.50', idempotency_key: `audit-${RUN_ID}`, note: 'audit check' });
+    const key = await adminOk('POST', '/admin/v1/keys', { account_id: account.id, name: 'audit', key: secret }, 201);
+    assert.equal(key.key, secret);
+    await adminOk('DELETE', `/admin/v1/keys/${key.id}`);
+    const refused = await fetch(`${ORIGIN}/admin/v1/accounts/${account.id}`, { headers: { Authorization: 'Bearer wrong' } });
+    assert.equal(refused.status, 401);
+
+    const path = join(process.env.NEXUSFLOW_DATA_DIR, 'logs', 'access.log');
+    const lines = await eventually(async () => (await readFile(path, 'utf8')).split('\n')
+      .filter((l) => l.includes('"log":"audit"')).map((l) => JSON.parse(l)),
+      (ls) => ls.some((l) => l.who === 'unauthenticated' && l.status === 401));
+    const mine = (action, target) => lines.find((l) => l.action === action && l.target === target);
+    const created = mine('account.create', account.id);
+    assert.ok(created, 'account.create audited');
+    assert.match(created.who, /^admin:[0-9a-f]{12}$/);
+    assert.equal(created.status, 201);
+    assert.match(created.ts, /^\d{4}-\d\d-\d\dT/);
+    const credit = mine('account.credit', account.id);
+    assert.deepEqual(credit.details, { amount: '1.50', idempotency_key: `audit-${RUN_ID}`, note: 'audit check' });
+    const keyLine = mine('key.create', key.id);
+    assert.equal(keyLine.details.secret_given, true);
+    assert.equal(keyLine.details.account_id, account.id);
+    assert.equal(mine('key.revoke', key.id).status, 200);
+    assert.ok(lines.some((l) => l.who === 'unauthenticated' && l.status === 401), 'refused call audited');
+    const whole = await readFile(path, 'utf8');
+    assert.ok(!whole.includes(secret), 'a key secret reached the log');
+    assert.ok(!whole.includes(process.env.NEXUSFLOW_ADMIN_KEY), 'the admin key reached the log');
   });
 });
