@@ -40,6 +40,9 @@ struct RequestLog {
 // Adds the request id under both names clients read: x-request-id and request-id.
 void AddRequestId(HeaderList& headers, const std::string& request_id);
 
+// A key limited to some models may not use (or count tokens for) the others: 403.
+std::optional<HttpError> ModelNotAllowed(const auth::v1::Identity& identity, const std::string& model);
+
 // A whole response built by synchronous code (admin API, usage, balance, models), which
 // the request's coroutine then sends.
 class ResponseWriter {
@@ -121,6 +124,28 @@ class Gateway {
   boost::asio::awaitable<void> SendError(HttpExchange& ex, ApiProtocol protocol,
                                          const HttpError& error, RequestLog& log,
                                          HeaderList headers = {});
+
+  // Admission of a request that costs money: a rate-limit lease (on `estimated_tokens`)
+  // and a billing hold (of `hold_nano_usd`), asked in parallel. Admit answers the caller
+  // itself when refused (429 naming the limit, 402, 503) and returns false, with nothing
+  // left held; admitted, the lease, the hold and the rate-limit headers are filled in.
+  struct Admission {
+    const auth::v1::Identity* identity = nullptr;
+    const routing::v1::Model* model = nullptr;
+    ApiProtocol protocol = ApiProtocol::kOpenAI;
+    int64_t estimated_tokens = 0;
+    int64_t hold_nano_usd = 0;
+    std::string lease_id;
+    std::string hold_id;
+    HeaderList headers;
+  };
+  boost::asio::awaitable<bool> Admit(Admission& admission, HttpExchange& ex, RequestLog& log);
+
+  // POST /v1/embeddings (OpenAI).
+  boost::asio::awaitable<void> HandleEmbeddings(HttpExchange& ex, auth::v1::Identity identity,
+                                                RequestLog& log);
+  // Commits a charge (a few quick tries), else hands it to the settlement retrier.
+  boost::asio::awaitable<void> SettleCharge(const billing::v1::SettleRequest& req, RequestLog& log);
 
   // The orchestration of one chat request, shared by every protocol.
   struct ChatJob;

@@ -111,7 +111,8 @@ std::string BuildAnthropicBody(const llmpb::ChatRequest& req, const std::string&
   auto append = [&](const char* role, json::value block) {
     if (!messages.empty() && messages.back().as_object().at("role").as_string() == role) {
       json::array& content = messages.back().as_object()["content"].as_array();
-      auto at = is_result(block) ? std::find_if_not(content.begin(), content.end(), is_result) : content.end();
+      auto at = is_result(block) ? std::find_if_not(content.begin(), content.end(), is_result)
+                                 : content.end();
       content.insert(at, std::move(block));
       return;
     }
@@ -133,7 +134,8 @@ std::string BuildAnthropicBody(const llmpb::ChatRequest& req, const std::string&
   // greeting the client shows, say) gets a minimal user turn before it.
   if (!messages.empty() && messages.front().as_object().at("role") == "assistant")
     messages.insert(messages.begin(),
-                    json::object{{"role", "user"}, {"content", json::array{json::object{{"type", "text"}, {"text", "."}}}}});
+                    json::object{{"role", "user"},
+                                 {"content", json::array{json::object{{"type", "text"}, {"text", "."}}}}});
   if (!system.empty()) body["system"] = std::move(system);
   body["messages"] = std::move(messages);
   if (req.tools_size() > 0) {

@@ -237,8 +237,8 @@ absl::Status GeminiDecoder::Feed(std::string_view text, std::vector<llmpb::ChatE
             start.set_choice_index(choice);
             auto* t = start.mutable_tool_call_start();
             t->set_index(dense);
-            t->set_id(JsonString(*call, "id").value_or(
-                choice == 0 ? absl::StrCat("call_", dense) : absl::StrCat("call_", choice, "_", dense)));
+            t->set_id(JsonString(*call, "id").value_or(choice == 0 ? absl::StrCat("call_", dense)
+                                                                   : absl::StrCat("call_", choice, "_", dense)));
             t->set_name(JsonString(*call, "name").value_or(""));
             t->set_signature(JsonString(part, "thoughtSignature").value_or(""));
             out.push_back(std::move(start));
@@ -302,7 +302,8 @@ void GeminiDecoder::Finish(std::vector<llmpb::ChatEvent>& out) {
     state.finished = true;
     llmpb::ChatEvent e;
     e.set_choice_index(choice);
-    e.mutable_finish()->set_reason(state.called_tools ? llmpb::FINISH_REASON_TOOL_CALLS : llmpb::FINISH_REASON_STOP);
+    e.mutable_finish()->set_reason(state.called_tools ? llmpb::FINISH_REASON_TOOL_CALLS
+                                                      : llmpb::FINISH_REASON_STOP);
     out.push_back(std::move(e));
   }
   AppendFinalUsage(has_usage_, usage_, prompt_estimate_, output_chars_, &usage_estimated_, out);

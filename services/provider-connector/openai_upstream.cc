@@ -436,7 +436,8 @@ class OpenAiChatCodec : public UpstreamCodec {
     const json::value* usage = chunk.if_contains("usage");
     // `choices` empty, null or absent: some upstreams send the usage chunk with `choices:
     // null`, which the caller's SDK would choke on as well.
-    bool no_choices = !choices || choices->is_null() || (choices->is_array() && choices->as_array().empty());
+    bool no_choices = !choices || choices->is_null() ||
+                      (choices->is_array() && choices->as_array().empty());
     bool usage_only = no_choices && usage && usage->is_object();
     return !usage_only;
   }

@@ -709,4 +709,6 @@ std::int64_t CodePoints(std::string_view s) {
                        [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
 }
 
+std::int64_t CountTextTokens(std::string_view text) { return TextTokens(text); }
+
 }  // namespace nexusflow::mock

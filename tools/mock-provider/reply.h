@@ -221,6 +221,9 @@ Reply PlanReply(const Prompt& prompt, const GenerationRequest& generation, int r
 
 // Random lowercase hex, `chars` long; for ids only (not cryptographic).
 std::string RandomHex(std::size_t chars);
+// Tokens of a text as the mock counts them: four ASCII characters a token, a token for every
+// other character.
+std::int64_t CountTextTokens(std::string_view text);
 std::int64_t UnixSeconds();
 
 // One frame of a streamed answer and what the stream writer does around it.

@@ -27,6 +27,7 @@
 
 #include "anthropic.h"
 #include "chat.h"
+#include "embeddings.h"
 #include "gemini.h"
 #include "prompt_cache.h"
 #include "stream_stats.h"
@@ -486,6 +487,7 @@ enum class Endpoint {
   kGenerateContent,
   kStreamGenerateContent,
   kCountGeminiTokens,
+  kEmbeddings,
   kNotFound,
 };
 
@@ -503,6 +505,7 @@ constexpr Route kRoutes[] = {
     {http::verb::get, "/v1/models/", true, Endpoint::kModel},
     {http::verb::post, "/v1/chat/completions", false, Endpoint::kChatCompletions},
     {http::verb::post, "/v1/messages", false, Endpoint::kMessages},
+    {http::verb::post, "/v1/embeddings", false, Endpoint::kEmbeddings},
     {http::verb::post, "/v1/messages/count_tokens", false, Endpoint::kCountMessageTokens},
     {http::verb::post, "/v1beta/models/", true, Endpoint::kGeminiModel},
 };
@@ -622,6 +625,13 @@ Answer ImmediateAnswer(const Request& req, std::string_view path, Protocol proto
         return ErrorAnswer(protocol, *error, request_id);
       }
       return Answer{200, "application/json", MessageTokenCountBody(std::get<std::int64_t>(counted))};
+    }
+    case Endpoint::kEmbeddings: {
+      std::variant<std::string, RequestError> answered = EmbeddingsBody(req.body());
+      if (const RequestError* error = std::get_if<RequestError>(&answered)) {
+        return ErrorAnswer(protocol, *error, request_id);
+      }
+      return Answer{200, "application/json", std::move(std::get<std::string>(answered))};
     }
     case Endpoint::kCountGeminiTokens: {
       std::variant<std::int64_t, RequestError> counted = CountGeminiTokens(route.id, req.body());
