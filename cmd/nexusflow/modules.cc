@@ -119,6 +119,7 @@ class RunningProcess : public Process {
     http.max_header_count = sv.max_header_count;
     http.max_connections = sv.max_connections;
     http.max_connections_per_ip = sv.max_connections_per_ip;
+    http.reuse_port = sv.reuse_port;
     http_ = std::make_unique<gateway::HttpServer>(http, *loops_, gateway_->handler(),
                                                   gateway_->error_body());
     return http_->Start();

@@ -67,6 +67,12 @@ std::shared_ptr<grpc::Channel> DialTarget(const std::string& address) {
   // letting bandwidth probing grow the window to megabytes per stream.
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 256 << 10);
+  if (address.find(',') != std::string::npos) {
+    // Several replicas ("host:port,host:port"): a connection to each, calls spread round
+    // robin, a replica that goes away is skipped until it is back.
+    args.SetLoadBalancingPolicyName("round_robin");
+    return grpc::CreateCustomChannel("ipv4:" + address, grpc::InsecureChannelCredentials(), args);
+  }
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 

@@ -37,7 +37,8 @@ class ServerHost {
   int port_ = 0;
 };
 
-// A channel to a target in another process.
+// A channel to a target in another process: "host:port", or several replicas of it as
+// "host:port,host:port" (IPv4), spread round robin.
 std::shared_ptr<grpc::Channel> DialTarget(const std::string& address);
 
 }  // namespace nexusflow
