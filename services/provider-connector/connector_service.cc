@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "libs/rpc/internal_auth.h"
 #include "libs/common/sse.h"
 #include "libs/loop/event_loops.h"
 #include "libs/metrics/metrics.h"
@@ -463,6 +464,7 @@ void ProviderConnectorService::StartEmbed(
 grpc::ServerUnaryReactor* ProviderConnectorService::Embed(grpc::CallbackServerContext* ctx,
                                                           const pb::EmbedCall* call,
                                                           llm::v1::EmbedResponse* response) {
+  NF_REQUIRE_INTERNAL(ctx);
   auto* reactor = ctx->DefaultReactor();
   StartEmbed(*call, [reactor, response](const grpc::Status& s, llm::v1::EmbedResponse r) {
     if (s.ok()) *response = std::move(r);
@@ -512,7 +514,8 @@ void ProviderConnectorService::StartChat(const pb::ChatCall& call,
 }
 
 grpc::ServerWriteReactor<pb::ChatChunk>* ProviderConnectorService::Chat(
-    grpc::CallbackServerContext*, const pb::ChatCall* call) {
+    grpc::CallbackServerContext* ctx, const pb::ChatCall* call) {
+  NF_REQUIRE_INTERNAL_STREAM(ctx, pb::ChatChunk);
   auto writer = QueuedWriter<pb::ChatChunk>::Create();
   StartChat(*call, writer);
   return writer.get();
