@@ -5,7 +5,7 @@
 
 namespace nexusflow::gateway {
 
-void ChatAnswer::AddToolCallBlock(size_t index) {
+void ChoiceContent::AddToolCallBlock(size_t index) {
   bool known = std::any_of(blocks.begin(), blocks.end(), [&](const Block& b) {
     return b.kind == Block::Kind::kToolCall && b.tool_call == index;
   });
@@ -16,6 +16,10 @@ void ChatAnswer::AddToolCallBlock(size_t index) {
   blocks.push_back(std::move(b));
 }
 
+// Choices past 0 (OpenAI n, Gemini candidateCount) are bounded by the request's own
+// limit (128); an index beyond that is dropped rather than allocated.
+constexpr int32_t kMaxChoices = 128;
+
 void ChatAnswer::Apply(const llm::v1::ChatEvent& e) {
   switch (e.event_case()) {
     case llm::v1::ChatEvent::kStart:
@@ -23,7 +27,23 @@ void ChatAnswer::Apply(const llm::v1::ChatEvent& e) {
       upstream_model = e.start().upstream_model();
       deployment_id = e.start().deployment_id();
       created = e.start().created_unix();
-      break;
+      return;
+    case llm::v1::ChatEvent::kUsage:
+      usage = e.usage();
+      has_usage = true;
+      return;
+    case llm::v1::ChatEvent::kError: error = e.error(); return;
+    default: break;
+  }
+  int32_t index = e.choice_index();
+  if (index <= 0) return ApplyContent(e);
+  if (index >= kMaxChoices) return;
+  if (more_choices.size() < static_cast<size_t>(index)) more_choices.resize(index);
+  more_choices[index - 1].ApplyContent(e);
+}
+
+void ChoiceContent::ApplyContent(const llm::v1::ChatEvent& e) {
+  switch (e.event_case()) {
     case llm::v1::ChatEvent::kText: {
       const std::string& t = e.text().text();
       text += t;
@@ -73,11 +93,6 @@ void ChatAnswer::Apply(const llm::v1::ChatEvent& e) {
       finish = e.finish().reason();
       stop_sequence = e.finish().stop_sequence();
       break;
-    case llm::v1::ChatEvent::kUsage:
-      usage = e.usage();
-      has_usage = true;
-      break;
-    case llm::v1::ChatEvent::kError: error = e.error(); break;
     default: break;
   }
 }

@@ -9,7 +9,8 @@
 
 namespace nexusflow::gateway {
 
-struct ChatAnswer {
+// The content of one choice of an answer.
+struct ChoiceContent {
   struct ToolCall {
     std::string id;
     std::string name;
@@ -27,10 +28,6 @@ struct ChatAnswer {
     std::string data;       // kRedactedThinking: opaque provider data
     size_t tool_call = 0;   // kToolCall: index into tool_calls
   };
-  std::string response_id;
-  std::string upstream_model;
-  std::string deployment_id;
-  int64_t created = 0;
   // The whole text, reasoning and tool calls (what OpenAI renders and billing estimates
   // read); `blocks` holds the same content in order.
   std::string text;
@@ -39,14 +36,29 @@ struct ChatAnswer {
   std::vector<Block> blocks;
   llm::v1::FinishReason finish = llm::v1::FINISH_REASON_UNSPECIFIED;
   std::string stop_sequence;  // the stop sequence hit, when the upstream said which
+
+  // Applies a content or finish event of this choice.
+  void ApplyContent(const llm::v1::ChatEvent& event);
+
+ private:
+  void AddToolCallBlock(size_t index);
+};
+
+// The answer: choice 0 in the inherited fields (every protocol has it), further choices
+// (OpenAI `n`, Gemini `candidateCount`) in `more_choices`, index 1 first.
+struct ChatAnswer : ChoiceContent {
+  std::string response_id;
+  std::string upstream_model;
+  std::string deployment_id;
+  int64_t created = 0;
+  std::vector<ChoiceContent> more_choices;
   llm::v1::Usage usage;
   bool has_usage = false;
   std::optional<llm::v1::StreamError> error;
 
   void Apply(const llm::v1::ChatEvent& event);
-
- private:
-  void AddToolCallBlock(size_t index);
+  size_t choice_count() const { return 1 + more_choices.size(); }
+  const ChoiceContent& choice(size_t i) const { return i == 0 ? *this : more_choices[i - 1]; }
 };
 
 }  // namespace nexusflow::gateway

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gateway/gateway.h"
+#include "gateway/hold_estimate.h"
 #include "gateway/protocols/anthropic.h"
 #include "gateway/protocols/gemini.h"
 #include "gateway/protocols/openai.h"
@@ -83,15 +84,23 @@ class ActiveStream {
 };
 
 bool HasOutput(const ChatAnswer& a) {
-  return !a.text.empty() || !a.reasoning.empty() || !a.tool_calls.empty();
+  for (size_t i = 0; i < a.choice_count(); ++i) {
+    const ChoiceContent& c = a.choice(i);
+    if (!c.text.empty() || !c.reasoning.empty() || !c.tool_calls.empty()) return true;
+  }
+  return false;
 }
 
 // Usage for an answer the upstream stopped short of reporting (the caller hung up):
 // the prompt estimate, and about four characters a token of what arrived.
 llm::v1::Usage UsageOfWhatArrived(const ChatAnswer& a, int64_t prompt_estimate) {
   if (a.has_usage) return a.usage;
-  size_t chars = a.text.size() + a.reasoning.size();
-  for (const auto& t : a.tool_calls) chars += t.name.size() + t.arguments.size();
+  size_t chars = 0;
+  for (size_t i = 0; i < a.choice_count(); ++i) {
+    const ChoiceContent& c = a.choice(i);
+    chars += c.text.size() + c.reasoning.size();
+    for (const auto& t : c.tool_calls) chars += t.name.size() + t.arguments.size();
+  }
   llm::v1::Usage u;
   u.set_input_tokens(prompt_estimate);
   u.set_output_tokens(static_cast<int64_t>((chars + 3) / 4));
@@ -145,17 +154,12 @@ net::awaitable<void> Gateway::HandleAnthropicMessages(HttpExchange& ex, auth::v1
   co_await RunChat(job, ex, log);
 }
 
-namespace {
-
-// A key limited to some models may not use (or count tokens for) the others.
 std::optional<HttpError> ModelNotAllowed(const auth::v1::Identity& identity, const std::string& model) {
   const auto& allowed = identity.allowed_models();
   if (allowed.empty() || std::find(allowed.begin(), allowed.end(), model) != allowed.end()) return std::nullopt;
   return HttpError(403, absl::StrCat("This API key is not allowed to use the model `", model, "`."), "model",
                    "model_not_allowed");
 }
-
-}  // namespace
 
 void Gateway::HandleAnthropicCountTokens(const HttpRequest& req, const auth::v1::Identity& identity,
                                          ResponseWriter& w, RequestLog& log) {
@@ -223,6 +227,70 @@ net::awaitable<void> Gateway::HandleGemini(HttpExchange& ex, auth::v1::Identity 
   co_await RunChat(job, ex, log);
 }
 
+net::awaitable<bool> Gateway::Admit(Admission& a, HttpExchange& ex, RequestLog& log) {
+  const ApiProtocol protocol = a.protocol;
+  ratelimit::v1::AcquireRequest areq;
+  areq.set_request_id(log.request_id);
+  areq.set_key_id(a.identity->key_id());
+  areq.set_plan(a.identity->plan());
+  areq.set_model(a.model->id());
+  areq.set_estimated_tokens(a.estimated_tokens);
+  billing::v1::ReserveRequest breq;
+  breq.set_request_id(log.request_id);
+  breq.set_account_id(a.identity->account_id());
+  breq.set_amount_nano_usd(a.hold_nano_usd);
+  ratelimit::v1::AcquireResponse aresp;
+  billing::v1::ReserveResponse bresp;
+  grpc::Status astatus, bstatus;
+  co_await path_.Admit(areq, &aresp, &astatus, breq, &bresp, &bstatus);
+  bool admitted = astatus.ok() && aresp.decision() == ratelimit::v1::DECISION_ALLOWED;
+  if (admitted) a.lease_id = aresp.lease_id();
+  if (bstatus.ok()) a.hold_id = bresp.hold_id();
+  a.headers = RateLimitHeaders(aresp);
+  auto undo = [&] {
+    path_.ReleaseLease(a.lease_id, 0);
+    path_.ReleaseHold(a.hold_id);
+    a.lease_id.clear();
+    a.hold_id.clear();
+  };
+  std::optional<HttpError> refusal;
+  HeaderList headers = a.headers;
+  if (!astatus.ok()) {
+    // The limiter's store is down and its policy is fail-closed (or the limiter is gone).
+    refusal = HttpError(503, absl::StrCat("The rate limiter is unavailable: ", astatus.error_message()));
+    headers.emplace_back("retry-after", "1");
+  } else if (!admitted && aresp.never_fits()) {
+    // Over the plan's limit by itself: no retry helps, so the SDKs are told not to.
+    headers.emplace_back("x-should-retry", "false");
+    refusal = HttpError(429, absl::StrCat("Request too large for the tokens per minute of plan '", a.identity->plan(),
+                                          "': limit ", aresp.tokens().limit(), ", requested ", areq.estimated_tokens(),
+                                          ". Lower max_tokens or the prompt."),
+                        "", "rate_limit_exceeded");
+  } else if (!admitted) {
+    int64_t retry = std::max<int64_t>(1, aresp.retry_after().seconds() + (aresp.retry_after().nanos() > 0 ? 1 : 0));
+    headers.emplace_back("retry-after", std::to_string(retry));
+    const char* what = aresp.denied_by() == ratelimit::v1::LIMIT_KIND_REQUESTS            ? "requests per minute"
+                       : aresp.denied_by() == ratelimit::v1::LIMIT_KIND_REQUESTS_PER_DAY ? "requests per day"
+                       : aresp.denied_by() == ratelimit::v1::LIMIT_KIND_TOKENS          ? "tokens per minute"
+                                                                                         : "concurrent requests";
+    refusal = HttpError(429, absl::StrCat("Rate limit reached for ", what, " on plan '", a.identity->plan(),
+                                          "'. Retry after ", retry, "s."),
+                        "", "rate_limit_exceeded");
+  } else if (!bstatus.ok()) {
+    if (bstatus.error_code() == grpc::FAILED_PRECONDITION)
+      refusal = HttpError(402, bstatus.error_message(), "", "insufficient_balance");
+    else if (bstatus.error_code() == grpc::NOT_FOUND)
+      refusal = HttpError(402, "The account of this key does not exist.", "", "insufficient_balance");
+    else
+      refusal = HttpError(503, absl::StrCat("The billing service is unavailable: ", bstatus.error_message()));
+  }
+  if (!refusal) co_return true;
+  undo();
+  if (refusal->status == 503 && astatus.ok()) headers.clear();
+  co_await SendError(ex, protocol, *refusal, log, headers);
+  co_return false;
+}
+
 net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog& log) {
   const ApiProtocol protocol = job.renderer->protocol();
   log.model = job.request.model();
@@ -245,64 +313,24 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
                            : (job.model.max_output_tokens() > 0 ? job.model.max_output_tokens()
                                                                 : config_.gateway.default_max_output_tokens);
   job.max_output = max_output;
-  ratelimit::v1::AcquireRequest areq;
-  areq.set_request_id(log.request_id);
-  areq.set_key_id(job.identity.key_id());
-  areq.set_plan(job.identity.plan());
-  areq.set_model(job.model.id());
-  areq.set_estimated_tokens(job.prompt_estimate + (job.request.sampling().has_max_output_tokens() ? max_output : 0));
-  billing::v1::ReserveRequest breq;
-  breq.set_request_id(log.request_id);
-  breq.set_account_id(job.identity.account_id());
-  breq.set_amount_nano_usd(billing::MaxCostNanoUsd(job.prompt_estimate, max_output, job.model.price()));
-  ratelimit::v1::AcquireResponse aresp;
-  billing::v1::ReserveResponse bresp;
-  grpc::Status astatus, bstatus;
-  co_await path_.Admit(areq, &aresp, &astatus, breq, &bresp, &bstatus);
-  bool admitted = astatus.ok() && aresp.decision() == ratelimit::v1::DECISION_ALLOWED;
-  if (admitted) job.lease_id = aresp.lease_id();
-  if (bstatus.ok()) job.hold_id = bresp.hold_id();
-  job.headers = RateLimitHeaders(aresp);
+  Admission admission;
+  admission.identity = &job.identity;
+  admission.model = &job.model;
+  admission.protocol = protocol;
+  admission.estimated_tokens =
+      job.prompt_estimate + (job.request.sampling().has_max_output_tokens() ? max_output : 0);
+  // The hold is an upper bound of the charge (hold_estimate.h), not the best guess.
+  admission.hold_nano_usd = billing::MaxCostNanoUsd(PromptTokenBound(job.request, job.model.context_window()),
+                                                    OutputTokenBound(job.request, max_output), job.model.price());
+  bool admitted = co_await Admit(admission, ex, log);
+  job.lease_id = admission.lease_id;
+  job.hold_id = admission.hold_id;
+  job.headers = std::move(admission.headers);
+  if (!admitted) co_return;
   auto undo = [&] {
     path_.ReleaseLease(job.lease_id, 0);
     path_.ReleaseHold(job.hold_id);
   };
-  if (!astatus.ok()) {
-    undo();
-    co_return co_await SendError(ex, protocol, {503, absl::StrCat("The rate limiter is unavailable: ", astatus.error_message()), "", ""}, log);
-  }
-  if (!admitted && aresp.never_fits()) {
-    // Over the plan's limit by itself: no retry helps, so the SDKs are told not to.
-    undo();
-    HeaderList headers = job.headers;
-    headers.emplace_back("x-should-retry", "false");
-    HttpError e(429, absl::StrCat("Request too large for the tokens per minute of plan '", job.identity.plan(),
-                                  "': limit ", aresp.tokens().limit(), ", requested ", areq.estimated_tokens(),
-                                  ". Lower max_tokens or the prompt."),
-                "", "rate_limit_exceeded");
-    co_return co_await SendError(ex, protocol, e, log, headers);
-  }
-  if (!admitted) {
-    undo();
-    int64_t retry = aresp.retry_after().seconds() + (aresp.retry_after().nanos() > 0 ? 1 : 0);
-    HeaderList headers = job.headers;
-    headers.emplace_back("retry-after", std::to_string(std::max<int64_t>(1, retry)));
-    const char* what = aresp.denied_by() == ratelimit::v1::LIMIT_KIND_REQUESTS ? "requests per minute"
-                       : aresp.denied_by() == ratelimit::v1::LIMIT_KIND_TOKENS ? "tokens per minute"
-                                                                                : "concurrent requests";
-    co_return co_await SendError(
-        ex, protocol,
-        {429, absl::StrCat("Rate limit reached for ", what, " on plan '", job.identity.plan(), "'. Retry after ", std::max<int64_t>(1, retry), "s."), "", "rate_limit_exceeded"},
-        log, headers);
-  }
-  if (!bstatus.ok()) {
-    undo();
-    if (bstatus.error_code() == grpc::FAILED_PRECONDITION)
-      co_return co_await SendError(ex, protocol, {402, bstatus.error_message(), "", "insufficient_balance"}, log, job.headers);
-    if (bstatus.error_code() == grpc::NOT_FOUND)
-      co_return co_await SendError(ex, protocol, {402, "The account of this key does not exist.", "", "insufficient_balance"}, log, job.headers);
-    co_return co_await SendError(ex, protocol, {503, absl::StrCat("The billing service is unavailable: ", bstatus.error_message()), "", ""}, log);
-  }
 
   // The provider. A client that hangs up cancels the upstream transfer; whatever had
   // arrived by then is still read from the stream and billed.
@@ -482,6 +510,12 @@ net::awaitable<void> Gateway::Settle(ChatJob& job, const ChatAnswer& answer, Req
   // not sent yet has none: it is written only if billing does not acknowledge it.
   bool has_entry = job.output_allowance > 0;
   if (has_entry) outbox_->RecordFinal(req);
+  co_await SettleCharge(req, log, has_entry);
+  path_.ReleaseLease(job.lease_id, log.input_tokens + log.output_tokens);
+}
+
+net::awaitable<void> Gateway::SettleCharge(const billing::v1::SettleRequest& req, RequestLog& log,
+                                           bool recorded) {
   bool settled = false;
   grpc::Status status;
   for (int attempt = 0; attempt < 3 && !settled; ++attempt) {
@@ -497,12 +531,11 @@ net::awaitable<void> Gateway::Settle(ChatJob& job, const ChatAnswer& answer, Req
     }
   }
   if (settled) {
-    if (has_entry) outbox_->Settled(req.request_id());
+    if (recorded) outbox_->Settled(req.request_id());
   } else {
     Metrics().settle_retries.Add({}).Increment();
     (void)co_await outbox_->Retry(req, status);
   }
-  path_.ReleaseLease(job.lease_id, log.input_tokens + log.output_tokens);
 }
 
 net::awaitable<void> Gateway::RecordOutput(ChatJob& job, const ChatAnswer& answer) {

@@ -31,7 +31,7 @@ struct Gateway::Route {
   enum class Auth { kNone, kKey, kAdmin };
   enum class Kind {
     kHealth, kReady, kMetrics, kOpenAiChat, kModels, kBalance, kUsage, kAdmin,
-    kAnthropicMessages, kAnthropicCountTokens, kGeminiModels, kGeminiModel,
+    kAnthropicMessages, kAnthropicCountTokens, kGeminiModels, kGeminiModel, kEmbeddings,
   };
   std::string_view path;
   bool prefix;               // `path` is a prefix of the request path
@@ -53,6 +53,7 @@ constexpr Route kRoutes[] = {
     {"/readyz", false, "", "ops", ApiProtocol::kOpenAI, Auth::kNone, Kind::kReady},
     {"/metrics", false, "", "ops", ApiProtocol::kOpenAI, Auth::kNone, Kind::kMetrics},
     {"/v1/chat/completions", false, "POST", "chat_completions", ApiProtocol::kOpenAI, Auth::kKey, Kind::kOpenAiChat},
+    {"/v1/embeddings", false, "POST", "embeddings", ApiProtocol::kOpenAI, Auth::kKey, Kind::kEmbeddings},
     {"/v1/models", false, "GET", "models", ApiProtocol::kOpenAI, Auth::kKey, Kind::kModels},
     {"/v1/models/", true, "GET", "models", ApiProtocol::kOpenAI, Auth::kKey, Kind::kModels},
     {"/v1/messages", false, "POST", "messages", ApiProtocol::kAnthropic, Auth::kKey, Kind::kAnthropicMessages},
@@ -310,7 +311,11 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
     identity = co_await Authenticate(ex, route->protocol, log);
     if (!identity) co_return;
   } else if (route->auth == Auth::kAdmin) {
-    if (auto error = CheckAdminKey(req)) co_return co_await SendError(ex, route->protocol, *error, log);
+    if (auto error = CheckAdminKey(req)) {
+      AuditEntry refused;  // a refused admin call is audited too, as unauthenticated
+      WriteAudit(req, log, "unauthenticated", refused, error->status);
+      co_return co_await SendError(ex, route->protocol, *error, log);
+    }
   }
   if (!co_await ex.ReadBody()) {
     log.error = "request body not received";
@@ -321,6 +326,8 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
   switch (route->kind) {
     case Kind::kOpenAiChat:
       co_return co_await HandleOpenAiChat(ex, std::move(*identity), log);
+    case Kind::kEmbeddings:
+      co_return co_await HandleEmbeddings(ex, std::move(*identity), log);
     case Kind::kAnthropicMessages:
       co_return co_await HandleAnthropicMessages(ex, std::move(*identity), log);
     case Kind::kAnthropicCountTokens:

@@ -4,6 +4,7 @@
 // services (auth → routing → rate-limiter ‖ billing → connector → settle) as one
 // coroutine on its connection's loop, serves the admin API and the ops endpoints, and
 // writes one access-log line a request.
+#include <boost/json.hpp>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -38,6 +39,9 @@ struct RequestLog {
 
 // Adds the request id under both names clients read: x-request-id and request-id.
 void AddRequestId(HeaderList& headers, const std::string& request_id);
+
+// A key limited to some models may not use (or count tokens for) the others: 403.
+std::optional<HttpError> ModelNotAllowed(const auth::v1::Identity& identity, const std::string& model);
 
 // A whole response built by synchronous code (admin API, usage, balance, models), which
 // the request's coroutine then sends.
@@ -96,7 +100,18 @@ class Gateway {
   void HandleBalance(const auth::v1::Identity& identity, ResponseWriter& w, RequestLog& log);
   void HandleUsage(const HttpRequest& req, const auth::v1::Identity& identity,
                    ResponseWriter& w, RequestLog& log);
+  // What an admin call did, for its audit line: the action ("key.create"), the id it acted
+  // on, and its parameters (never a secret).
+  struct AuditEntry {
+    std::string action;
+    std::string target;
+    boost::json::object details;
+  };
   void HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog& log);
+  void HandleAdminRoute(const HttpRequest& req, ResponseWriter& w, RequestLog& log, AuditEntry& audit);
+  // One JSON line on stdout ("log":"audit"): who, what, when, the outcome.
+  void WriteAudit(const HttpRequest& req, const RequestLog& log, std::string_view who,
+                  const AuditEntry& entry, int status) const;
   // The admin key check, from the headers alone.
   std::optional<HttpError> CheckAdminKey(const HttpRequest& req) const;
 
@@ -110,6 +125,30 @@ class Gateway {
   boost::asio::awaitable<void> SendError(HttpExchange& ex, ApiProtocol protocol,
                                          const HttpError& error, RequestLog& log,
                                          HeaderList headers = {});
+
+  // Admission of a request that costs money: a rate-limit lease (on `estimated_tokens`)
+  // and a billing hold (of `hold_nano_usd`), asked in parallel. Admit answers the caller
+  // itself when refused (429 naming the limit, 402, 503) and returns false, with nothing
+  // left held; admitted, the lease, the hold and the rate-limit headers are filled in.
+  struct Admission {
+    const auth::v1::Identity* identity = nullptr;
+    const routing::v1::Model* model = nullptr;
+    ApiProtocol protocol = ApiProtocol::kOpenAI;
+    int64_t estimated_tokens = 0;
+    int64_t hold_nano_usd = 0;
+    std::string lease_id;
+    std::string hold_id;
+    HeaderList headers;
+  };
+  boost::asio::awaitable<bool> Admit(Admission& admission, HttpExchange& ex, RequestLog& log);
+
+  // POST /v1/embeddings (OpenAI).
+  boost::asio::awaitable<void> HandleEmbeddings(HttpExchange& ex, auth::v1::Identity identity,
+                                                RequestLog& log);
+  // Commits a charge (a few quick tries), else hands it to the outbox, which keeps it
+  // until billing takes it. `recorded`: the outbox already holds an entry for it.
+  boost::asio::awaitable<void> SettleCharge(const billing::v1::SettleRequest& req, RequestLog& log,
+                                            bool recorded);
 
   // The orchestration of one chat request, shared by every protocol.
   struct ChatJob;

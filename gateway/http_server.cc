@@ -536,6 +536,12 @@ absl::Status HttpServer::Start() {
   auto& acc = *shared_->acceptor;
   acc.open(ep.protocol(), ec);
   if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec && options_.reuse_port) {
+    // The kernel spreads new connections over every process listening on the port.
+    int one = 1;
+    if (::setsockopt(acc.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+      ec = boost::system::error_code(errno, boost::system::system_category());
+  }
   if (!ec) acc.bind(ep, ec);
   if (!ec) acc.listen(net::socket_base::max_listen_connections, ec);
   if (ec)

@@ -91,6 +91,7 @@ class HttpServer {
     int max_header_count = 100;
     int max_connections = 20000;
     int max_connections_per_ip = 0;  // 0: no cap
+    bool reuse_port = false;  // SO_REUSEPORT: several gateway processes share the port
   };
   HttpServer(Options options, EventLoops& loops, AsyncHandler handler, ErrorBodyFn error_body = nullptr);
   ~HttpServer();

@@ -233,6 +233,29 @@ net::awaitable<grpc::Status> RequestPath::Settle(const billing::v1::SettleReques
   co_return out;
 }
 
+net::awaitable<grpc::Status> RequestPath::Embed(const connector::v1::EmbedCall& call,
+                                                llm::v1::EmbedResponse* response,
+                                                std::chrono::system_clock::time_point deadline) {
+  if (!local_.connector) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    co_return co_await AwaitGrpc([&](auto done) {
+      backends_.connector->async()->Embed(&ctx, &call, response, std::move(done));
+    });
+  }
+  static RpcRecorder& recorder = Recorder(kConnector, "Embed");
+  LocalCall local(recorder);
+  grpc::Status out = co_await AwaitGrpc([&](auto done) {
+    local_.connector->StartEmbed(call, [response, done = std::move(done)](const grpc::Status& s,
+                                                                          llm::v1::EmbedResponse r) mutable {
+      if (s.ok()) *response = std::move(r);
+      done(s);
+    });
+  });
+  local.Done(out.error_code());
+  co_return out;
+}
+
 net::awaitable<std::unique_ptr<ChatCall>> RequestPath::Chat(
     const connector::v1::ChatCall& call, std::chrono::system_clock::time_point deadline) {
   auto stream = std::make_shared<ChatStream>(co_await net::this_coro::executor);

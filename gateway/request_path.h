@@ -62,6 +62,10 @@ class RequestPath {
   // Resumes once the settlement is committed (or failed).
   boost::asio::awaitable<grpc::Status> Settle(const billing::v1::SettleRequest& req,
                                               billing::v1::SettleResponse* resp);
+  // Embeds on the connector; resumes on the calling coroutine's loop.
+  boost::asio::awaitable<grpc::Status> Embed(const connector::v1::EmbedCall& call,
+                                             llm::v1::EmbedResponse* response,
+                                             std::chrono::system_clock::time_point deadline);
   // Starts the provider stream, delivered to the calling coroutine's loop.
   boost::asio::awaitable<std::unique_ptr<ChatCall>> Chat(
       const connector::v1::ChatCall& call, std::chrono::system_clock::time_point deadline);

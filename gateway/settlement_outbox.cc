@@ -131,8 +131,12 @@ int64_t NextOutputAllowance(int64_t sent_bytes, int64_t step) {
 }
 
 int64_t OutputTextBytes(const ChatAnswer& answer) {
-  size_t n = answer.text.size() + answer.reasoning.size();
-  for (const auto& t : answer.tool_calls) n += t.name.size() + t.arguments.size();
+  size_t n = 0;
+  for (size_t i = 0; i < answer.choice_count(); ++i) {  // every choice (n > 1) was sent
+    const ChoiceContent& c = answer.choice(i);
+    n += c.text.size() + c.reasoning.size();
+    for (const auto& t : c.tool_calls) n += t.name.size() + t.arguments.size();
+  }
   return static_cast<int64_t>(n);
 }
 

@@ -80,7 +80,10 @@ class RunningProcess : public Process {
       connector_ = std::make_unique<connector::ProviderConnectorService>(config.provider_connector, *loops_);
       host_.AddService(connector_.get());
     }
-    if (auto s = host_.Start(config.server.grpc_listen); !s.ok()) return s;
+    ServerHost::Options grpc_options;
+    grpc_options.internal_token = config.server.internal_token;
+    grpc_options.reflection = config.server.grpc_reflection;
+    if (auto s = host_.Start(config.server.grpc_listen, grpc_options); !s.ok()) return s;
     host_.SetServing(true);
     if (!config.server.metrics_listen.empty()) StartMetricsListener(config.server.metrics_listen);
     if (!targets.count("gateway")) return absl::OkStatus();
@@ -94,7 +97,7 @@ class RunningProcess : public Process {
         missing = name;
         return host_.InProcessChannel();
       }
-      auto remote = DialTarget(it->second);
+      auto remote = DialTarget(it->second, config.server.internal_token);
       b.remote.emplace_back(name, remote);
       return remote;
     };
@@ -122,6 +125,7 @@ class RunningProcess : public Process {
     http.max_header_count = sv.max_header_count;
     http.max_connections = sv.max_connections;
     http.max_connections_per_ip = sv.max_connections_per_ip;
+    http.reuse_port = sv.reuse_port;
     http_ = std::make_unique<gateway::HttpServer>(http, *loops_, gateway_->handler(),
                                                   gateway_->error_body());
     return http_->Start();

@@ -1,6 +1,8 @@
 // The admin API (/admin/v1/...) and the caller's own usage (/v1/usage). Money crosses
 // as decimal USD strings so nothing is rounded through a float.
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <unistd.h>
 
 #include <boost/json.hpp>
 
@@ -16,6 +18,20 @@ namespace nexusflow::gateway {
 namespace json = boost::json;
 
 namespace {
+
+// "admin:" and the first 12 hex digits of the SHA-256 of the key that authenticated: names
+// the credential in the audit log without revealing it.
+std::string AdminFingerprint(const std::string& key) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest);
+  static const char* hex = "0123456789abcdef";
+  std::string out = "admin:";
+  for (int i = 0; i < 6; ++i) {
+    out.push_back(hex[digest[i] >> 4]);
+    out.push_back(hex[digest[i] & 15]);
+  }
+  return out;
+}
 
 std::string Iso(int64_t s) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(s), absl::UTCTimeZone());
@@ -129,8 +145,38 @@ std::optional<HttpError> Gateway::CheckAdminKey(const HttpRequest& req) const {
   return std::nullopt;
 }
 
-// Called once CheckAdminKey has passed.
+void Gateway::WriteAudit(const HttpRequest& req, const RequestLog& log, std::string_view who,
+                         const AuditEntry& entry, int status) const {
+  json::object line{{"log", "audit"},
+                    {"ts", Iso(absl::ToUnixSeconds(absl::Now()))},
+                    {"request_id", log.request_id},
+                    {"who", who},
+                    {"remote", req.remote},
+                    {"action", entry.action.empty() ? absl::StrCat(req.method, " ", req.path) : entry.action},
+                    {"status", status}};
+  if (!entry.target.empty()) line["target"] = entry.target;
+  if (!entry.details.empty()) line["details"] = entry.details;
+  std::string text = json::serialize(line);
+  text.push_back('\n');
+  // Written at once, not batched with the access log: an admin action is rare and its
+  // record must not wait in a buffer.
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(STDOUT_FILENO, text.data() + done, text.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+}
+
+// Called once CheckAdminKey has passed. Every call leaves one audit line.
 void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog& log) {
+  AuditEntry audit;
+  HandleAdminRoute(req, w, log, audit);
+  WriteAudit(req, log, AdminFingerprint(config_.gateway.admin_key), audit, w.status);
+}
+
+void Gateway::HandleAdminRoute(const HttpRequest& req, ResponseWriter& w, RequestLog& log,
+                               AuditEntry& audit) {
   const ApiProtocol P = ApiProtocol::kNexusFlow;
 
   std::vector<std::string> parts = absl::StrSplit(req.path.substr(strlen("/admin/v1/")), '/', absl::SkipEmpty());
@@ -150,16 +196,21 @@ void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog&
 
   // /admin/v1/accounts
   if (parts.size() == 1 && parts[0] == "accounts" && req.method == "POST") {
+    audit.action = "account.create";
     auto name = JsonString(body, "name");
+    if (name) audit.details["name"] = *name;
     if (!name || name->empty()) return SendError(w, P, {400, "Missing required parameter: 'name'.", "name", ""}, log);
     billing::v1::CreateAccountRequest r;
     r.set_name(*name);
     billing::v1::Account a;
     auto s = Call([&](grpc::ClientContext& c) { return backends_.billing->CreateAccount(&c, r, &a); });
     if (!s.ok()) return fail(s);
+    audit.target = a.id();
     return SendJson(w, 201, json::serialize(AccountJson(a)), log);
   }
   if (parts.size() == 2 && parts[0] == "accounts" && req.method == "GET") {
+    audit.action = "account.get";
+    audit.target = parts[1];
     billing::v1::GetAccountRequest r;
     r.set_account_id(parts[1]);
     billing::v1::Account a;
@@ -168,6 +219,10 @@ void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog&
     return SendJson(w, 200, json::serialize(AccountJson(a)), log);
   }
   if (parts.size() == 3 && parts[0] == "accounts" && parts[2] == "credits" && req.method == "POST") {
+    audit.action = "account.credit";
+    audit.target = parts[1];
+    for (const char* field : {"amount", "idempotency_key", "note"})
+      if (auto v = JsonString(body, field)) audit.details[field] = *v;
     auto amount_text = JsonString(body, "amount");
     if (!amount_text)
       return SendError(w, P, {400, "Missing required parameter: 'amount' (a decimal string in USD, e.g. \"25.00\").", "amount", ""}, log);
@@ -192,6 +247,8 @@ void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog&
     return SendJson(w, 200, json::serialize(json::object{{"account_id", parts[1]}, {"balance", FormatUsd(resp.balance_nano_usd())}, {"currency", "USD"}}), log);
   }
   if (parts.size() == 3 && parts[0] == "accounts" && parts[2] == "usage" && req.method == "GET") {
+    audit.action = "account.usage";
+    audit.target = parts[1];
     billing::v1::ListUsageRequest r;
     HttpError error;
     if (!ParsePaging(req, &r, &error)) return SendError(w, P, error, log);
@@ -203,6 +260,11 @@ void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog&
   }
   // /admin/v1/keys
   if (parts.size() == 1 && parts[0] == "keys" && req.method == "POST") {
+    audit.action = "key.create";
+    for (const char* field : {"account_id", "name", "plan", "expires_at"})
+      if (auto v = JsonString(body, field)) audit.details[field] = *v;
+    if (const auto* models = JsonField(body, "models"); models && models->is_array()) audit.details["models"] = *models;
+    audit.details["secret_given"] = JsonString(body, "key").has_value();  // never the secret itself
     auto account = JsonString(body, "account_id");
     if (!account || account->empty())
       return SendError(w, P, {400, "Missing required parameter: 'account_id'.", "account_id", ""}, log);
@@ -243,11 +305,13 @@ void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog&
       if (s.error_code() == grpc::ALREADY_EXISTS) return SendError(w, P, {409, s.error_message(), "key", ""}, log);
       return fail(s);
     }
+    audit.target = resp.key().id();
     json::object out = KeyJson(resp.key());
     out["key"] = resp.secret();
     return SendJson(w, 201, json::serialize(out), log);
   }
   if (parts.size() == 1 && parts[0] == "keys" && req.method == "GET") {
+    audit.action = "key.list";
     auth::v1::ListKeysRequest r;
     if (auto it = req.query.find("account_id"); it != req.query.end()) r.set_account_id(it->second);
     auth::v1::ListKeysResponse resp;
@@ -258,6 +322,8 @@ void Gateway::HandleAdmin(const HttpRequest& req, ResponseWriter& w, RequestLog&
     return SendJson(w, 200, json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}}), log);
   }
   if (parts.size() == 2 && parts[0] == "keys" && req.method == "DELETE") {
+    audit.action = "key.revoke";
+    audit.target = parts[1];
     auth::v1::RevokeKeyRequest r;
     r.set_key_id(parts[1]);
     auth::v1::RevokeKeyResponse resp;

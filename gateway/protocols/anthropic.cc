@@ -324,7 +324,8 @@ class MessagesReader {
       image->set_url(std::move(url));
       return true;
     }
-    return BadTag(At(sp, "type"), type, {"base64", "url"});
+    if (type == "file") return RequiredString(*source, sp, "file_id", image->mutable_file_id());
+    return BadTag(At(sp, "type"), type, {"base64", "file", "url"});
   }
 
   bool Document(const json::object& block, const std::string& path, llmpb::Document* doc) {
@@ -355,6 +356,8 @@ class MessagesReader {
       std::string url;
       if (!RequiredString(*source, sp, "url", &url)) return false;
       doc->set_url(std::move(url));
+    } else if (type == "file") {
+      if (!RequiredString(*source, sp, "file_id", doc->mutable_file_id())) return false;
     } else if (type == "content") {
       // A document given as text blocks: the canonical document is their text.
       const json::value* cv = Get(*source, "content");
@@ -370,7 +373,7 @@ class MessagesReader {
         doc->set_text(absl::StrJoin(texts, "\n"));
       }
     } else {
-      return BadTag(At(sp, "type"), type, {"base64", "text", "url", "content"});
+      return BadTag(At(sp, "type"), type, {"base64", "content", "file", "text", "url"});
     }
     if (const auto* t = Get(block, "title")) {
       std::string title;
@@ -540,9 +543,15 @@ class MessagesReader {
       if (const auto* tv = Get(*t, "type")) {
         std::string type;
         if (!String(*tv, At(path, "type"), &type)) return false;
-        // Anthropic's server tools (web search, code execution, …) run at Anthropic and
-        // have no canonical form.
-        if (type != "custom") return BadTag(At(path, "type"), type, {"custom"});
+        // Anthropic's server and schema-less tools (web search, code execution, bash, …)
+        // have no canonical form: kept as written, for an Anthropic upstream only.
+        if (type != "custom") {
+          auto* tool = req->add_tools();
+          if (!RequiredString(*t, path, "name", tool->mutable_name())) return false;
+          tool->set_native_json(json::serialize(*t));
+          tool->set_native_protocol(llmpb::PROTOCOL_ANTHROPIC);
+          continue;
+        }
       }
       auto* tool = req->add_tools();
       if (!RequiredString(*t, path, "name", tool->mutable_name())) return false;

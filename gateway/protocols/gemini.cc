@@ -578,11 +578,15 @@ class RequestParser {
                     "url_context", "computer_use", "file_search", "google_maps", "mcp_servers"},
                    &f))
         return false;
+      // Google's built-in tools have no canonical form: kept as written, for a Gemini
+      // upstream only.
       for (std::string_view builtin : {"google_search_retrieval", "code_execution", "google_search", "url_context",
                                        "computer_use", "file_search", "google_maps", "mcp_servers"}) {
-        if (f.has(builtin))
-          return Bad(Join(tp, builtin), "Google's built-in tools are not available through NexusFlow; declare "
-                                        "functions instead");
+        if (!f.has(builtin)) continue;
+        auto* tool = req->add_tools();
+        tool->set_name(std::string(builtin));
+        tool->set_native_json(json::serialize(json::object{{builtin, *f[builtin]}}));
+        tool->set_native_protocol(llm::v1::PROTOCOL_GEMINI);
       }
       const json::value* decls_v = f["function_declarations"];
       if (!decls_v) continue;
@@ -958,7 +962,7 @@ json::object ThoughtPart(const std::string& text, const std::string& signature) 
 }
 
 // The parts of a whole answer, in the order they arrived.
-json::array AnswerParts(const ChatAnswer& a) {
+json::array AnswerParts(const ChoiceContent& a) {
   json::array parts;
   if (a.blocks.empty()) {  // an answer assembled without its order
     if (!a.reasoning.empty()) parts.push_back(ThoughtPart(a.reasoning, ""));
@@ -997,7 +1001,10 @@ class GenerateRenderer : public ChatRenderer {
   ApiProtocol protocol() const override { return ApiProtocol::kGemini; }
 
   std::string SyncBody(const ChatAnswer& a) override {
-    return json::serialize(Response(json::array{Candidate(AnswerParts(a), 0, a.finish)}, &a.usage));
+    json::array candidates;
+    for (size_t i = 0; i < a.choice_count(); ++i)
+      candidates.push_back(Candidate(AnswerParts(a.choice(i)), static_cast<int32_t>(i), a.choice(i).finish));
+    return json::serialize(Response(std::move(candidates), &a.usage));
   }
 
   std::string StreamEvent(const ChatEvent& e) override {

@@ -441,6 +441,7 @@ Check ParseBody(const json::value& obj, ParsedChat* out) {
     if (!req.stream()) return Bad("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.");
     if (!so->is_object()) return BadType("stream_options", "an object");
     if (const auto* iu = Given(*so, "include_usage")) NF_CHECK(Bool(*iu, "stream_options.include_usage", &out->include_usage));
+    req.set_include_usage(out->include_usage);
   }
   if (const auto* u = Given(obj, "user")) NF_CHECK(Str(*u, "user", req.mutable_user()));
   if (const auto* c = Given(obj, "enable_context_caching")) {
@@ -467,6 +468,12 @@ bool ParseChatRequest(std::string_view body, ParsedChat* out, HttpError* error) 
     return false;
   }
   out->request.set_protocol(llm::v1::PROTOCOL_OPENAI);
+  // An OpenAI-compatible upstream gets the caller's own body (unknown fields included),
+  // unless it carries a NexusFlow extension that only the translation understands.
+  if (!out->request.enable_context_caching() && !Given(v, "enable_context_caching")) {
+    out->request.mutable_raw()->set_protocol(llm::v1::PROTOCOL_OPENAI);
+    out->request.mutable_raw()->set_body(std::string(body));
+  }
   return true;
 }
 
@@ -495,6 +502,26 @@ class OpenAiRenderer : public ChatRenderer {
   ApiProtocol protocol() const override { return ApiProtocol::kOpenAI; }
 
   std::string SyncBody(const ChatAnswer& a) override {
+    json::array choices;
+    for (size_t i = 0; i < a.choice_count(); ++i) {
+      const ChoiceContent& c = a.choice(i);
+      choices.push_back(json::object{
+          {"index", static_cast<int64_t>(i)},
+          {"message", Message(c)},
+          {"logprobs", nullptr},
+          {"finish_reason", std::string(connector::FinishReasonToOpenAi(c.finish))}});
+    }
+    json::object body{
+        {"id", id_},
+        {"object", "chat.completion"},
+        {"created", created_},
+        {"model", model_},
+        {"choices", std::move(choices)},
+        {"usage", UsageJson(a.usage)}};
+    return json::serialize(body);
+  }
+
+  static json::object Message(const ChoiceContent& a) {
     json::object message{{"role", "assistant"}};
     message["content"] = a.text.empty() && !a.tool_calls.empty() ? json::value(nullptr) : json::value(a.text);
     // What DeepSeek / Qwen clients read the reasoning from.
@@ -507,18 +534,7 @@ class OpenAiRenderer : public ChatRenderer {
       message["tool_calls"] = std::move(calls);
     }
     message["refusal"] = nullptr;
-    json::object body{
-        {"id", id_},
-        {"object", "chat.completion"},
-        {"created", created_},
-        {"model", model_},
-        {"choices", json::array{json::object{
-                        {"index", 0},
-                        {"message", std::move(message)},
-                        {"logprobs", nullptr},
-                        {"finish_reason", std::string(connector::FinishReasonToOpenAi(a.finish))}}}},
-        {"usage", UsageJson(a.usage)}};
-    return json::serialize(body);
+    return message;
   }
 
   std::string StreamEvent(const ChatEvent& e) override {

@@ -20,11 +20,12 @@ struct ParsedChat {
 // failure fills `error` (400 naming the offending parameter) and returns false.
 // reasoning_effort maps to ThinkingConfig{enabled, budget_tokens}: minimal 512, low 1024,
 // medium 4096, high 16384 (an explicit thinking_budget wins); "none" disables thinking.
-// logprobs/top_logprobs are validated and dropped: ChatRequest has no field for them.
+// logprobs/top_logprobs are validated; the canonical request has no field for them, so they
+// reach an upstream only by pass-through (OpenAI-compatible upstreams get the raw body).
 bool ParseChatRequest(std::string_view body, ParsedChat* out, HttpError* error);
 
-// Streams render choices[] per ChatEvent.choice_index; a sync body has one choice (index
-// 0), as a ChatAnswer holds one.
+// Streams render choices[] per ChatEvent.choice_index; a sync body lists every choice of
+// the ChatAnswer (n > 1).
 std::unique_ptr<ChatRenderer> NewChatRenderer(std::string completion_id, std::string model,
                                               int64_t created, bool include_usage);
 

@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/common/sse.h"
+#include "services/provider-connector/gemini_upstream.h"
+#include "services/provider-connector/openai_upstream.h"
 
 namespace nexusflow::gateway::anthropic {
 namespace {
@@ -40,7 +42,14 @@ std::string Body(const std::string& extra = "",
 }
 
 // ---------------------------------------------------------------------------------------
-// Parsing
+// Parsing: Anthropic request → canonical (PROTOCOLS.md §E, Anthropic → OpenAI/Gemini; the
+// connector's codec tests cover the canonical → upstream half).
+// Covers: system → ROLE_SYSTEM; tool_result blocks → ROLE_TOOL messages ahead of the rest
+// of their user turn, with the name of their call; tool_use.input → arguments; base64
+// image → bytes (rendered as a data: URL upstream); stop_sequences; temperature 0–1
+// (EveryFieldBecomesCanonical); max_tokens required here, defaulted only towards Anthropic
+// (MaxTokensIsRequiredWhateverTheDefault); tool_choice auto/any/none/tool
+// (ToolChoiceModes, EveryFieldBecomesCanonical).
 
 TEST(AnthropicParseTest, EveryFieldBecomesCanonical) {
   const std::string body = R"({
@@ -268,6 +277,23 @@ TEST(AnthropicParseTest, MissingVersionHeaderIsRejected) {
   EXPECT_EQ(err.param, "anthropic-version");
 }
 
+// Server tools and Files API references have no canonical form: kept as written, for an
+// Anthropic upstream (pass-through); the connector refuses them elsewhere.
+TEST(AnthropicParseTest, ServerToolsAndFileReferencesAreKeptAsWritten) {
+  auto r = MustParse(R"({"model":"claude-x","max_tokens":100,"messages":[{"role":"user","content":[)"
+                     R"({"type":"text","text":"see"},{"type":"image","source":{"type":"file","file_id":"file_1"}},)"
+                     R"({"type":"document","source":{"type":"file","file_id":"file_2"}}]}],)"
+                     R"("tools":[{"type":"web_search_20250305","name":"web_search","max_uses":3},)"
+                     R"({"name":"f","input_schema":{"type":"object"}}]})");
+  ASSERT_EQ(r.tools_size(), 2);
+  EXPECT_EQ(r.tools(0).name(), "web_search");
+  EXPECT_EQ(r.tools(0).native_protocol(), llmpb::PROTOCOL_ANTHROPIC);
+  EXPECT_EQ(r.tools(0).native_json(), R"({"type":"web_search_20250305","name":"web_search","max_uses":3})");
+  EXPECT_TRUE(r.tools(1).native_json().empty());
+  EXPECT_EQ(r.messages(0).parts(1).image().file_id(), "file_1");
+  EXPECT_EQ(r.messages(0).parts(2).document().file_id(), "file_2");
+}
+
 TEST(AnthropicParseTest, BadInputNamesTheField) {
   struct Case {
     std::string body;
@@ -326,10 +352,10 @@ TEST(AnthropicParseTest, BadInputNamesTheField) {
            user +
                R"({"type":"image","source":{"type":"base64","media_type":"image/png","data":"@@@"}}]}])"),
        "messages.0.content.0.source.data: Invalid base64 data"},
-      {Body("", user + R"({"type":"image","source":{"type":"file","file_id":"f1"}}]}])"),
-       "messages.0.content.0.source.type: Input tag 'file' found using 'type' does not match any "
+      {Body("", user + R"({"type":"image","source":{"type":"bytes","data":"f1"}}]}])"),
+       "messages.0.content.0.source.type: Input tag 'bytes' found using 'type' does not match any "
        "of the expected "
-       "tags: 'base64', 'url'"},
+       "tags: 'base64', 'file', 'url'"},
       {Body(
            "",
            user +
@@ -383,10 +409,9 @@ TEST(AnthropicParseTest, BadInputNamesTheField) {
       {Body(R"(,"tools":[{"input_schema":{"type":"object"}}])"), "tools.0.name: Field required"},
       {Body(R"(,"tools":[{"name":"f","input_schema":"object"}])"),
        "tools.0.input_schema: Input should be a valid dictionary"},
-      {Body(R"(,"tools":[{"type":"web_search_20250305","name":"web_search"}])"),
-       "tools.0.type: Input tag 'web_search_20250305' found using 'type' does not match any of the "
-       "expected tags: "
-       "'custom'"},
+      {Body(R"(,"tools":[{"type":"web_search_20250305"}])"), "tools.0.name: Field required"},
+      {Body(R"(,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"file"}}]}])"),
+       "messages.0.content.0.source.file_id: Field required"},
       {Body(tools + R"(,"tool_choice":{"type":"required"})"),
        "tool_choice.type: Input tag 'required' found using 'type' does not match any of the "
        "expected tags: 'auto', "
@@ -616,7 +641,12 @@ TEST(ChatAnswerBlocksTest, ContentKeepsItsOrder) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Whole answers
+// Whole answers: canonical → Anthropic message (PROTOCOLS.md §E, OpenAI/Gemini → Anthropic).
+// Covers: every stop reason row (StopReasons; through the decoders,
+// UpstreamFinishReasonsBecomeStopReasons); tool calls interleaved with text
+// (ToolCallsInterleavedWithTextKeepTheirOrder); arguments that are empty or not an object
+// → {} (MalformedToolArgumentsBecomeAnEmptyInput); input_tokens excluding the cache
+// (InputTokensExcludeCacheTokens).
 
 TEST(AnthropicSyncTest, TextOnly) {
   EXPECT_EQ(
@@ -702,7 +732,18 @@ TEST(AnthropicSyncTest, AnAnswerSentBackRoundTripsItsThinkingAndToolCalls) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Streams
+// Streams: canonical events → Messages SSE (PROTOCOLS.md §E, OpenAI/Gemini → Anthropic).
+// Covers: message_start first; blocks opened lazily and closed on a change of kind or tool
+// index (SeveralToolCallsInterleavedWithText, ANewToolIndexClosesTheToolBefore); one chunk
+// with content and finish (TextOnly); message_delta held until the usage
+// (FinishIsHeldUntilTheUsageArrives); a tool_use without argument fragments → "{}"
+// (AToolUseWithoutArgumentFragmentsGetsAnEmptyObject); Gemini's STOP with a functionCall
+// (AWholeFunctionCallFromGeminiIsAToolUse); usage with and without cache tokens
+// (UsageWithCacheTokens, UsageWithoutCacheTokensArrivesOnlyAtTheEnd); an error after the
+// 200 (AnErrorAfterTheStartIsAnErrorEvent). Through the OpenAI decoder: a usage chunk with
+// `choices:null`, content and finish_reason in one chunk, message_delta held until the
+// usage, input_tokens = max(prompt − cached − cache_write, 0)
+// (OpenAiStreamBecomesAnthropicEvents, OpenAiUsageNeverGivesNegativeInput).
 
 TEST(AnthropicStreamTest, TextOnly) {
   // The last text and the finish arrive in one upstream chunk.
@@ -883,6 +924,87 @@ TEST(AnthropicStreamTest, ContentBeforeAStartEventStillOpensTheMessage) {
 TEST(AnthropicStreamTest, AnEmptyAnswerIsAWholeMessage) {
   std::string frames = Stream({Start(5), Finish(llmpb::FINISH_REASON_STOP), Usage(5, 1)});
   EXPECT_EQ(frames, MessageStart(UsageJson(5, 0)) + MessageEnd("end_turn", UsageJson(5, 1)));
+}
+
+// An OpenAI-compatible upstream's stream, decoded by the connector: the events it gives.
+std::vector<ChatEvent> FromOpenAi(const std::vector<std::string>& chunks) {
+  connector::OpenAiDecoder d(0);
+  std::vector<ChatEvent> events;
+  for (const auto& c : chunks) EXPECT_TRUE(d.FeedChunk(c, events).ok()) << c;
+  d.Finish(events);
+  return events;
+}
+
+TEST(AnthropicStreamTest, OpenAiStreamBecomesAnthropicEvents) {
+  auto events = FromOpenAi({
+      R"({"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"content":"Checking."}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"f","arguments":"{\"x\":"}}]}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"content":"Also"}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"g","arguments":""}}]}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"content":"done"},"finish_reason":"tool_calls"}]})",
+      R"({"id":"c","choices":null,"usage":{"prompt_tokens":100,"completion_tokens":12,"prompt_tokens_details":{"cached_tokens":60,"cache_write_tokens":10}}})",
+      "[DONE]"});
+  // Fed one by one: nothing ends the message before the usage event.
+  auto r = NewMessagesRenderer("msg_1", "claude-x");
+  std::string frames;
+  for (const auto& e : events) {
+    std::string out = r->StreamEvent(e);
+    EXPECT_EQ(out.find("message_delta") != std::string::npos, e.has_usage()) << e.DebugString();
+    frames += out;
+  }
+  frames += r->StreamEnd();
+  ExpectSdkReadable(frames);
+  EXPECT_EQ(frames,
+            MessageStart() + BlockStart(0, R"({"type":"text","text":""})") +
+                BlockDelta(0, R"({"type":"text_delta","text":"Checking."})") + BlockStop(0) +
+                BlockStart(1, R"({"type":"tool_use","id":"call_a","name":"f","input":{}})") +
+                BlockDelta(1, R"({"type":"input_json_delta","partial_json":"{\"x\":"})") +
+                BlockDelta(1, R"({"type":"input_json_delta","partial_json":"1}"})") + BlockStop(1) +
+                BlockStart(2, R"({"type":"text","text":""})") +
+                BlockDelta(2, R"({"type":"text_delta","text":"Also"})") + BlockStop(2) +
+                BlockStart(3, R"({"type":"tool_use","id":"call_b","name":"g","input":{}})") +
+                BlockDelta(3, R"({"type":"input_json_delta","partial_json":"{}"})") + BlockStop(3) +
+                BlockStart(4, R"({"type":"text","text":""})") +
+                BlockDelta(4, R"({"type":"text_delta","text":"done"})") + BlockStop(4) +
+                MessageEnd("tool_use", UsageJson(30, 12, 10, 60)));  // input = 100 − 60 − 10
+}
+
+TEST(AnthropicStreamTest, OpenAiUsageNeverGivesNegativeInput) {
+  auto events = FromOpenAi({
+      R"({"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]})",
+      R"({"id":"c","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":8,"cache_write_tokens":5}}})"});
+  std::string frames = Stream(events);
+  EXPECT_NE(frames.find(MessageEnd("end_turn", UsageJson(0, 1, 5, 8))), std::string::npos) << frames;
+}
+
+TEST(AnthropicSyncTest, UpstreamFinishReasonsBecomeStopReasons) {
+  auto via_openai = [](const std::string& finish_reason) {
+    return json::parse(Sync(FromOpenAi({R"({"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":")" +
+                                        finish_reason + R"("}]})"})))
+        .at("stop_reason");
+  };
+  EXPECT_EQ(via_openai("stop"), "end_turn");
+  EXPECT_EQ(via_openai("length"), "max_tokens");
+  EXPECT_EQ(via_openai("tool_calls"), "tool_use");
+  EXPECT_EQ(via_openai("content_filter"), "refusal");
+  auto via_gemini = [](const std::string& parts, const std::string& finish_reason) {
+    connector::GeminiDecoder d(0);
+    std::vector<ChatEvent> events;
+    EXPECT_TRUE(d.FeedResponse(R"({"candidates":[{"content":{"role":"model","parts":)" + parts +
+                                   R"(},"finishReason":")" + finish_reason + R"(","index":0}]})",
+                               events)
+                    .ok());
+    d.Finish(events);
+    return json::parse(Sync(events));
+  };
+  EXPECT_EQ(via_gemini(R"([{"text":"x"}])", "STOP").at("stop_reason"), "end_turn");
+  auto call = via_gemini(R"([{"functionCall":{"name":"f","args":{"a":1}}}])", "STOP");
+  EXPECT_EQ(call.at("stop_reason"), "tool_use");  // STOP carrying a functionCall
+  EXPECT_EQ(call.at("content"), json::parse(R"([{"type":"tool_use","id":"call_0","name":"f","input":{"a":1}}])"));
+  EXPECT_EQ(via_gemini(R"([{"text":"x"}])", "MAX_TOKENS").at("stop_reason"), "max_tokens");
+  EXPECT_EQ(via_gemini(R"([{"text":"x"}])", "SAFETY").at("stop_reason"), "refusal");
 }
 
 TEST(AnthropicRenderTest, ProtocolAndCountTokens) {

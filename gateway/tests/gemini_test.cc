@@ -5,6 +5,8 @@
 #include "absl/strings/match.h"
 #include "gateway/protocols/gemini.h"
 #include "libs/common/sse.h"
+#include "services/provider-connector/anthropic_upstream.h"
+#include "services/provider-connector/openai_upstream.h"
 
 namespace nexusflow::gateway::gemini {
 namespace {
@@ -33,6 +35,14 @@ std::string With(const std::string& extra) {
 }
 
 // ---- requests ---------------------------------------------------------------------------
+// Gemini request → canonical (PROTOCOLS.md §E, Gemini → OpenAI/Anthropic; the connector's
+// codec tests cover the canonical → upstream half).
+// Covers: systemInstruction → ROLE_SYSTEM; model → assistant; functionCall → tool calls
+// with ids; functionResponse → ROLE_TOOL ahead of the rest of the user turn;
+// maxOutputTokens; stopSequences ≤ 5 (EveryCamelCaseFieldBecomesCanonical,
+// BadInputIsRefusedInGooglesWordsNamingTheField); functionResponses paired with their calls
+// (FunctionResponsesPairWithTheirCalls); AUTO/NONE/ANY/ANY+allowedFunctionNames
+// (FunctionCallingModesBecomeToolChoice).
 
 // Every field of §C, spelled in camelCase as the SDK sends it.
 const char* kCamelBody = R"({
@@ -414,7 +424,6 @@ TEST(GeminiParseTest, BadInputIsRefusedInGooglesWordsNamingTheField) {
        "tools[0].function_declarations[0].parameters_json_schema", ""},
       {With(R"("tools":[{"functionDeclarations":[{"name":"f","parameters":"{}"}]}])"),
        "tools[0].function_declarations[0].parameters", ""},
-      {With(R"("tools":[{"googleSearch":{}}])"), "tools[0].google_search", ""},
       {With(R"("tools":{"functionDeclarations":[]})"), "tools", ""},
       {With(R"("tools":[{"functionDeclarations":[{"name":"f"}]}],"toolConfig":{"functionCallingConfig":{"mode":"SOMETIMES"}})"),
        "tool_config.function_calling_config.mode",
@@ -453,6 +462,20 @@ TEST(GeminiParseTest, TheErrorBodyIsGooglesInvalidArgument) {
 }
 
 // ---- responses ----------------------------------------------------------------------------
+// Canonical answer → Gemini (PROTOCOLS.md §E, OpenAI/Anthropic → Gemini).
+// Covers: usage with and without cache tokens (SseUsageWithAndWithoutCacheTokens);
+// thoughtsTokenCount = reasoning, candidatesTokenCount = output − reasoning
+// (SyncThoughtsThenTextWithCachedAndThoughtTokens; through the OpenAI decoder,
+// OpenAiUsageSplitsIntoCandidatesAndThoughts); tool calls → STOP
+// (SyncFunctionCallsFinishWithStop); fragments buffered, each functionCall whole, calls
+// interleaved with text, an empty partial_json → {} (SseFunctionCallsComeWholeInOrder…,
+// SseCallsInterleavedWithTextKeepTheirPlace; through the OpenAI decoder with a
+// `choices:null` usage chunk, OpenAiFragmentsBecomeWholeFunctionCalls); one chunk with
+// content and finish (OneUpstreamChunkWithContentAndFinish); length → MAX_TOKENS,
+// content_filter → SAFETY (SyncCandidatesOnePerChoice, SyncEmptyAnswer…); Anthropic
+// max_tokens and model_context_window_exceeded → MAX_TOKENS
+// (AnthropicLengthStopsAreMaxTokens); an error after the 200
+// (SseErrorAfterTheStartIsAnErrorObjectWithANumericCode).
 
 ChatEvent Start() {
   ChatEvent e;
@@ -529,6 +552,21 @@ std::vector<std::string> SseData(const std::string& stream) {
   return data;
 }
 
+// Google's built-in tools have no canonical form: kept as written, for a Gemini upstream.
+TEST(GeminiParseTest, BuiltInToolsAreKeptAsWritten) {
+  auto parsed = MustParse(R"({"contents":[{"role":"user","parts":[{"text":"hi"}]}],)"
+                          R"("tools":[{"googleSearch":{}},{"code_execution":{}},)"
+                          R"({"functionDeclarations":[{"name":"f"}]}]})");
+  const auto& r = parsed.request;
+  ASSERT_EQ(r.tools_size(), 3);
+  EXPECT_EQ(r.tools(0).name(), "google_search");
+  EXPECT_EQ(r.tools(0).native_json(), R"({"google_search":{}})");
+  EXPECT_EQ(r.tools(0).native_protocol(), llm::v1::PROTOCOL_GEMINI);
+  EXPECT_EQ(r.tools(1).native_json(), R"({"code_execution":{}})");
+  EXPECT_EQ(r.tools(2).name(), "f");
+  EXPECT_TRUE(r.tools(2).native_json().empty());
+}
+
 TEST(GeminiRenderTest, SyncTextOnly) {
   auto r = NewGenerateRenderer("req_1", "gemini-2.5-flash", false);
   EXPECT_EQ(r->protocol(), ApiProtocol::kGemini);
@@ -541,6 +579,22 @@ TEST(GeminiRenderTest, SyncTextOnly) {
             R"({"candidates":[{"content":{"parts":[{"text":"Hello"}],"role":"model"},"finishReason":"STOP","index":0}],)"
             R"("usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":7},)"
             R"("modelVersion":"gemini-2.5-flash","responseId":"req_1"})");
+}
+
+TEST(GeminiRenderTest, SyncCandidatesOnePerChoice) {
+  auto r = NewGenerateRenderer("req_1", "m", false);
+  ChatAnswer a;
+  a.text = "A";
+  a.finish = llm::v1::FINISH_REASON_STOP;
+  a.more_choices.resize(1);
+  a.more_choices[0].text = "B";
+  a.more_choices[0].finish = llm::v1::FINISH_REASON_LENGTH;
+  a.usage = MakeUsage(5, 0, 0, 2, 0);
+  EXPECT_EQ(r->SyncBody(a),
+            R"({"candidates":[{"content":{"parts":[{"text":"A"}],"role":"model"},"finishReason":"STOP","index":0},)"
+            R"({"content":{"parts":[{"text":"B"}],"role":"model"},"finishReason":"MAX_TOKENS","index":1}],)"
+            R"("usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":7},)"
+            R"("modelVersion":"m","responseId":"req_1"})");
 }
 
 TEST(GeminiRenderTest, SyncThoughtsThenTextWithCachedAndThoughtTokens) {
@@ -790,6 +844,71 @@ TEST(GeminiRenderTest, JsonArrayWithNothingButTheEnd) {
   auto array = json::parse(r->StreamEnd()).as_array();
   ASSERT_EQ(array.size(), 1u);
   EXPECT_EQ(array[0].at("candidates").at(0).at("finishReason").as_string(), "STOP");
+}
+
+TEST(GeminiRenderTest, AnthropicLengthStopsAreMaxTokens) {
+  for (const char* stop_reason : {"max_tokens", "model_context_window_exceeded"}) {
+    connector::AnthropicDecoder d(0);
+    std::vector<ChatEvent> events;
+    for (const auto& [event, data] : std::vector<std::pair<std::string, std::string>>{
+             {"message_start", R"({"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":9}}})"},
+             {"content_block_delta", R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"cut"}})"},
+             {"message_delta", std::string(R"({"type":"message_delta","delta":{"stop_reason":")") + stop_reason +
+                                   R"("},"usage":{"output_tokens":4}})"}})
+      ASSERT_TRUE(d.FeedEvent(event, data, events).ok());
+    d.Finish(events);
+    auto data = SseData(Drive(*NewGenerateRenderer("req_1", "m", true), events));
+    ASSERT_EQ(data.size(), 2u) << stop_reason;
+    auto last = json::parse(data[1]);
+    EXPECT_EQ(last.at("candidates").at(0).at("finishReason").as_string(), "MAX_TOKENS") << stop_reason;
+    EXPECT_EQ(last.at("usageMetadata").at("promptTokenCount").as_int64(), 9);
+    EXPECT_EQ(last.at("usageMetadata").at("candidatesTokenCount").as_int64(), 4);
+  }
+}
+
+// An OpenAI-compatible upstream's stream, decoded by the connector and rendered as SSE.
+std::vector<std::string> FromOpenAi(const std::vector<std::string>& chunks) {
+  connector::OpenAiDecoder d(0);
+  std::vector<ChatEvent> events;
+  for (const auto& c : chunks) EXPECT_TRUE(d.FeedChunk(c, events).ok()) << c;
+  d.Finish(events);
+  return SseData(Drive(*NewGenerateRenderer("req_1", "m", true), events));
+}
+
+TEST(GeminiRenderTest, OpenAiUsageSplitsIntoCandidatesAndThoughts) {
+  auto data = FromOpenAi({
+      R"({"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"content":"42"},"finish_reason":"stop"}]})",
+      R"({"id":"c","choices":[],"usage":{"prompt_tokens":45,"completion_tokens":20,"prompt_tokens_details":{"cached_tokens":30},"completion_tokens_details":{"reasoning_tokens":15}}})"});
+  ASSERT_EQ(data.size(), 3u);
+  EXPECT_EQ(json::serialize(json::parse(data.back()).at("usageMetadata")),
+            R"({"promptTokenCount":45,"candidatesTokenCount":5,"totalTokenCount":65,"cachedContentTokenCount":30,"thoughtsTokenCount":15})");
+  // Without cache or reasoning tokens, neither count appears.
+  auto plain = FromOpenAi({R"({"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":2}})"});
+  EXPECT_EQ(json::serialize(json::parse(plain.back()).at("usageMetadata")),
+            R"({"promptTokenCount":7,"candidatesTokenCount":2,"totalTokenCount":9})");
+}
+
+TEST(GeminiRenderTest, OpenAiFragmentsBecomeWholeFunctionCalls) {
+  auto data = FromOpenAi({
+      R"({"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"First"}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"f","arguments":"{\"q\":"}}]}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"x\"}"}}]}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"content":"then"}}]})",
+      R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"g","arguments":""}}]},"finish_reason":"tool_calls"}]})",
+      R"({"id":"c","choices":null,"usage":{"prompt_tokens":5,"completion_tokens":8}})",
+      "[DONE]"});
+  ASSERT_EQ(data.size(), 4u);
+  auto parts = [&](size_t i) {
+    return json::serialize(json::parse(data[i]).at("candidates").at(0).at("content").at("parts"));
+  };
+  EXPECT_EQ(parts(0), R"([{"text":"First"}])");
+  EXPECT_EQ(parts(1), R"([{"functionCall":{"name":"f","args":{"q":"x"},"id":"call_a"}}])");
+  EXPECT_EQ(parts(2), R"([{"text":"then"}])");
+  EXPECT_EQ(parts(3), R"([{"functionCall":{"name":"g","args":{},"id":"call_b"}}])");
+  auto last = json::parse(data[3]);
+  EXPECT_EQ(last.at("candidates").at(0).at("finishReason").as_string(), "STOP");  // tool calls end with STOP
+  EXPECT_EQ(last.at("usageMetadata").at("totalTokenCount").as_int64(), 13);
 }
 
 // ---- models -------------------------------------------------------------------------------

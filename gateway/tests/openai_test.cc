@@ -2,8 +2,12 @@
 
 #include <boost/json.hpp>
 
+#include <map>
+
 #include "gateway/protocols/openai.h"
 #include "libs/common/sse.h"
+#include "services/provider-connector/anthropic_upstream.h"
+#include "services/provider-connector/gemini_upstream.h"
 
 namespace nexusflow::gateway::openai {
 namespace {
@@ -24,6 +28,15 @@ HttpError MustFail(const std::string& body) {
   EXPECT_EQ(err.status, 400);
   return err;
 }
+
+// ---------------------------------------------------------------------------------------
+// OpenAI request → canonical (PROTOCOLS.md §E, OpenAI → Anthropic/Gemini; the connector's
+// codec tests cover the canonical → upstream half).
+// Covers: system/developer → ROLE_SYSTEM (MessagesToolsAndSamplingBecomeCanonical,
+// DeveloperRoleIsSystem); max_completion_tokens ?? max_tokens (same,
+// ScalarFieldsBecomeCanonical); stop ≤ 4 (StopIsAStringOrUpToFourStrings); tool_choice all
+// four ways (ToolChoiceAllFourWays); tool_calls with `arguments` and tool messages
+// (ToolMessagesAndAssistantToolCalls); data: URL images (MessagesToolsAndSampling…).
 
 TEST(OpenAiParseTest, MessagesToolsAndSamplingBecomeCanonical) {
   auto p = MustParse(R"({"model":"m","messages":[
@@ -259,6 +272,29 @@ TEST(OpenAiParseTest, DeveloperRoleIsSystem) {
   EXPECT_EQ(r.messages(0).parts(0).text(), "rules");
 }
 
+TEST(OpenAiParseTest, ToolChoiceAllFourWays) {
+  const std::string tools = R"("tools":[{"type":"function","function":{"name":"f"}}],)";
+  auto choice = [&](const std::string& tc) { return MustParse(With(tools + R"("tool_choice":)" + tc)).request.tool_choice(); };
+  EXPECT_EQ(choice(R"("auto")").mode(), llm::v1::ToolChoice::MODE_AUTO);
+  EXPECT_EQ(choice(R"("none")").mode(), llm::v1::ToolChoice::MODE_NONE);
+  EXPECT_EQ(choice(R"("required")").mode(), llm::v1::ToolChoice::MODE_REQUIRED);
+  EXPECT_EQ(choice(R"({"type":"function","function":{"name":"f"}})").function_name(), "f");
+}
+
+// ---------------------------------------------------------------------------------------
+// Canonical answer → OpenAI (PROTOCOLS.md §A, §E, Anthropic/Gemini → OpenAI).
+// Covers: usage with cache tokens (StreamFramesFollowTheWireFormat,
+// UsageCountsCacheAndReasoningTokens) and without (UsageWithoutCacheTokensReportsZeros);
+// the usage chunk's `choices` is [] never null (EveryChoiceGetsAFinishReasonBeforeUsage);
+// several tool calls interleaved with text, dense indexes, one chunk with content and
+// finish (StreamToolCallsInterleavedWithText); every finish_reason
+// (EveryFinishReasonRenders); an error after the 200 (AnErrorAfterTheStartIsAnErrorLine).
+// Through the connector's decoders: an Anthropic stream with ping, interleaved tools and
+// an empty partial_json (AnthropicStreamBecomesOpenAiChunks); every Anthropic stop_reason,
+// model_context_window_exceeded → length (AnthropicStopReasonsBecomeFinishReasons); an
+// Anthropic `error` event after the 200 (AnthropicErrorAfterTheStartIsAnErrorLine);
+// Gemini's STOP carrying functionCalls (GeminiStopWithFunctionCallsIsToolCalls).
+
 TEST(OpenAiRenderTest, StreamFramesFollowTheWireFormat) {
   auto r = NewChatRenderer("chatcmpl-1", "m", 7, true);
   llm::v1::ChatEvent start;
@@ -423,6 +459,265 @@ TEST(OpenAiRenderTest, UsageWithoutCacheTokensReportsZeros) {
   EXPECT_EQ(u.at("prompt_tokens_details").at("cached_tokens").as_int64(), 0);
   EXPECT_EQ(u.at("completion_tokens_details").at("reasoning_tokens").as_int64(), 0);
   EXPECT_FALSE(json::parse(r->SyncBody(a)).at("choices").at(0).at("message").as_object().contains("reasoning_content"));
+}
+
+// n > 1: the events of each choice assemble apart, and the body lists every choice.
+TEST(OpenAiRenderTest, SyncAnswerKeepsEveryChoiceApart) {
+  ChatAnswer a;
+  auto text = [&](int32_t choice, const std::string& t) {
+    llm::v1::ChatEvent e;
+    e.set_choice_index(choice);
+    e.mutable_text()->set_text(t);
+    a.Apply(e);
+  };
+  auto finish = [&](int32_t choice, llm::v1::FinishReason reason) {
+    llm::v1::ChatEvent e;
+    e.set_choice_index(choice);
+    e.mutable_finish()->set_reason(reason);
+    a.Apply(e);
+  };
+  text(0, "Hel");
+  text(1, "Bon");
+  text(0, "lo");
+  text(1, "jour");
+  finish(1, llm::v1::FINISH_REASON_LENGTH);
+  finish(0, llm::v1::FINISH_REASON_STOP);
+  llm::v1::ChatEvent huge;  // beyond any request's n: dropped, not allocated
+  huge.set_choice_index(1 << 30);
+  huge.mutable_text()->set_text("x");
+  a.Apply(huge);
+  ASSERT_EQ(a.choice_count(), 2u);
+  auto body = json::parse(NewChatRenderer("chatcmpl-1", "m", 7, false)->SyncBody(a));
+  const auto& choices = body.at("choices").as_array();
+  ASSERT_EQ(choices.size(), 2u);
+  EXPECT_EQ(choices[0].at("index").as_int64(), 0);
+  EXPECT_EQ(choices[0].at("message").at("content").as_string(), "Hello");
+  EXPECT_EQ(choices[0].at("finish_reason").as_string(), "stop");
+  EXPECT_EQ(choices[1].at("index").as_int64(), 1);
+  EXPECT_EQ(choices[1].at("message").at("content").as_string(), "Bonjour");
+  EXPECT_EQ(choices[1].at("finish_reason").as_string(), "length");
+}
+
+std::string Render(ChatRenderer& r, const std::vector<llm::v1::ChatEvent>& events) {
+  std::string out;
+  for (const auto& e : events) out += r.StreamEvent(e);
+  return out + r.StreamEnd();
+}
+
+// Every chunk is a chat.completion.chunk with a `choices` array, as the SDK iterates it.
+void ExpectChunksWellFormed(const std::vector<json::value>& f) {
+  ASSERT_FALSE(f.empty());
+  EXPECT_EQ(f.back(), json::value("[DONE]"));
+  for (size_t i = 0; i + 1 < f.size(); ++i) {
+    EXPECT_EQ(f[i].at("object").as_string(), "chat.completion.chunk");
+    EXPECT_TRUE(f[i].at("choices").is_array()) << json::serialize(f[i]);
+  }
+}
+
+TEST(OpenAiRenderTest, StreamToolCallsInterleavedWithText) {
+  auto r = NewChatRenderer("chatcmpl-1", "m", 7, true);
+  llm::v1::ChatEvent start;
+  start.mutable_start();
+  auto tool_start = [](int index, const std::string& id, const std::string& name) {
+    llm::v1::ChatEvent e;
+    e.mutable_tool_call_start()->set_index(index);
+    e.mutable_tool_call_start()->set_id(id);
+    e.mutable_tool_call_start()->set_name(name);
+    return e;
+  };
+  auto tool_delta = [](int index, const std::string& fragment) {
+    llm::v1::ChatEvent e;
+    e.mutable_tool_call_delta()->set_index(index);
+    e.mutable_tool_call_delta()->set_arguments_fragment(fragment);
+    return e;
+  };
+  llm::v1::ChatEvent usage;
+  usage.mutable_usage()->set_input_tokens(4);
+  usage.mutable_usage()->set_output_tokens(9);
+  auto f = Frames(Render(*r, {start, TextEvent(0, "First"), tool_start(0, "call_a", "f"), tool_delta(0, R"({"x")"),
+                              tool_delta(0, ":1}"), TextEvent(0, "then"), tool_start(1, "call_b", "g"),
+                              tool_delta(1, "{}"), TextEvent(0, "done"),  // the last content and the finish
+                              FinishEvent(0, llm::v1::FINISH_REASON_TOOL_CALLS), usage}));
+  ExpectChunksWellFormed(f);
+  ASSERT_EQ(f.size(), 12u);
+  auto delta = [&](size_t i) { return f[i].at("choices").at(0).at("delta"); };
+  EXPECT_EQ(delta(0).at("role").as_string(), "assistant");
+  EXPECT_EQ(delta(1).at("content").as_string(), "First");
+  auto call = [&](size_t i) { return delta(i).at("tool_calls").at(0); };
+  EXPECT_EQ(call(2), json::parse(R"({"index":0,"id":"call_a","type":"function","function":{"name":"f","arguments":""}})"));
+  EXPECT_EQ(call(3), json::parse(R"({"index":0,"function":{"arguments":"{\"x\""}})"));
+  EXPECT_EQ(call(4), json::parse(R"({"index":0,"function":{"arguments":":1}"}})"));
+  EXPECT_EQ(delta(5).at("content").as_string(), "then");
+  EXPECT_EQ(call(6).at("index").as_int64(), 1);
+  EXPECT_EQ(call(6).at("id").as_string(), "call_b");
+  EXPECT_EQ(call(7).at("function").at("arguments").as_string(), "{}");
+  EXPECT_EQ(delta(8).at("content").as_string(), "done");
+  EXPECT_TRUE(f[8].at("choices").at(0).at("finish_reason").is_null());
+  EXPECT_EQ(f[9].at("choices").at(0).at("finish_reason").as_string(), "tool_calls");
+  EXPECT_TRUE(f[10].at("choices").as_array().empty());
+  EXPECT_EQ(f[10].at("usage").at("total_tokens").as_int64(), 13);
+}
+
+TEST(OpenAiRenderTest, EveryFinishReasonRenders) {
+  const std::vector<std::pair<llm::v1::FinishReason, std::string>> table = {
+      {llm::v1::FINISH_REASON_STOP, "stop"},
+      {llm::v1::FINISH_REASON_LENGTH, "length"},
+      {llm::v1::FINISH_REASON_TOOL_CALLS, "tool_calls"},
+      {llm::v1::FINISH_REASON_CONTENT_FILTER, "content_filter"},
+      {llm::v1::FINISH_REASON_UNSPECIFIED, "stop"},  // never a null finish_reason
+  };
+  for (const auto& [reason, want] : table) {
+    ChatAnswer a;
+    a.text = "x";
+    a.finish = reason;
+    EXPECT_EQ(json::parse(NewChatRenderer("c", "m", 7, false)->SyncBody(a)).at("choices").at(0).at("finish_reason"),
+              json::value(want));
+    auto f = Frames(Render(*NewChatRenderer("c", "m", 7, false), {TextEvent(0, "x"), FinishEvent(0, reason)}));
+    ASSERT_EQ(f.size(), 3u);
+    EXPECT_EQ(f[1].at("choices").at(0).at("finish_reason"), json::value(want));
+  }
+}
+
+TEST(OpenAiRenderTest, AnErrorAfterTheStartIsAnErrorLine) {
+  auto r = NewChatRenderer("chatcmpl-1", "m", 7, false);
+  std::string out = r->StreamEvent(TextEvent(0, "partial"));
+  out += r->StreamError(HttpError(503, "Overloaded"));
+  auto f = Frames(out);
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_EQ(f[1].at("error").at("message").as_string(), "Overloaded");
+  EXPECT_FALSE(f[1].as_object().contains("choices"));
+}
+
+// An Anthropic upstream's stream, decoded by the connector and rendered here.
+std::vector<json::value> FromAnthropic(const std::vector<std::pair<std::string, std::string>>& sse, bool include_usage) {
+  connector::AnthropicDecoder d(0);
+  std::vector<llm::v1::ChatEvent> events;
+  for (const auto& [event, data] : sse) EXPECT_TRUE(d.FeedEvent(event, data, events).ok()) << data;
+  d.Finish(events);
+  auto r = NewChatRenderer("chatcmpl-1", "m", 7, include_usage);
+  return Frames(Render(*r, events));
+}
+
+TEST(OpenAiRenderTest, AnthropicStreamBecomesOpenAiChunks) {
+  auto f = FromAnthropic({
+      {"message_start", R"({"type":"message_start","message":{"id":"msg_1","model":"claude-x","usage":{"input_tokens":10,"cache_read_input_tokens":80,"cache_creation_input_tokens":20,"output_tokens":1}}})"},
+      {"ping", R"({"type":"ping"})"},
+      {"content_block_start", R"({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})"},
+      {"content_block_delta", R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking."}})"},
+      {"content_block_stop", R"({"type":"content_block_stop","index":0})"},
+      {"content_block_start", R"({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_a","name":"now","input":{}}})"},
+      {"content_block_delta", R"({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}})"},
+      {"content_block_stop", R"({"type":"content_block_stop","index":1})"},
+      {"ping", R"({"type":"ping"})"},
+      {"content_block_start", R"({"type":"content_block_start","index":2,"content_block":{"type":"text","text":""}})"},
+      {"content_block_delta", R"({"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"Also"}})"},
+      {"content_block_stop", R"({"type":"content_block_stop","index":2})"},
+      {"content_block_start", R"({"type":"content_block_start","index":3,"content_block":{"type":"tool_use","id":"toolu_b","name":"f","input":{}}})"},
+      {"content_block_delta", R"({"type":"content_block_delta","index":3,"delta":{"type":"input_json_delta","partial_json":"{\"x\":"}})"},
+      {"content_block_delta", R"({"type":"content_block_delta","index":3,"delta":{"type":"input_json_delta","partial_json":"1}"}})"},
+      {"content_block_stop", R"({"type":"content_block_stop","index":3})"},
+      {"message_delta", R"({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":30}})"},
+      {"message_stop", R"({"type":"message_stop"})"},
+  }, true);
+  ExpectChunksWellFormed(f);
+  std::string text;
+  std::map<int64_t, std::string> ids, args;
+  for (size_t i = 0; i + 1 < f.size(); ++i) {
+    if (f[i].at("choices").as_array().empty()) continue;
+    const auto& delta = f[i].at("choices").at(0).at("delta");
+    if (const auto* c = delta.as_object().if_contains("content")) text += c->as_string();
+    if (const auto* calls = delta.as_object().if_contains("tool_calls")) {
+      for (const auto& call : calls->as_array()) {
+        int64_t index = call.at("index").as_int64();
+        if (const auto* id = call.as_object().if_contains("id")) ids[index] = std::string(id->as_string());
+        args[index] += std::string(call.at("function").at("arguments").as_string());
+      }
+    }
+  }
+  EXPECT_EQ(text, "Checking.Also");
+  EXPECT_EQ(ids, (std::map<int64_t, std::string>{{0, "toolu_a"}, {1, "toolu_b"}}));  // dense from 0
+  EXPECT_EQ(args[0], "{}");  // empty partial_json: an object the SDK can parse
+  EXPECT_EQ(args[1], R"({"x":1})");
+  const auto& finish = f[f.size() - 3];
+  EXPECT_EQ(finish.at("choices").at(0).at("finish_reason").as_string(), "tool_calls");
+  const auto& usage = f[f.size() - 2].at("usage");
+  EXPECT_EQ(usage.at("prompt_tokens").as_int64(), 110);  // input + cache read + cache write
+  EXPECT_EQ(usage.at("prompt_tokens_details").at("cached_tokens").as_int64(), 80);
+  EXPECT_EQ(usage.at("prompt_tokens_details").at("cache_write_tokens").as_int64(), 20);
+  EXPECT_EQ(usage.at("completion_tokens").as_int64(), 30);
+}
+
+TEST(OpenAiRenderTest, AnthropicStopReasonsBecomeFinishReasons) {
+  const std::vector<std::pair<std::string, std::string>> table = {
+      {"end_turn", "stop"},      {"stop_sequence", "stop"},     {"pause_turn", "stop"},
+      {"max_tokens", "length"},  {"model_context_window_exceeded", "length"},
+      {"tool_use", "tool_calls"}, {"refusal", "content_filter"},
+  };
+  for (const auto& [stop_reason, want] : table) {
+    // A whole answer.
+    connector::AnthropicDecoder d(0);
+    std::vector<llm::v1::ChatEvent> events;
+    ASSERT_TRUE(d.FeedResponse(R"({"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"x"}],
+        "stop_reason":")" + stop_reason + R"(","usage":{"input_tokens":1,"output_tokens":1}})", events).ok());
+    d.Finish(events);
+    ChatAnswer a;
+    for (const auto& e : events) a.Apply(e);
+    EXPECT_EQ(json::parse(NewChatRenderer("c", "m", 7, false)->SyncBody(a)).at("choices").at(0).at("finish_reason"),
+              json::value(want)) << stop_reason;
+    // A stream.
+    auto f = FromAnthropic({{"message_delta", R"({"type":"message_delta","delta":{"stop_reason":")" + stop_reason +
+                                                  R"("},"usage":{"output_tokens":1}})"}}, false);
+    ASSERT_EQ(f.size(), 3u) << stop_reason;
+    EXPECT_EQ(f[1].at("choices").at(0).at("finish_reason"), json::value(want)) << stop_reason;
+  }
+}
+
+TEST(OpenAiRenderTest, AnthropicErrorAfterTheStartIsAnErrorLine) {
+  connector::AnthropicDecoder d(0);
+  std::vector<llm::v1::ChatEvent> events;
+  ASSERT_TRUE(d.FeedEvent("message_start", R"({"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":2}}})", events).ok());
+  ASSERT_TRUE(d.FeedEvent("content_block_delta", R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}})", events).ok());
+  ASSERT_TRUE(d.FeedEvent("error", R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})", events).ok());
+  ASSERT_EQ(events.size(), 3u);
+  ASSERT_TRUE(events[2].has_error());
+  auto r = NewChatRenderer("chatcmpl-1", "m", 7, false);
+  std::string out = r->StreamEvent(events[0]);
+  out += r->StreamEvent(events[1]);
+  // As the pipeline does with an error event: the renderer's error frame, then nothing.
+  out += r->StreamError(HttpError(events[2].error().http_status(), events[2].error().message()));
+  auto f = Frames(out);
+  ASSERT_EQ(f.size(), 3u);
+  EXPECT_EQ(f[1].at("choices").at(0).at("delta").at("content").as_string(), "Hi");
+  EXPECT_EQ(f[2].at("error").at("message").as_string(), "Overloaded");
+}
+
+TEST(OpenAiRenderTest, GeminiStopWithFunctionCallsIsToolCalls) {
+  connector::GeminiDecoder d(0);
+  std::vector<llm::v1::ChatEvent> events;
+  ASSERT_TRUE(d.FeedEvent("", R"({"candidates":[{"content":{"role":"model","parts":[{"text":"Let me see."}]},"index":0}]})", events).ok());
+  ASSERT_TRUE(d.FeedEvent("", R"({"candidates":[{"content":{"role":"model","parts":[
+      {"functionCall":{"name":"f","args":{"q":"a"}}},{"functionCall":{"name":"g","args":{}}}]},"finishReason":"STOP","index":0}],
+      "usageMetadata":{"promptTokenCount":20,"cachedContentTokenCount":5,"candidatesTokenCount":7,"thoughtsTokenCount":3}})", events).ok());
+  d.Finish(events);
+  auto f = Frames(Render(*NewChatRenderer("chatcmpl-1", "m", 7, true), events));
+  ExpectChunksWellFormed(f);
+  std::vector<json::value> calls;
+  for (const auto& chunk : f)
+    if (chunk.is_object() && !chunk.at("choices").as_array().empty())
+      if (const auto* c = chunk.at("choices").at(0).at("delta").as_object().if_contains("tool_calls")) calls.push_back(c->at(0));
+  ASSERT_EQ(calls.size(), 4u);  // start and whole arguments, per call
+  EXPECT_EQ(calls[0].at("index").as_int64(), 0);
+  EXPECT_EQ(calls[0].at("id").as_string(), "call_0");  // synthesized
+  EXPECT_EQ(calls[1].at("function").at("arguments").as_string(), R"({"q":"a"})");
+  EXPECT_EQ(calls[2].at("index").as_int64(), 1);
+  EXPECT_EQ(calls[2].at("id").as_string(), "call_1");
+  EXPECT_EQ(calls[3].at("function").at("arguments").as_string(), "{}");
+  EXPECT_EQ(f[f.size() - 3].at("choices").at(0).at("finish_reason").as_string(), "tool_calls");
+  const auto& usage = f[f.size() - 2].at("usage");
+  EXPECT_EQ(usage.at("prompt_tokens").as_int64(), 20);  // promptTokenCount already holds the cached 5
+  EXPECT_EQ(usage.at("prompt_tokens_details").at("cached_tokens").as_int64(), 5);
+  EXPECT_EQ(usage.at("completion_tokens").as_int64(), 10);  // candidates + thoughts
+  EXPECT_EQ(usage.at("completion_tokens_details").at("reasoning_tokens").as_int64(), 3);
 }
 
 }  // namespace

@@ -66,4 +66,19 @@ std::string SseNamed(std::string_view event, std::string_view data) {
   return out;
 }
 
+std::string SerializeSseEvent(const SseEvent& e) {
+  std::string out;
+  out.reserve(e.event.size() + e.data.size() + 16);
+  if (!e.event.empty()) out.append("event: ").append(e.event).push_back('\n');
+  std::string_view data = e.data;
+  while (true) {
+    size_t nl = data.find('\n');
+    out.append("data: ").append(data.substr(0, nl)).push_back('\n');
+    if (nl == std::string_view::npos) break;
+    data.remove_prefix(nl + 1);
+  }
+  out.push_back('\n');
+  return out;
+}
+
 }  // namespace nexusflow

@@ -33,5 +33,8 @@ class SseParser {
 std::string SseData(std::string_view data);
 // "event: <event>\ndata: <data>\n\n"
 std::string SseNamed(std::string_view event, std::string_view data);
+// The frame of a parsed event: its event: line when named, one data: line per line of
+// its data, then the blank line.
+std::string SerializeSseEvent(const SseEvent& e);
 
 }  // namespace nexusflow

@@ -108,7 +108,8 @@ void ParseServer(const YAML::Node& n, const std::string& p, Config::Server& s) {
   ExpectMap(n, p, {"http_listen", "grpc_listen", "metrics_listen", "drain_grace_seconds",
                    "io_threads", "idle_timeout_seconds", "header_timeout_ms", "body_timeout_ms",
                    "send_timeout_seconds", "max_header_bytes", "max_header_count",
-                   "max_connections", "max_connections_per_ip"});
+                   "max_connections", "max_connections_per_ip", "reuse_port", "internal_token",
+                   "grpc_reflection"});
   if (n["http_listen"]) s.http_listen = ReadAddress(n["http_listen"], Sub(p, "http_listen"), false);
   if (n["grpc_listen"]) s.grpc_listen = ReadAddress(n["grpc_listen"], Sub(p, "grpc_listen"), false);
   if (n["metrics_listen"])
@@ -127,6 +128,15 @@ void ParseServer(const YAML::Node& n, const std::string& p, Config::Server& s) {
   read("max_header_count", s.max_header_count, 8, 10000);
   read("max_connections", s.max_connections, 1, 10000000);
   read("max_connections_per_ip", s.max_connections_per_ip, 0, 10000000);
+  if (n["reuse_port"]) s.reuse_port = ReadBool(n["reuse_port"], Sub(p, "reuse_port"));
+  if (n["internal_token"]) {
+    s.internal_token = ReadString(n["internal_token"], Sub(p, "internal_token"));
+    if (!s.internal_token.empty() && s.internal_token.size() < 16)
+      Fail(Sub(p, "internal_token"), "at least 16 characters");
+    for (char c : s.internal_token)
+      if (c <= ' ' || c > '~') Fail(Sub(p, "internal_token"), "printable ASCII without spaces");
+  }
+  if (n["grpc_reflection"]) s.grpc_reflection = ReadBool(n["grpc_reflection"], Sub(p, "grpc_reflection"));
 }
 
 void ParseModel(const YAML::Node& n, const std::string& p, ModelConfig& m) {

@@ -66,6 +66,10 @@ struct Config {
     int max_header_count = 100;
     int max_connections = 20000;      // beyond: 503 with retry-after
     int max_connections_per_ip = 0;   // beyond: 429 with retry-after; 0 = no cap
+    bool reuse_port = false;          // SO_REUSEPORT on http_listen: gateways share one port
+    // Internal gRPC: callers present this token; required when grpc_listen is not loopback.
+    std::string internal_token;
+    bool grpc_reflection = false;     // serve gRPC server reflection
   } server;
   // Where each target is reached when it runs in another process.
   std::map<std::string, std::string> services;

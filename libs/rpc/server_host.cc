@@ -6,13 +6,56 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
+#include <grpcpp/support/client_interceptor.h>
 
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "libs/metrics/metrics.h"
+#include "libs/rpc/internal_auth.h"
 
 namespace nexusflow {
+namespace {
+
+// Adds the internal token to every call of a channel.
+class TokenInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit TokenInterceptor(const std::string* token) : token_(token) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA))
+      methods->GetSendInitialMetadata()->insert({kInternalTokenHeader, *token_});
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* token_;
+};
+
+class TokenInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit TokenInterceptorFactory(std::string token) : token_(std::move(token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+    return new TokenInterceptor(&token_);
+  }
+
+ private:
+  std::string token_;  // the channel keeps its factories as long as it lives
+};
+
+std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> TokenInterceptors(
+    const std::string& token) {
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> out;
+  if (!token.empty()) out.push_back(std::make_unique<TokenInterceptorFactory>(token));
+  return out;
+}
+
+}  // namespace
+
+bool IsLoopbackAddress(const std::string& host_port) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
 
 ServerHost::ServerHost() = default;
 
@@ -22,9 +65,15 @@ ServerHost::~ServerHost() {
 
 void ServerHost::AddService(grpc::Service* service) { services_.push_back(service); }
 
-absl::Status ServerHost::Start(const std::string& address) {
+absl::Status ServerHost::Start(const std::string& address, const Options& options) {
+  if (options.internal_token.empty() && !IsLoopbackAddress(address))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gRPC would listen on ", address, " without server.internal_token, open to anyone who can reach it "
+        "(credits, keys): set the token, or listen on loopback"));
+  token_ = options.internal_token;
+  SetInternalToken(token_);
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (options.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
   builder.SetMaxReceiveMessageSize(64 << 20);
@@ -42,7 +91,8 @@ absl::Status ServerHost::Start(const std::string& address) {
 std::shared_ptr<grpc::Channel> ServerHost::InProcessChannel() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  return server_->InProcessChannel(args);
+  if (token_.empty()) return server_->InProcessChannel(args);
+  return server_->experimental().InProcessChannelWithInterceptors(args, TokenInterceptors(token_));
 }
 
 void ServerHost::SetServing(bool serving) {
@@ -58,7 +108,7 @@ void ServerHost::Shutdown(int grace_seconds) {
   server_.reset();
 }
 
-std::shared_ptr<grpc::Channel> DialTarget(const std::string& address) {
+std::shared_ptr<grpc::Channel> DialTarget(const std::string& address, const std::string& token) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
@@ -67,7 +117,14 @@ std::shared_ptr<grpc::Channel> DialTarget(const std::string& address) {
   // letting bandwidth probing grow the window to megabytes per stream.
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 256 << 10);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  if (address.find(',') != std::string::npos) {
+    // Several replicas ("host:port,host:port"): a connection to each, calls spread round
+    // robin, a replica that goes away is skipped until it is back.
+    args.SetLoadBalancingPolicyName("round_robin");
+  }
+  std::string target = address.find(',') != std::string::npos ? "ipv4:" + address : address;
+  return grpc::experimental::CreateCustomChannelWithInterceptors(target, grpc::InsecureChannelCredentials(), args,
+                                                                 TokenInterceptors(token));
 }
 
 }  // namespace nexusflow

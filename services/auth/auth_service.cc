@@ -3,6 +3,7 @@
 #include <prometheus/counter.h>
 
 #include "absl/strings/str_cat.h"
+#include "libs/rpc/internal_auth.h"
 #include "libs/common/ids.h"
 #include "libs/common/status_map.h"
 #include "libs/metrics/metrics.h"
@@ -44,6 +45,7 @@ AuthService::AuthService(std::unique_ptr<KeyStore> store, std::function<int64_t(
 grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext* ctx,
                                                     const pb::AuthenticateRequest* req,
                                                     pb::AuthenticateResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   if (req->key_sha256().size() != 32)
     return FinishUnary(ctx, absl::InvalidArgumentError("key_sha256 must be 32 bytes"));
   auto key = store_->FindByHash(req->key_sha256());
@@ -71,7 +73,8 @@ grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext*
 }
 
 grpc::ServerWriteReactor<pb::RevocationEvent>* AuthService::WatchRevocations(
-    grpc::CallbackServerContext*, const pb::WatchRevocationsRequest*) {
+    grpc::CallbackServerContext* ctx, const pb::WatchRevocationsRequest*) {
+  NF_REQUIRE_INTERNAL_STREAM(ctx, pb::RevocationEvent);
   auto writer = QueuedWriter<pb::RevocationEvent>::Create();
   writer->Push(pb::RevocationEvent{});  // keep-alive: the watch is live
   std::lock_guard<std::mutex> lock(watchers_mu_);
@@ -90,6 +93,7 @@ void AuthService::Broadcast(const pb::RevocationEvent& event) {
 grpc::ServerUnaryReactor* AuthService::CreateKey(grpc::CallbackServerContext* ctx,
                                                  const pb::CreateKeyRequest* req,
                                                  pb::CreateKeyResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   if (req->account_id().empty())
     return FinishUnary(ctx, absl::InvalidArgumentError("account_id is required"));
   std::string secret = req->secret().empty() ? NewApiKeySecret() : req->secret();
@@ -121,6 +125,7 @@ grpc::ServerUnaryReactor* AuthService::CreateKey(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* AuthService::ListKeys(grpc::CallbackServerContext* ctx,
                                                 const pb::ListKeysRequest* req,
                                                 pb::ListKeysResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   auto keys = store_->List(req->account_id());
   if (!keys.ok()) return FinishUnary(ctx, keys.status());
   for (const auto& k : *keys) ToProto(k, resp->add_keys());
@@ -130,6 +135,7 @@ grpc::ServerUnaryReactor* AuthService::ListKeys(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* AuthService::RevokeKey(grpc::CallbackServerContext* ctx,
                                                  const pb::RevokeKeyRequest* req,
                                                  pb::RevokeKeyResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   auto key = store_->Revoke(req->key_id());
   if (!key.ok()) return FinishUnary(ctx, key.status());
   ToProto(*key, resp->mutable_key());

@@ -4,6 +4,7 @@
 #include <prometheus/histogram.h>
 
 #include "absl/strings/str_cat.h"
+#include "libs/rpc/internal_auth.h"
 #include "libs/common/ids.h"
 #include "libs/common/status_map.h"
 #include "libs/metrics/metrics.h"
@@ -75,6 +76,7 @@ BillingLedgerService::~BillingLedgerService() {
 grpc::ServerUnaryReactor* BillingLedgerService::Reserve(grpc::CallbackServerContext* ctx,
                                                         const pb::ReserveRequest* req,
                                                         pb::ReserveResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   return FinishUnary(ctx, ReserveHold(*req, resp));
 }
 
@@ -120,6 +122,7 @@ void BillingLedgerService::RecordReleases(std::vector<HoldRelease> releases) {
 grpc::ServerUnaryReactor* BillingLedgerService::Settle(grpc::CallbackServerContext* ctx,
                                                        const pb::SettleRequest* req,
                                                        pb::SettleResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   auto* reactor = ctx->DefaultReactor();
   // gRPC threads must not block on the store: the writer thread commits for them.
   SettleUsage(*req, resp, [reactor](const absl::Status& s) { reactor->Finish(ToGrpcStatus(s)); },
@@ -236,6 +239,7 @@ bool BillingLedgerService::Commit(std::deque<PendingSettle>& batch,
 grpc::ServerUnaryReactor* BillingLedgerService::ReleaseHold(grpc::CallbackServerContext* ctx,
                                                             const pb::ReleaseHoldRequest* req,
                                                             pb::ReleaseHoldResponse*) {
+  NF_REQUIRE_INTERNAL(ctx);
   CloseHold(req->hold_id());
   return FinishUnary(ctx, absl::OkStatus());
 }
@@ -250,6 +254,7 @@ void BillingLedgerService::CloseHold(const std::string& hold_id) {
 grpc::ServerUnaryReactor* BillingLedgerService::GetBalance(grpc::CallbackServerContext* ctx,
                                                            const pb::GetBalanceRequest* req,
                                                            pb::Balance* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   auto account = holds_->Balance(req->account_id());
   if (!account.ok()) return FinishUnary(ctx, account.status());
   resp->set_account_id(req->account_id());
@@ -263,6 +268,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::GetBalance(grpc::CallbackServerC
 grpc::ServerUnaryReactor* BillingLedgerService::ListUsage(grpc::CallbackServerContext* ctx,
                                                           const pb::ListUsageRequest* req,
                                                           pb::ListUsageResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   int limit = req->limit() == 0 ? 100 : req->limit();
   if (limit < 1 || limit > 1000)
     return FinishUnary(ctx, absl::InvalidArgumentError("limit must be between 1 and 1000"));
@@ -296,6 +302,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::ListUsage(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* BillingLedgerService::CreateAccount(grpc::CallbackServerContext* ctx,
                                                               const pb::CreateAccountRequest* req,
                                                               pb::Account* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   if (req->name().empty() || req->name().size() > 200)
     return FinishUnary(ctx, absl::InvalidArgumentError("name must be 1 to 200 characters"));
   auto a = store_->CreateAccount(req->name(), now_());
@@ -307,6 +314,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::CreateAccount(grpc::CallbackServ
 grpc::ServerUnaryReactor* BillingLedgerService::GetAccount(grpc::CallbackServerContext* ctx,
                                                            const pb::GetAccountRequest* req,
                                                            pb::Account* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   auto a = store_->GetAccount(req->account_id());
   if (!a.ok()) return FinishUnary(ctx, a.status());
   ToProto(*a, resp);
@@ -316,6 +324,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::GetAccount(grpc::CallbackServerC
 grpc::ServerUnaryReactor* BillingLedgerService::Credit(grpc::CallbackServerContext* ctx,
                                                        const pb::CreditRequest* req,
                                                        pb::CreditResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   if (req->amount_nano_usd() <= 0)
     return FinishUnary(ctx, absl::InvalidArgumentError("amount must be positive"));
   if (req->idempotency_key().empty())

@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -103,10 +105,15 @@ std::string BuildAnthropicBody(const llmpb::ChatRequest& req, const std::string&
                                                  : (default_max_tokens > 0 ? default_max_tokens : 4096);
   json::array system;
   json::array messages;
-  // Consecutive turns of one role merge (tool results travel in user turns).
+  // Consecutive turns of one role merge (tool results travel in user turns), and a user
+  // turn's tool_result blocks go ahead of the rest of it, as Anthropic requires.
+  auto is_result = [](const json::value& block) { return block.at("type") == "tool_result"; };
   auto append = [&](const char* role, json::value block) {
     if (!messages.empty() && messages.back().as_object().at("role").as_string() == role) {
-      messages.back().as_object()["content"].as_array().push_back(std::move(block));
+      json::array& content = messages.back().as_object()["content"].as_array();
+      auto at = is_result(block) ? std::find_if_not(content.begin(), content.end(), is_result)
+                                 : content.end();
+      content.insert(at, std::move(block));
       return;
     }
     messages.push_back(json::object{{"role", role}, {"content", json::array{std::move(block)}}});
@@ -123,11 +130,21 @@ std::string BuildAnthropicBody(const llmpb::ChatRequest& req, const std::string&
       append(role, Block(p));
     }
   }
+  // Anthropic's conversation opens with a user turn: one that opens with the model's (a
+  // greeting the client shows, say) gets a minimal user turn before it.
+  if (!messages.empty() && messages.front().as_object().at("role") == "assistant")
+    messages.insert(messages.begin(),
+                    json::object{{"role", "user"},
+                                 {"content", json::array{json::object{{"type", "text"}, {"text", "."}}}}});
   if (!system.empty()) body["system"] = std::move(system);
   body["messages"] = std::move(messages);
   if (req.tools_size() > 0) {
     json::array tools;
     for (const auto& t : req.tools()) {
+      if (!t.native_json().empty()) {  // a server tool, as the caller wrote it
+        if (t.native_protocol() == llmpb::PROTOCOL_ANTHROPIC) tools.push_back(ParseOrEmptyObject(t.native_json()));
+        continue;
+      }
       json::object tool{{"name", t.name()}, {"input_schema", ParseOrEmptyObject(t.parameters_json())}};
       if (!t.description().empty()) tool["description"] = t.description();
       if (t.has_cache_control()) AddCacheControl(t.cache_control(), tool);
@@ -239,6 +256,16 @@ void AnthropicDecoder::SetFinish(const json::value& holder, std::vector<llmpb::C
   out.push_back(std::move(e));
 }
 
+void AnthropicDecoder::FlushPendingInput(int64_t block_index, std::vector<llmpb::ChatEvent>& out) {
+  auto pending = pending_input_.find(block_index);
+  if (pending == pending_input_.end()) return;
+  llmpb::ChatEvent e;
+  e.mutable_tool_call_delta()->set_index(tool_index_[block_index]);
+  e.mutable_tool_call_delta()->set_arguments_fragment(std::move(pending->second));
+  pending_input_.erase(pending);
+  out.push_back(std::move(e));
+}
+
 absl::Status AnthropicDecoder::FeedEvent(std::string_view event, std::string_view data,
                                          std::vector<llmpb::ChatEvent>& out) {
   boost::system::error_code ec;
@@ -246,7 +273,7 @@ absl::Status AnthropicDecoder::FeedEvent(std::string_view event, std::string_vie
   if (ec || !v.is_object())
     return absl::DataLossError(absl::StrCat("upstream sent invalid JSON: ", ec.message()));
   std::string type = event.empty() ? JsonString(v, "type").value_or("") : std::string(event);
-  if (type == "ping" || type == "message_stop" || type == "content_block_stop") return absl::OkStatus();
+  if (type == "ping" || type == "message_stop") return absl::OkStatus();
   if (type == "error") {
     const json::value* err = JsonField(v, "error");
     std::string etype = err ? JsonString(*err, "type").value_or("api_error") : "api_error";
@@ -263,6 +290,10 @@ absl::Status AnthropicDecoder::FeedEvent(std::string_view event, std::string_vie
     return absl::OkStatus();
   }
   if (!started_) Start(json::object{}, out);
+  if (type == "content_block_stop") {
+    FlushPendingInput(JsonInt(v, "index").value_or(-1), out);
+    return absl::OkStatus();
+  }
   if (type == "content_block_start") {
     int64_t index = JsonInt(v, "index").value_or(0);
     const json::value* block = JsonField(v, "content_block");
@@ -277,6 +308,8 @@ absl::Status AnthropicDecoder::FeedEvent(std::string_view event, std::string_vie
       t->set_id(JsonString(*block, "id").value_or(""));
       t->set_name(JsonString(*block, "name").value_or(""));
       output_chars_ += static_cast<int64_t>(t->name().size());
+      const json::value* input = JsonField(*block, "input");
+      pending_input_[index] = input && input->is_object() ? json::serialize(*input) : "{}";
       out.push_back(std::move(e));
     } else if (btype == "text") {
       std::string text = JsonString(*block, "text").value_or("");
@@ -306,6 +339,7 @@ absl::Status AnthropicDecoder::FeedEvent(std::string_view event, std::string_vie
       if (it == tool_index_.end()) return absl::OkStatus();
       std::string piece = JsonString(*delta, "partial_json").value_or("");
       if (piece.empty()) return absl::OkStatus();
+      pending_input_.erase(it->first);
       output_chars_ += static_cast<int64_t>(piece.size());
       e.mutable_tool_call_delta()->set_index(it->second);
       e.mutable_tool_call_delta()->set_arguments_fragment(std::move(piece));
@@ -322,6 +356,8 @@ absl::Status AnthropicDecoder::FeedEvent(std::string_view event, std::string_vie
     return absl::OkStatus();
   }
   if (type == "message_delta") {
+    // Every block has ended by now, even when an upstream left out a content_block_stop.
+    while (!pending_input_.empty()) FlushPendingInput(pending_input_.begin()->first, out);
     if (const auto* u = JsonField(v, "usage"); u && u->is_object()) MergeUsage(*u);
     if (const auto* d = JsonField(v, "delta"); d && d->is_object()) SetFinish(*d, out);
   }

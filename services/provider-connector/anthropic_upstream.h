@@ -37,6 +37,8 @@ class AnthropicDecoder : public UpstreamDecoder {
   void Start(const boost::json::value& message, std::vector<llm::v1::ChatEvent>& out);
   void MergeUsage(const boost::json::value& usage);
   void SetFinish(const boost::json::value& holder, std::vector<llm::v1::ChatEvent>& out);
+  // The arguments of tool block `block_index` when none arrived in fragments.
+  void FlushPendingInput(int64_t block_index, std::vector<llm::v1::ChatEvent>& out);
 
   int64_t prompt_estimate_;
   bool started_ = false;
@@ -46,6 +48,10 @@ class AnthropicDecoder : public UpstreamDecoder {
   bool usage_estimated_ = false;
   llm::v1::Usage usage_;
   std::map<int64_t, int> tool_index_;  // content block index → dense tool index
+  // Tool blocks (by content block index) that have had no argument fragment yet, with the
+  // input their content_block_start carried: sent as the arguments at content_block_stop,
+  // so a call whose partial_json was empty still has an object ("{}").
+  std::map<int64_t, std::string> pending_input_;
   int next_tool_ = 0;
   int64_t output_chars_ = 0;
 };

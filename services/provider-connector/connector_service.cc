@@ -7,10 +7,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "libs/rpc/internal_auth.h"
 #include "libs/common/sse.h"
 #include "libs/loop/event_loops.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/stream_writer.h"
+#include "services/provider-connector/embed.h"
 #include "services/provider-connector/openai_upstream.h"
 
 namespace nexusflow::connector {
@@ -96,6 +98,13 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
         ++candidate_;
         continue;
       }
+      if (auto why = UnservableElement(call_.request(), codec->protocol())) {
+        unservable_ = std::move(*why);
+        ++unservable_count_;
+        errors_.push_back(absl::StrCat(dep.provider(), ": ", unservable_));
+        ++candidate_;
+        continue;
+      }
       provider_ = dep.provider();
       deployment_ = dep.id();
       codec_ = codec;
@@ -110,6 +119,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       http_call->headers.push_back(absl::StrCat("X-Request-Id: ", call_.request().request_id()));
       http_call->body = std::move(wire.body);
       passthrough_ = wire.passthrough;
+      relay_event_ = std::move(wire.relay_event);
       http_call->connect_timeout_ms = config_.connect_timeout_ms;
       http_call->timeout_ms = config_.request_timeout_ms;
       auto self = shared_from_this();
@@ -136,6 +146,15 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     // Every candidate failed before answering.
     ChatEvent e;
     auto* err = e.mutable_error();
+    if (unservable_count_ > 0 && unservable_count_ == call_.candidates_size()) {
+      // No deployment speaks what the request needs: the caller's to change.
+      err->set_http_status(400);
+      err->set_code("invalid_request");
+      err->set_message(absl::StrCat("This request cannot be served by this model: ", unservable_, "."));
+      Send(std::move(e));
+      writer_->Finish(grpc::Status::OK);
+      return;
+    }
     err->set_http_status(last_timed_out_ ? 504 : (last_status_ == 429 ? 429 : 502));
     err->set_code(last_timed_out_ ? "upstream_timeout" : "upstream_unavailable");
     err->set_message(absl::StrCat("All upstream deployments failed: ",
@@ -168,7 +187,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       return false;
     }
     std::vector<ChatEvent> events;
-    if (passthrough_) {
+    if (passthrough_ && !relay_event_) {
       // The caller speaks this protocol: the bytes go to it as they are, the decoded
       // events after them only count usage.
       ChatEvent raw;
@@ -177,6 +196,12 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       relayed_ = true;
     }
     for (const auto& f : frames) {
+      if (passthrough_ && relay_event_ && relay_event_(f.event, f.data)) {
+        ChatEvent raw;
+        raw.set_raw(SerializeSseEvent(f));
+        events.push_back(std::move(raw));
+        relayed_ = true;
+      }
       if (auto s = decoder_->FeedEvent(f.event, f.data, events); !s.ok()) {
         protocol_error_ = std::string(s.message());
         return false;
@@ -314,6 +339,9 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   bool cancelled_ = false;
   bool paused_ = false;  // the transfer waits for the consumer's drain
   bool passthrough_ = false;  // the answer is relayed as the upstream wrote it
+  std::string unservable_;     // what the last skipped deployment could not take
+  int unservable_count_ = 0;   // deployments skipped for it
+  std::function<bool(std::string_view, std::string_view)> relay_event_;  // event by event
   bool relayed_ = false;      // some of it was
   uint64_t transfer_id_ = 0;
   int candidate_ = 0;
@@ -329,7 +357,121 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   bool last_timed_out_ = false;
 };
 
+// Drives one Embed call through its candidates: connect errors, timeouts, 429 and 5xx move
+// to the next deployment; any other answer is final. Lives until its last callback.
+class EmbedAttempt : public std::enable_shared_from_this<EmbedAttempt> {
+ public:
+  using Done = std::function<void(const grpc::Status&, llm::v1::EmbedResponse)>;
+  EmbedAttempt(const Config::ProviderConnector& config, HttpClient& http, const pb::EmbedCall& call, Done done)
+      : config_(config), http_(http), call_(call), done_(std::move(done)) {}
+
+  void Next() {
+    while (candidate_ < call_.candidates_size()) {
+      const auto& dep = call_.candidates(candidate_++);
+      auto prov = config_.providers.find(dep.provider());
+      if (prov == config_.providers.end()) {
+        errors_.push_back(absl::StrCat(dep.provider(), ": not configured"));
+        continue;
+      }
+      if (prov->second.kind != "openai") {
+        errors_.push_back(absl::StrCat(dep.provider(), ": a ", prov->second.kind, " provider has no embeddings endpoint"));
+        continue;
+      }
+      provider_ = dep.provider();
+      deployment_ = dep.id();
+      auto http_call = std::make_shared<HttpCall>();
+      http_call->url = prov->second.base_url + "/embeddings";
+      http_call->headers.push_back("Content-Type: application/json");
+      if (!prov->second.api_key.empty()) http_call->headers.push_back("Authorization: Bearer " + prov->second.api_key);
+      http_call->headers.push_back(absl::StrCat("X-Request-Id: ", call_.request().request_id()));
+      http_call->body = BuildOpenAiEmbedBody(call_.request(), dep.upstream_model());
+      http_call->connect_timeout_ms = config_.connect_timeout_ms;
+      http_call->timeout_ms = config_.request_timeout_ms;
+      auto self = shared_from_this();
+      http_call->on_body = [self](long, std::string_view bytes) {
+        if (self->body_.size() + bytes.size() > kMaxResponseBody) return BodyAction::kAbort;
+        self->body_.append(bytes);
+        return BodyAction::kContinue;
+      };
+      http_call->on_done = [self](long status, const std::string& err, bool timed_out) {
+        self->OnDone(status, err, timed_out);
+      };
+      body_.clear();
+      http_.Start(std::move(http_call));
+      return;
+    }
+    grpc::StatusCode code = timed_out_ ? grpc::DEADLINE_EXCEEDED : grpc::UNAVAILABLE;
+    if (last_status_ == 429) code = grpc::RESOURCE_EXHAUSTED;
+    if (!errors_.empty() && last_status_ == 0 && !timed_out_ && attempted_ == 0) code = grpc::FAILED_PRECONDITION;
+    Finish(grpc::Status(code, absl::StrCat("All upstream deployments failed: ",
+                                           errors_.empty() ? "no deployment" : absl::StrJoin(errors_, "; "))));
+  }
+
+ private:
+  void OnDone(long status, const std::string& transport_error, bool timed_out) {
+    ++attempted_;
+    std::string outcome = transport_error.empty() ? std::to_string(status) : timed_out ? "timeout" : "transport_error";
+    CounterFor(Metrics().upstream, {{"provider", provider_}, {"outcome", outcome}}).Increment();
+    if (!transport_error.empty() || status == 429 || status >= 500) {
+      timed_out_ = timed_out;
+      last_status_ = transport_error.empty() ? status : 0;
+      errors_.push_back(transport_error.empty() ? absl::StrCat(provider_, ": HTTP ", status)
+                                                : absl::StrCat(provider_, ": ", transport_error));
+      Metrics().failovers.Add({{"provider", provider_}}).Increment();
+      return Next();
+    }
+    if (status >= 300) {
+      std::string message = OpenAiCodec().ErrorMessage(body_);
+      if (message.empty()) message = body_.substr(0, 512);
+      bool caller_fault = status == 400 || status == 404 || status == 413 || status == 422;
+      return Finish(grpc::Status(caller_fault ? grpc::INVALID_ARGUMENT : grpc::UNAVAILABLE,
+                                 absl::StrCat("Upstream ", provider_, " answered HTTP ", status, ": ", message)));
+    }
+    auto parsed = ParseOpenAiEmbedResponse(body_, call_.request().inputs_size());
+    if (!parsed.ok())
+      return Finish(grpc::Status(grpc::INTERNAL, absl::StrCat("Upstream ", provider_, ": ", parsed.status().message())));
+    parsed->set_deployment_id(deployment_);
+    done_(grpc::Status::OK, std::move(*parsed));
+  }
+
+  void Finish(const grpc::Status& s) { done_(s, llm::v1::EmbedResponse()); }
+
+  const Config::ProviderConnector& config_;
+  HttpClient& http_;
+  pb::EmbedCall call_;
+  Done done_;
+  int candidate_ = 0;
+  int attempted_ = 0;
+  std::string provider_;
+  std::string deployment_;
+  std::string body_;
+  std::vector<std::string> errors_;
+  long last_status_ = 0;
+  bool timed_out_ = false;
+};
+
 }  // namespace
+
+void ProviderConnectorService::StartEmbed(
+    const pb::EmbedCall& call, std::function<void(const grpc::Status&, llm::v1::EmbedResponse)> done) {
+  if (call.candidates_size() == 0 || call.request().inputs_size() == 0) {
+    done(grpc::Status(grpc::INVALID_ARGUMENT, "no candidate deployments or no input"), llm::v1::EmbedResponse());
+    return;
+  }
+  std::make_shared<EmbedAttempt>(config_, http_, call, std::move(done))->Next();
+}
+
+grpc::ServerUnaryReactor* ProviderConnectorService::Embed(grpc::CallbackServerContext* ctx,
+                                                          const pb::EmbedCall* call,
+                                                          llm::v1::EmbedResponse* response) {
+  NF_REQUIRE_INTERNAL(ctx);
+  auto* reactor = ctx->DefaultReactor();
+  StartEmbed(*call, [reactor, response](const grpc::Status& s, llm::v1::EmbedResponse r) {
+    if (s.ok()) *response = std::move(r);
+    reactor->Finish(s);
+  });
+  return reactor;
+}
 
 int64_t EstimatePromptTokens(const llm::v1::ChatRequest& request) {
   int64_t chars = 0;
@@ -372,7 +514,8 @@ void ProviderConnectorService::StartChat(const pb::ChatCall& call,
 }
 
 grpc::ServerWriteReactor<pb::ChatChunk>* ProviderConnectorService::Chat(
-    grpc::CallbackServerContext*, const pb::ChatCall* call) {
+    grpc::CallbackServerContext* ctx, const pb::ChatCall* call) {
+  NF_REQUIRE_INTERNAL_STREAM(ctx, pb::ChatChunk);
   auto writer = QueuedWriter<pb::ChatChunk>::Create();
   StartChat(*call, writer);
   return writer.get();

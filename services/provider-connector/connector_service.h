@@ -30,6 +30,12 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
   // The logic behind Chat, for a caller in the same process: chunks go to `sink`.
   void StartChat(const pb::ChatCall& call, std::shared_ptr<StreamSink<pb::ChatChunk>> sink);
 
+  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* ctx, const pb::EmbedCall* call,
+                                  llm::v1::EmbedResponse* response) override;
+  // The logic behind Embed: `done` runs once, on a loop thread, with the vectors or why not.
+  void StartEmbed(const pb::EmbedCall& call,
+                  std::function<void(const grpc::Status&, llm::v1::EmbedResponse)> done);
+
  private:
   Config::ProviderConnector config_;
   std::unique_ptr<EventLoops> own_loops_;

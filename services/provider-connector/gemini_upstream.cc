@@ -130,14 +130,22 @@ std::string BuildGeminiBody(const llmpb::ChatRequest& req) {
   if (!gen.empty()) body["generationConfig"] = std::move(gen);
   if (req.tools_size() > 0) {
     json::array decls;
+    json::array builtins;  // Google's built-in tools, as the caller wrote them
     for (const auto& t : req.tools()) {
+      if (!t.native_json().empty()) {
+        if (t.native_protocol() == llmpb::PROTOCOL_GEMINI) builtins.push_back(ParseOrNull(t.native_json()));
+        continue;
+      }
       json::object d{{"name", t.name()}};
       if (!t.description().empty()) d["description"] = t.description();
       json::value params = ParseOrNull(t.parameters_json());
       if (params.is_object()) d["parametersJsonSchema"] = std::move(params);
       decls.push_back(std::move(d));
     }
-    body["tools"] = json::array{json::object{{"functionDeclarations", std::move(decls)}}};
+    json::array tools;
+    if (!decls.empty()) tools.push_back(json::object{{"functionDeclarations", std::move(decls)}});
+    for (auto& b : builtins) tools.push_back(std::move(b));
+    if (!tools.empty()) body["tools"] = std::move(tools);
   }
   if (req.has_tool_choice()) {
     const auto& tc = req.tool_choice();
@@ -214,22 +222,23 @@ absl::Status GeminiDecoder::Feed(std::string_view text, std::vector<llmpb::ChatE
     e.mutable_start()->set_upstream_model(JsonString(v, "modelVersion").value_or(""));
     out.push_back(std::move(e));
   }
-  std::string finish;
   if (const auto* cands = JsonField(v, "candidates"); cands && cands->is_array()) {
     for (const auto& cand : cands->get_array()) {
       int32_t choice = static_cast<int32_t>(JsonInt(cand, "index").value_or(0));
+      CandidateState& state = candidates_[choice];
       const json::value* content = JsonField(cand, "content");
       const json::value* parts = content ? JsonField(*content, "parts") : nullptr;
       if (parts && parts->is_array()) {
         for (const auto& part : parts->get_array()) {
           if (const auto* call = JsonField(part, "functionCall"); call && call->is_object()) {
-            called_tools_ = true;
-            int dense = next_tool_++;
+            state.called_tools = true;
+            int dense = state.next_tool++;
             llmpb::ChatEvent start;
             start.set_choice_index(choice);
             auto* t = start.mutable_tool_call_start();
             t->set_index(dense);
-            t->set_id(JsonString(*call, "id").value_or(absl::StrCat("call_", dense)));
+            t->set_id(JsonString(*call, "id").value_or(choice == 0 ? absl::StrCat("call_", dense)
+                                                                   : absl::StrCat("call_", choice, "_", dense)));
             t->set_name(JsonString(*call, "name").value_or(""));
             t->set_signature(JsonString(part, "thoughtSignature").value_or(""));
             out.push_back(std::move(start));
@@ -257,20 +266,20 @@ absl::Status GeminiDecoder::Feed(std::string_view text, std::vector<llmpb::ChatE
           out.push_back(std::move(e));
         }
       }
-      if (auto f = JsonString(cand, "finishReason"); f && !f->empty() && *f != "FINISH_REASON_UNSPECIFIED")
-        finish = *f;
+      if (auto f = JsonString(cand, "finishReason");
+          f && !f->empty() && *f != "FINISH_REASON_UNSPECIFIED" && !state.finished) {
+        state.finished = true;
+        llmpb::ChatEvent e;
+        e.set_choice_index(choice);
+        e.mutable_finish()->set_reason(FinishReasonFromGemini(*f, state.called_tools));
+        out.push_back(std::move(e));
+      }
     }
   }
   // usageMetadata is cumulative: the last one seen is the answer's.
   if (const auto* m = JsonField(v, "usageMetadata"); m && m->is_object()) {
     usage_ = UsageFromGemini(*m);
     has_usage_ = true;
-  }
-  if (!finish.empty() && !finished_) {
-    finished_ = true;
-    llmpb::ChatEvent e;
-    e.mutable_finish()->set_reason(FinishReasonFromGemini(finish, called_tools_));
-    out.push_back(std::move(e));
   }
   return absl::OkStatus();
 }
@@ -287,10 +296,14 @@ absl::Status GeminiDecoder::FeedResponse(std::string_view body, std::vector<llmp
 void GeminiDecoder::Finish(std::vector<llmpb::ChatEvent>& out) {
   if (closed_) return;
   closed_ = true;
-  if (!finished_) {
-    finished_ = true;
+  candidates_[0];  // the answer has at least one candidate, and every one finishes
+  for (auto& [choice, state] : candidates_) {
+    if (state.finished) continue;
+    state.finished = true;
     llmpb::ChatEvent e;
-    e.mutable_finish()->set_reason(called_tools_ ? llmpb::FINISH_REASON_TOOL_CALLS : llmpb::FINISH_REASON_STOP);
+    e.set_choice_index(choice);
+    e.mutable_finish()->set_reason(state.called_tools ? llmpb::FINISH_REASON_TOOL_CALLS
+                                                      : llmpb::FINISH_REASON_STOP);
     out.push_back(std::move(e));
   }
   AppendFinalUsage(has_usage_, usage_, prompt_estimate_, output_chars_, &usage_estimated_, out);

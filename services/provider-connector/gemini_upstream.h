@@ -2,6 +2,7 @@
 // The Gemini generateContent upstream wire format (PROTOCOLS.md §C): canonical request →
 // GenerateContentRequest, and GenerateContentResponse objects (one whole, or one per SSE
 // event with alt=sse) → canonical events.
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,13 +36,18 @@ class GeminiDecoder : public UpstreamDecoder {
 
   int64_t prompt_estimate_;
   bool started_ = false;
-  bool finished_ = false;
   bool closed_ = false;
   bool has_usage_ = false;
   bool usage_estimated_ = false;
-  bool called_tools_ = false;
   llm::v1::Usage usage_;
-  int next_tool_ = 0;
+  // Per candidate (candidateCount > 1): tool indexes are dense per candidate, and each
+  // candidate finishes on its own.
+  struct CandidateState {
+    int next_tool = 0;
+    bool called_tools = false;  // a STOP then means tool calls
+    bool finished = false;
+  };
+  std::map<int32_t, CandidateState> candidates_;
   int64_t output_chars_ = 0;
 };
 

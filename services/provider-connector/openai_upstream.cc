@@ -149,6 +149,7 @@ std::string BuildOpenAiChatBody(const llmpb::ChatRequest& req, const std::string
   if (req.tools_size() > 0) {
     json::array tools;
     for (const auto& t : req.tools()) {
+      if (!t.native_json().empty()) continue;  // no OpenAI form (the connector refuses such requests)
       json::object fn{{"name", t.name()}};
       if (!t.description().empty()) fn["description"] = t.description();
       json::value params = ParseOrNull(t.parameters_json());
@@ -400,13 +401,45 @@ class OpenAiChatCodec : public UpstreamCodec {
     if (!target.provider->api_key.empty())
       call.headers.push_back("Authorization: Bearer " + target.provider->api_key);
     if (target.stream) call.headers.push_back("Accept: text/event-stream");
-    if (auto raw = PassThroughBody(request, protocol(), target.upstream_model)) {
+    std::optional<std::string> raw = PassThroughBody(request, protocol(), target.upstream_model);
+    if (raw && target.stream && !request.include_usage()) raw = AskForStreamUsage(*raw);
+    if (raw) {
       call.body = std::move(*raw);
       call.passthrough = true;
+      if (target.stream && !request.include_usage()) call.relay_event = RelayUnlessUsageOnly;
     } else {
       call.body = BuildOpenAiChatBody(request, target.upstream_model, target.stream);
     }
     return call;
+  }
+
+  // Billing needs the upstream's usage: a caller's stream that did not ask for it asks
+  // for it (stream_options.include_usage), and the usage-only chunk it brings is not
+  // relayed to that caller.
+  static std::optional<std::string> AskForStreamUsage(const std::string& body) {
+    std::optional<std::string_view> options = TopLevelMember(body, "stream_options");
+    if (!options) return SetTopLevelMember(body, "stream_options", R"({"include_usage":true})");
+    boost::system::error_code ec;
+    json::value v = json::parse(*options, ec);
+    if (ec || !v.is_object()) return std::nullopt;
+    v.as_object()["include_usage"] = true;
+    return SetTopLevelMember(body, "stream_options", json::serialize(v));
+  }
+
+  static bool RelayUnlessUsageOnly(std::string_view, std::string_view data) {
+    if (data.find("\"usage\"") == std::string_view::npos) return true;
+    boost::system::error_code ec;
+    json::value v = json::parse(data, ec);
+    if (ec || !v.is_object()) return true;
+    const json::object& chunk = v.as_object();
+    const json::value* choices = chunk.if_contains("choices");
+    const json::value* usage = chunk.if_contains("usage");
+    // `choices` empty, null or absent: some upstreams send the usage chunk with `choices:
+    // null`, which the caller's SDK would choke on as well.
+    bool no_choices = !choices || choices->is_null() ||
+                      (choices->is_array() && choices->as_array().empty());
+    bool usage_only = no_choices && usage && usage->is_object();
+    return !usage_only;
   }
 
   std::unique_ptr<UpstreamDecoder> NewDecoder(int64_t prompt_estimate) const override {

@@ -4,6 +4,7 @@
 // of server-sent events) becomes canonical events. One codec per protocol, chosen by the
 // provider's `kind` in config; the connector's retry, failover, flow control and billing
 // rules are the same whichever codec runs.
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,7 +32,18 @@ struct UpstreamCall {
   std::string body;
   // The body is the caller's own (same protocol), and the answer is relayed as it comes.
   bool passthrough = false;
+  // With `passthrough` on a stream: the answer is relayed event by event, only the events
+  // this accepts (the others are still decoded, for usage). Unset: the bytes are relayed
+  // as they come.
+  std::function<bool(std::string_view event, std::string_view data)> relay_event;
 };
+
+// What in `request` an upstream speaking `protocol` cannot take, described for the caller
+// ("tools[0] (web_search) is a server tool of the anthropic protocol"); nullopt when it can
+// take all of it. Such elements (provider-native tools, provider file ids) reach only an
+// upstream of their own protocol.
+std::optional<std::string> UnservableElement(const llm::v1::ChatRequest& request,
+                                             llm::v1::Protocol protocol);
 
 // The caller's body, when it was written in `protocol`, with its top-level "model"
 // replaced by `upstream_model` and every other byte kept (unknown fields included);
@@ -42,6 +54,13 @@ std::optional<std::string> PassThroughBody(const llm::v1::ChatRequest& request,
 // `body` with the string value of its top-level "model" member replaced; nullopt when the
 // body is not a JSON object with such a member.
 std::optional<std::string> ReplaceTopLevelModel(std::string_view body, std::string_view model);
+// `body` with its top-level member `key` set to the JSON text `value_json` (replaced in
+// place, or inserted first when absent), every other byte kept; nullopt when `body` is not
+// a JSON object.
+std::optional<std::string> SetTopLevelMember(std::string_view body, std::string_view key,
+                                             std::string_view value_json);
+// The JSON text of top-level member `key`, when `body` is an object that has it.
+std::optional<std::string_view> TopLevelMember(std::string_view body, std::string_view key);
 
 // Turns one answer into canonical events, in order: start, deltas, finish, then usage
 // last (from Finish). One per attempt.

@@ -3,6 +3,7 @@
 #include <prometheus/counter.h>
 
 #include "absl/strings/str_cat.h"
+#include "libs/rpc/internal_auth.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/unary.h"
 
@@ -42,12 +43,14 @@ RateLimiterService::RateLimiterService(const Config::RateLimiter& config,
 grpc::ServerUnaryReactor* RateLimiterService::Acquire(grpc::CallbackServerContext* ctx,
                                                       const pb::AcquireRequest* req,
                                                       pb::AcquireResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   return FinishUnary(ctx, AcquireLease(*req, resp));
 }
 
 grpc::ServerUnaryReactor* RateLimiterService::Release(grpc::CallbackServerContext* ctx,
                                                       const pb::ReleaseRequest* req,
                                                       pb::ReleaseResponse*) {
+  NF_REQUIRE_INTERNAL(ctx);
   return FinishUnary(ctx, ReleaseLease(*req));
 }
 

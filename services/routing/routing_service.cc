@@ -2,6 +2,7 @@
 
 #include <prometheus/counter.h>
 
+#include "libs/rpc/internal_auth.h"
 #include "libs/common/status_map.h"
 #include "libs/metrics/metrics.h"
 
@@ -41,6 +42,7 @@ void RoutingService::Update(const Config::Routing& config) {
 grpc::ServerUnaryReactor* RoutingService::Resolve(grpc::CallbackServerContext* ctx,
                                                   const pb::ResolveRequest* req,
                                                   pb::ResolveResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   auto model = current()->Resolve(req->model(), req->protocol(), req->capability());
   auto* reactor = ctx->DefaultReactor();
   if (!model.ok()) {
@@ -60,6 +62,7 @@ grpc::ServerUnaryReactor* RoutingService::Resolve(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* RoutingService::ListModels(grpc::CallbackServerContext* ctx,
                                                      const pb::ListModelsRequest*,
                                                      pb::ListModelsResponse* resp) {
+  NF_REQUIRE_INTERNAL(ctx);
   auto catalog = current();
   for (const auto& m : catalog->snapshot().models()) *resp->add_models() = m;
   auto* reactor = ctx->DefaultReactor();
@@ -68,7 +71,8 @@ grpc::ServerUnaryReactor* RoutingService::ListModels(grpc::CallbackServerContext
 }
 
 grpc::ServerWriteReactor<pb::CatalogSnapshot>* RoutingService::WatchCatalog(
-    grpc::CallbackServerContext*, const pb::WatchCatalogRequest*) {
+    grpc::CallbackServerContext* ctx, const pb::WatchCatalogRequest*) {
+  NF_REQUIRE_INTERNAL_STREAM(ctx, pb::CatalogSnapshot);
   auto writer = QueuedWriter<pb::CatalogSnapshot>::Create();
   std::lock_guard<std::mutex> lock(mu_);
   writer->Push(catalog_->snapshot());

@@ -15,7 +15,9 @@ import {
 
 const CHAT_MODELS = ['qwen3-max', 'qwen3.5-plus', 'deepseek-v4', 'claude-sonnet-4-6',
                      'claude-haiku-4-5', 'claude-opus-4-7'];
-const SEED_MODELS = [...CHAT_MODELS, 'text-embedding-v4', 'wan2.6-t2i', 'happyhorse-1.0-t2v'];
+// Every model the product documentation names (CATALOG.md).
+const SEED_MODELS = [...CHAT_MODELS, 'qwen-turbo', 'qwen-max', 'deepseek-v4-flash',
+                     'text-embedding-v4', 'wan2.6-t2i', 'happyhorse-1.0-t2v'];
 
 const WEATHER_TOOL = {
   type: 'function',
@@ -264,6 +266,42 @@ async function expectApiError(promise, status) {
   assert.equal(err.requestID, err.headers.get('x-request-id'));
   return err;
 }
+
+// n > 1 on a model whose upstream generates several candidates (Gemini candidateCount):
+// every choice comes back with its index, sync and streamed, and each is billed.
+describe('several choices', () => {
+  const model = 'gemini-2.5-flash';
+  const messages = [{ role: 'user', content: `Two takes ${RUN_ID} [mock:words=6]` }];
+
+  test('sync: n choices with their indexes, output billed n times', async () => {
+    const one = await client.chat.completions.create({ model, messages });
+    const two = await client.chat.completions.create({ model, messages, n: 2 });
+    assert.equal(two.choices.length, 2);
+    assert.deepEqual(two.choices.map((c) => c.index), [0, 1]);
+    for (const c of two.choices) {
+      assert.equal(c.message.content, one.choices[0].message.content);
+      assert.equal(c.finish_reason, 'stop');
+    }
+    assert.equal(two.usage.completion_tokens, 2 * one.usage.completion_tokens);
+    assert.equal(two.usage.prompt_tokens, one.usage.prompt_tokens);
+  });
+
+  test('streamed: each choice assembles from its own deltas', async () => {
+    const sync = await client.chat.completions.create({ model, messages });
+    const stream = await client.chat.completions.create({ model, messages, n: 2, stream: true });
+    const text = new Map();
+    const finished = new Set();
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        text.set(c.index, (text.get(c.index) ?? '') + (c.delta?.content ?? ''));
+        if (c.finish_reason) finished.add(c.index);
+      }
+    }
+    assert.deepEqual([...text.keys()].sort(), [0, 1]);
+    assert.deepEqual([...finished].sort(), [0, 1]);
+    for (const t of text.values()) assert.equal(t, sync.choices[0].message.content);
+  });
+});
 
 describe('errors', () => {
   const hello = [{ role: 'user', content: 'hello' }];
@@ -583,6 +621,21 @@ describe('catalog', () => {
     }
     const distinct = new Set(CHAT_MODELS.map((id) => body.data.find((x) => x.id === id).pricing.input));
     assert.ok(distinct.size >= 2, 'all chat models cost the same: the billing test needs spread');
+  });
+
+  test('the Claude models carry the facts the Claude page gives', async () => {
+    const facts = {
+      'claude-opus-4-7': { context: 1_000_000, output: 128_000, input: '5.00', out: '25.00' },
+      'claude-sonnet-4-6': { context: 1_000_000, output: 64_000, input: '3.00', out: '15.00' },
+      'claude-haiku-4-5': { context: 200_000, output: 64_000, input: '1.00', out: '5.00' },
+    };
+    for (const [id, f] of Object.entries(facts)) {
+      const m = await client.models.retrieve(id);
+      assert.equal(m.context_window, f.context, `${id} context`);
+      assert.equal(m.max_output_tokens, f.output, `${id} max output`);
+      assert.equal(usdToNano(m.pricing.input), usdToNano(f.input), `${id} input price`);
+      assert.equal(usdToNano(m.pricing.output), usdToNano(f.out), `${id} output price`);
+    }
   });
 
   test('SDK models.list and models.retrieve', async () => {

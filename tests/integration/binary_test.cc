@@ -119,6 +119,69 @@ TEST(BinaryTest, AuthAloneAnswersHealthAndCountsRpcsInMetrics) {
   EXPECT_EQ(WaitExit(pid, 20), 0);
 }
 
+// Internal gRPC is closed: with a token configured, a call without it is refused before
+// any work (no key is created), the health check stays open, and the token opens the call.
+// Without a token, only loopback may listen.
+TEST(BinaryTest, InternalRpcsAnswerOnlyToTheToken) {
+  std::string dir = TempDir();
+  std::string token = "nf-internal-test-0123456789abcdef";
+  std::string config = dir + "/nexusflow.yaml";
+  std::ofstream(config) << "server:\n  internal_token: \"" << token << "\"\n"
+                        << "auth:\n  database: " << dir << "/auth.db\n";
+  int grpc_port = FreePort();
+  pid_t pid = Spawn({g_binary, "--target=auth", "--config=" + config,
+                     "--grpc-listen=127.0.0.1:" + std::to_string(grpc_port),
+                     "--metrics-listen=127.0.0.1:" + std::to_string(FreePort())});
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port), grpc::InsecureChannelCredentials());
+  ASSERT_TRUE(channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20)));
+  auto auth = nexusflow::auth::v1::AuthService::NewStub(channel);
+  nexusflow::auth::v1::CreateKeyRequest create;
+  create.set_account_id("acct_x");
+  create.set_plan("default");
+  nexusflow::auth::v1::CreateKeyResponse created;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = auth->CreateKey(&ctx, create, &created);
+    EXPECT_EQ(s.error_code(), grpc::PERMISSION_DENIED) << s.error_message();
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-nexusflow-internal-token", "nf-internal-test-wrong-token-000");
+    EXPECT_EQ(auth->CreateKey(&ctx, create, &created).error_code(), grpc::PERMISSION_DENIED);
+  }
+  {
+    grpc::ClientContext ctx;
+    nexusflow::auth::v1::ListKeysResponse keys;
+    ctx.AddMetadata("x-nexusflow-internal-token", token);
+    ASSERT_TRUE(auth->ListKeys(&ctx, nexusflow::auth::v1::ListKeysRequest{}, &keys).ok());
+    EXPECT_EQ(keys.keys_size(), 0) << "a refused CreateKey created a key";
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-nexusflow-internal-token", token);
+    EXPECT_TRUE(auth->CreateKey(&ctx, create, &created).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    auto reader = auth->WatchRevocations(&ctx, nexusflow::auth::v1::WatchRevocationsRequest{});
+    nexusflow::auth::v1::RevocationEvent event;
+    EXPECT_FALSE(reader->Read(&event));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::PERMISSION_DENIED);
+  }
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::ClientContext hctx;
+  EXPECT_TRUE(health->Check(&hctx, grpc::health::v1::HealthCheckRequest{}, &resp).ok());
+  kill(pid, SIGTERM);
+  EXPECT_EQ(WaitExit(pid, 20), 0);
+
+  // No token: a listener beyond loopback is refused at start.
+  pid_t open = Spawn({g_binary, "--target=auth", "--config=" + WriteConfig(dir),
+                      "--grpc-listen=0.0.0.0:" + std::to_string(FreePort()),
+                      "--metrics-listen=127.0.0.1:" + std::to_string(FreePort())});
+  EXPECT_NE(WaitExit(open, 20), 0);
+}
+
 TEST(BinaryTest, CheckConfigRejectsUnknownKeysWithTheirPath) {
   std::string dir = TempDir();
   std::string path = dir + "/bad.yaml";

@@ -341,6 +341,8 @@ std::variant<Reply, RequestError> PlanChatReply(std::string_view body, int reply
   generation.thinking_budget = thinking_budget.value_or(0);
   bool context_caching = false;
   if (auto error = ReadBool(request, "enable_context_caching", context_caching)) return *std::move(error);
+  bool logprobs = false;
+  if (auto error = ReadBool(request, "logprobs", logprobs)) return *std::move(error);
 
   std::optional<RequestError> tool_error;
   const json::object* tool = ForcedTool(request, tool_error);
@@ -352,6 +354,7 @@ std::variant<Reply, RequestError> PlanChatReply(std::string_view body, int reply
 
   Reply reply = PlanReply(prompt, generation, reply_words);
   reply.stream = stream;
+  reply.logprobs = logprobs;
   reply.include_usage = include_usage;
   if (has_breakpoint) {
     reply.cache = BreakpointCachePlan(prompt);
@@ -359,6 +362,20 @@ std::variant<Reply, RequestError> PlanChatReply(std::string_view body, int reply
     reply.cache = AutomaticCachePlan(prompt);
   }
   return reply;
+}
+
+// The logprobs of content pieces, OpenAI's shape; the values are a function of the text.
+json::object LogprobsJson(const std::vector<std::string>& pieces) {
+  json::array content;
+  for (const std::string& piece : pieces) {
+    json::array bytes;
+    for (unsigned char c : piece) bytes.push_back(c);
+    content.push_back(json::object{{"token", piece},
+                                   {"logprob", -static_cast<double>(piece.size() % 7 + 1) / 8},
+                                   {"bytes", std::move(bytes)},
+                                   {"top_logprobs", json::array()}});
+  }
+  return json::object{{"content", std::move(content)}, {"refusal", nullptr}};
 }
 
 ResponseIds NewResponseIds() {
@@ -393,7 +410,9 @@ std::string ChatCompletionBody(const Reply& reply, const ResponseIds& ids) {
       {"choices", json::array{json::object{
                       {"index", 0},
                       {"message", std::move(message)},
-                      {"logprobs", nullptr},
+                      {"logprobs", reply.logprobs && !reply.tool_call
+                                       ? json::value(LogprobsJson(reply.content_pieces))
+                                       : json::value(nullptr)},
                       {"finish_reason", FinishReason(reply.finish)},
                   }}},
       {"usage", UsageJson(reply)},
@@ -415,11 +434,14 @@ std::vector<SseFrame> ChatStreamFrames(const Reply& reply, const ResponseIds& id
 
   std::vector<SseFrame> frames;
   auto push_choice = [&](FrameKind kind, json::object delta, json::value finish_reason) {
+    json::value logprobs = nullptr;
+    if (reply.logprobs && kind == FrameKind::kContent && delta.contains("content"))
+      logprobs = LogprobsJson({std::string(delta.at("content").as_string())});
     json::object chunk = base;
     chunk["choices"] = json::array{json::object{
         {"index", 0},
         {"delta", std::move(delta)},
-        {"logprobs", nullptr},
+        {"logprobs", std::move(logprobs)},
         {"finish_reason", std::move(finish_reason)},
     }};
     frames.push_back({kind, Frame(chunk)});

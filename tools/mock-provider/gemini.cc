@@ -42,6 +42,7 @@ struct ParsedGenerate {
   GenerationRequest generation;
   bool show_thoughts = false;
   bool cached_content = false;  // the request names an explicit cache
+  int candidate_count = 1;      // generationConfig.candidateCount
 };
 
 class GenerateParser {
@@ -164,6 +165,10 @@ class GenerateParser {
       if (!count || *count < 1) {
         return Invalid("* GenerateContentRequest.generation_config.candidate_count: must be positive\n");
       }
+      if (*count > 8) {
+        return Invalid("* GenerateContentRequest.generation_config.candidate_count: must be at most 8\n");
+      }
+      out.candidate_count = static_cast<int>(*count);
     }
     if (const json::value* max = Field(*config, "maxOutputTokens", "max_output_tokens"); max && !max->is_null()) {
       std::optional<std::int64_t> n = AsInteger(*max);
@@ -300,6 +305,9 @@ std::string_view FinishReason(Finish finish) {
 
 json::object UsageJson(const Reply& reply, std::int64_t thoughts, std::int64_t candidates) {
   const std::int64_t prompt = reply.usage.prompt_tokens;
+  // Every candidate is generated: output counts once per candidate.
+  thoughts *= reply.candidates;
+  candidates *= reply.candidates;
   // Zero counts are left out, as the API does (proto3 JSON).
   json::object usage{{"promptTokenCount", prompt}};
   if (candidates > 0) usage["candidatesTokenCount"] = candidates;
@@ -313,9 +321,13 @@ json::object Response(const Reply& reply, std::string_view response_id, json::ar
                       std::optional<Finish> finish, json::object usage) {
   json::object candidate{{"content", json::object{{"parts", std::move(parts)}, {"role", "model"}}}};
   if (finish) candidate["finishReason"] = FinishReason(*finish);
-  candidate["index"] = 0;
+  json::array all;
+  for (int i = 0; i < reply.candidates; ++i) {
+    candidate["index"] = i;
+    all.push_back(candidate);
+  }
   return json::object{
-      {"candidates", json::array{std::move(candidate)}},
+      {"candidates", std::move(all)},
       {"usageMetadata", std::move(usage)},
       {"modelVersion", reply.model},
       {"responseId", response_id},
@@ -363,6 +375,7 @@ std::variant<Reply, RequestError> PlanGenerateContent(std::string_view model, st
 
   Reply reply = PlanReply(request.prompt, request.generation, options.reply_words);
   reply.show_thinking = request.show_thoughts;
+  reply.candidates = request.candidate_count;
   const Prompt& prompt = request.prompt;
   if (request.cached_content) {
     // A named cache exists before the request that uses it: always a read.

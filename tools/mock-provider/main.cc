@@ -1,5 +1,5 @@
-// nexusflow-mock-provider: a fake upstream speaking OpenAI chat, Anthropic Messages and
-// Gemini generateContent, for tests and load benchmarks.
+// nexusflow-mock-provider: a fake upstream speaking OpenAI chat, Anthropic Messages,
+// Gemini generateContent and DashScope's async media tasks, for tests and load benchmarks.
 //
 // Tour:
 //   main.cc    flags → MockOptions, then RunMockProvider.
@@ -15,6 +15,7 @@
 //              the core, and its JSON / stream serialisation of the answer.
 //   prompt_cache.cc  process-wide set of cached prefixes (write the first time, read after).
 //   stream_stats.cc  process-wide stream counters served at GET /mock/stats.
+//   dashscope.cc     DashScope async image/video tasks: submit, poll, cancel, result files.
 // The answer depends only on the request's meaning, so a streamed answer concatenates to
 // exactly the non-streamed one, and the three protocols asking the same give the same text.
 
@@ -36,9 +37,11 @@ void PrintUsage(std::ostream& out) {
          "  --ttft-ms=0            delay before the first streamed chunk\n"
          "  --chunk-delay-ms=0     delay before each further streamed content chunk\n"
          "  --reply-words=16       words in a reply\n"
-         "  --api-key=             when set, /v1/* and /v1beta/* require this key\n"
+         "  --api-key=             when set, /v1/*, /v1beta/* and /api/v1/* require this key\n"
          "  --idle-timeout-s=300   close keep-alive connections idle this long\n"
-         "  --gemini-cache-min-tokens=1024  systemInstruction size Gemini caches implicitly\n";
+         "  --gemini-cache-min-tokens=1024  systemInstruction size Gemini caches implicitly\n"
+         "  --task-seconds=3       how long a DashScope image/video task runs\n"
+         "  --task-fail-percent=0  share of DashScope tasks that end FAILED\n";
 }
 
 bool ParseInt(std::string_view text, int min, int max, int& out) {
@@ -71,6 +74,8 @@ int main(int argc, char** argv) {
       {"reply-words", &options.reply_words, 0, 1000000},
       {"idle-timeout-s", &options.idle_timeout_s, 1, 86400},
       {"gemini-cache-min-tokens", &options.gemini_cache_min_tokens, 1, 100000000},
+      {"task-seconds", &options.task_seconds, 0, 86400},
+      {"task-fail-percent", &options.task_fail_percent, 0, 100},
   };
 
   for (int i = 1; i < argc; ++i) {

@@ -10,6 +10,8 @@
 
 #include <boost/json.hpp>
 
+#include "libs/common/image_size.h"
+
 namespace nexusflow::mock {
 namespace {
 
@@ -79,8 +81,48 @@ std::optional<std::int64_t> ParseMarkerValue(std::string_view text) {
   return value;
 }
 
-std::int64_t MessageTokens(std::string_view text, std::int64_t images) {
-  return kPerMessageTokens + (CodePoints(text) + 3) / 4 + kImagePartTokens * images;
+// Text as a byte-level tokenizer sees it, roughly: four ASCII characters a token, and a
+// token for every other character (CJK, accented letters, emoji).
+std::int64_t TextTokens(std::string_view text) {
+  std::int64_t ascii = 0, other = 0;
+  for (unsigned char c : text) {
+    if (c < 0x80) ++ascii;
+    else if ((c & 0xC0) != 0x80) ++other;  // the lead byte of a multi-byte character
+  }
+  return (ascii + 3) / 4 + other;
+}
+
+// The first `images` images of `m`, each at its own count.
+std::int64_t ImageTokens(const PromptMessage& m, std::int64_t images) {
+  std::int64_t tokens = 0;
+  for (std::int64_t i = 0; i < images && i < static_cast<std::int64_t>(m.image_tokens.size()); ++i)
+    tokens += m.image_tokens[static_cast<std::size_t>(i)];
+  return tokens;
+}
+
+std::int64_t MessageTokens(const PromptMessage& m, std::size_t text_bytes, std::int64_t images) {
+  return kPerMessageTokens + TextTokens(std::string_view(m.text).substr(0, text_bytes)) +
+         ImageTokens(m, images);
+}
+
+std::int64_t MessageTokens(const PromptMessage& m) { return MessageTokens(m, m.text.size(), m.images); }
+
+// OpenAI's count for an image at high detail: fit in 2048 x 2048, shortest side at most
+// 768, then 170 a 512-pixel tile plus 85; 85 for an image whose size is unknown (a URL).
+std::int64_t ImageTokensOf(std::string_view url) {
+  std::optional<ImageSize> size = SniffDataUrlImageSize(url);
+  if (!size) return kImagePartTokens;
+  double w = static_cast<double>(size->width), h = static_cast<double>(size->height);
+  double fit = std::min({1.0, 2048 / w, 2048 / h});
+  w *= fit;
+  h *= fit;
+  double shortest = std::min(w, h);
+  if (shortest > 768) {
+    w *= 768 / shortest;
+    h *= 768 / shortest;
+  }
+  auto tiles = [](double side) { return (static_cast<std::int64_t>(std::ceil(side)) + 511) / 512; };
+  return kImagePartTokens + 170 * tiles(w) * tiles(h);
 }
 
 // The hash state after one message (or the prefix of one) has been fed in.
@@ -123,7 +165,7 @@ void AddMessageEndProbes(const Prompt& prompt, std::size_t count, std::vector<Ca
   for (std::size_t i = 0; i < count && i < prompt.messages.size(); ++i) {
     const PromptMessage& m = prompt.messages[i];
     hash = FeedMessage(hash, m.role, m.text, m.image_urls);
-    tokens += MessageTokens(m.text, m.images);
+    tokens += MessageTokens(m);
     out.push_back(CacheProbe{hash, tokens});
   }
 }
@@ -436,6 +478,7 @@ void PromptBuilder::AddImage(std::string_view url) {
   PromptMessage& m = prompt_.messages.back();
   m.image_urls += url;
   m.image_urls += '\x1f';
+  m.image_tokens.push_back(ImageTokensOf(url));
   ++m.images;
 }
 
@@ -483,7 +526,7 @@ Prompt PromptBuilder::Finish() && {
   // gateway that reorders keys or adds null fields still gets the same answer.
   std::uint64_t seed = Fnv1a(kFnvOffset, prompt_.model);
   for (const PromptMessage& m : prompt_.messages) {
-    prompt_.tokens += MessageTokens(m.text, m.images);
+    prompt_.tokens += MessageTokens(m);
     seed = FeedMessage(seed, m.role, m.text, m.image_urls);
     if (m.role == "user") prompt_.last_user_text = m.text;
   }
@@ -499,12 +542,11 @@ PromptPosition EndOf(const Prompt& prompt, std::size_t message) {
 std::int64_t TokensAt(const Prompt& prompt, const PromptPosition& position) {
   std::int64_t tokens = 0;
   for (std::size_t i = 0; i < position.message && i < prompt.messages.size(); ++i) {
-    tokens += MessageTokens(prompt.messages[i].text, prompt.messages[i].images);
+    tokens += MessageTokens(prompt.messages[i]);
   }
   if (position.message < prompt.messages.size()) {
     const PromptMessage& m = prompt.messages[position.message];
-    tokens += MessageTokens(std::string_view(m.text).substr(0, position.text_bytes),
-                            std::min(position.images, m.images));
+    tokens += MessageTokens(m, position.text_bytes, std::min(position.images, m.images));
   }
   return tokens;
 }
@@ -666,5 +708,7 @@ std::int64_t CodePoints(std::string_view s) {
   return std::count_if(s.begin(), s.end(),
                        [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
 }
+
+std::int64_t CountTextTokens(std::string_view text) { return TextTokens(text); }
 
 }  // namespace nexusflow::mock

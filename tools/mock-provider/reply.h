@@ -68,6 +68,7 @@ struct PromptMessage {
   std::string text;        // text parts in order, then each tool call's name + compact arguments
   std::string image_urls;  // each image's URL (a `data:` URL for inline data) + '\x1f'
   std::int64_t images = 0;
+  std::vector<std::int64_t> image_tokens;  // each image's tokens (by its size, when inline)
 };
 
 // A place in the prompt where a cached prefix ends: every message before `message` whole,
@@ -206,6 +207,8 @@ struct Reply {
 
   // Protocol details the serialisers need.
   bool include_usage = false;  // OpenAI stream_options.include_usage
+  bool logprobs = false;       // OpenAI logprobs: one entry per content piece
+  int candidates = 1;          // Gemini candidateCount: that many copies of the answer
   bool cache_one_hour = false; // Anthropic: the last cache_control asked for ttl "1h"
   bool gemini_sse = true;      // Gemini stream: SSE (alt=sse) or a JSON array
 
@@ -218,6 +221,9 @@ Reply PlanReply(const Prompt& prompt, const GenerationRequest& generation, int r
 
 // Random lowercase hex, `chars` long; for ids only (not cryptographic).
 std::string RandomHex(std::size_t chars);
+// Tokens of a text as the mock counts them: four ASCII characters a token, a token for every
+// other character.
+std::int64_t CountTextTokens(std::string_view text);
 std::int64_t UnixSeconds();
 
 // One frame of a streamed answer and what the stream writer does around it.

@@ -27,6 +27,8 @@
 
 #include "anthropic.h"
 #include "chat.h"
+#include "dashscope.h"
+#include "embeddings.h"
 #include "gemini.h"
 #include "prompt_cache.h"
 #include "stream_stats.h"
@@ -81,6 +83,7 @@ struct Answer {
 struct ServerState {
   MockOptions options;
   PromptCache cache;
+  std::unique_ptr<DashScopeTasks> media_tasks;  // DashScope's async image and video tasks
 };
 
 // The value of `name` in the query string of `target` (not percent-decoded).
@@ -167,10 +170,20 @@ std::optional<KeyFailure> GeminiKeyCheck(const Request& req, std::string_view ta
   return std::nullopt;
 }
 
-// The three wire protocols the mock speaks. Each row of kCodecs below holds what differs
+std::optional<KeyFailure> DashScopeKeyCheck(const Request& req, std::string_view, const std::string& key) {
+  if (View(req[http::field::authorization]).empty()) {
+    return KeyFailure{RequestError{401, "No API-key provided.", {}, "InvalidApiKey"}, {}};
+  }
+  if (BearerToken(req) != key) {
+    return KeyFailure{RequestError{401, "Invalid API-key provided.", {}, "InvalidApiKey"}, {}};
+  }
+  return std::nullopt;
+}
+
+// The wire protocols the mock speaks. Each row of kCodecs below holds what differs
 // between them (key check, required header, error body, answer serialisers), so the request
 // path never switches on the protocol.
-enum class Protocol { kOpenAi, kAnthropic, kGemini };
+enum class Protocol { kOpenAi, kAnthropic, kGemini, kDashScope };
 
 // The frames of one streamed answer and the error event that replaces its end when
 // `[mock:status=N]` and `[mock:drop-after=K]` are combined.
@@ -219,6 +232,11 @@ const Codec kCodecs[] = {  // indexed by Protocol
                          GeminiStreamErrorFrame(e, r.gemini_sse, true),
                          GeminiStreamErrorFrame(e, r.gemini_sse, false)};
      }},
+    // DashScope's native API: only the async media endpoints, which never stream.
+    {"dashscope", DashScopeKeyCheck, {}, false, "application/json",
+     [](const RequestError& e, std::string_view id, std::string_view) { return DashScopeErrorBody(e, id); },
+     [](const Reply&) { return std::string(); },
+     [](const Reply&, const RequestError&) { return StreamPlan{}; }},
 };
 
 const Codec& CodecFor(Protocol protocol) { return kCodecs[static_cast<int>(protocol)]; }
@@ -227,6 +245,7 @@ const Codec& CodecFor(Protocol protocol) { return kCodecs[static_cast<int>(proto
 Protocol ProtocolOf(std::string_view path) {
   if (path == "/v1/messages" || path.starts_with("/v1/messages/")) return Protocol::kAnthropic;
   if (path.starts_with("/v1beta/")) return Protocol::kGemini;
+  if (path.starts_with("/api/v1/")) return Protocol::kDashScope;
   return Protocol::kOpenAi;
 }
 
@@ -486,6 +505,12 @@ enum class Endpoint {
   kGenerateContent,
   kStreamGenerateContent,
   kCountGeminiTokens,
+  kEmbeddings,
+  kImageSynthesis,
+  kVideoSynthesis,
+  kMediaTask,
+  kCancelMediaTask,
+  kMediaFile,
   kNotFound,
 };
 
@@ -503,8 +528,14 @@ constexpr Route kRoutes[] = {
     {http::verb::get, "/v1/models/", true, Endpoint::kModel},
     {http::verb::post, "/v1/chat/completions", false, Endpoint::kChatCompletions},
     {http::verb::post, "/v1/messages", false, Endpoint::kMessages},
+    {http::verb::post, "/v1/embeddings", false, Endpoint::kEmbeddings},
     {http::verb::post, "/v1/messages/count_tokens", false, Endpoint::kCountMessageTokens},
     {http::verb::post, "/v1beta/models/", true, Endpoint::kGeminiModel},
+    {http::verb::post, "/api/v1/services/aigc/text2image/image-synthesis", false, Endpoint::kImageSynthesis},
+    {http::verb::post, "/api/v1/services/aigc/video-generation/video-synthesis", false, Endpoint::kVideoSynthesis},
+    {http::verb::get, "/api/v1/tasks/", true, Endpoint::kMediaTask},
+    {http::verb::post, "/api/v1/tasks/", true, Endpoint::kCancelMediaTask},  // {id}/cancel
+    {http::verb::get, "/mock/dashscope/files/", true, Endpoint::kMediaFile},
 };
 
 constexpr std::pair<std::string_view, Endpoint> kGeminiMethods[] = {
@@ -515,7 +546,7 @@ constexpr std::pair<std::string_view, Endpoint> kGeminiMethods[] = {
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::kNotFound;
-  std::string_view id;  // the model id of `/v1/models/{id}` and `/v1beta/models/{id}:method`
+  std::string_view id;  // the model id of `/v1/models/{id}` and `/v1beta/models/{id}:method`, a task id
 };
 
 RouteMatch MatchRoute(http::verb method, std::string_view path) {
@@ -527,6 +558,12 @@ RouteMatch MatchRoute(http::verb method, std::string_view path) {
     }
     if (!path.starts_with(route.path) || path.size() == route.path.size()) continue;
     const std::string_view rest = path.substr(route.path.size());
+    if (route.endpoint == Endpoint::kCancelMediaTask) {
+      constexpr std::string_view kCancel = "/cancel";
+      if (!rest.ends_with(kCancel) || rest.size() == kCancel.size()) return {};
+      return RouteMatch{route.endpoint, rest.substr(0, rest.size() - kCancel.size())};
+    }
+    if (route.endpoint == Endpoint::kMediaTask && rest.find('/') != std::string_view::npos) return {};
     if (route.endpoint != Endpoint::kGeminiModel) return RouteMatch{route.endpoint, rest};
     const std::size_t colon = rest.rfind(':');
     if (colon == std::string_view::npos || colon == 0) return {};
@@ -623,6 +660,13 @@ Answer ImmediateAnswer(const Request& req, std::string_view path, Protocol proto
       }
       return Answer{200, "application/json", MessageTokenCountBody(std::get<std::int64_t>(counted))};
     }
+    case Endpoint::kEmbeddings: {
+      std::variant<std::string, RequestError> answered = EmbeddingsBody(req.body());
+      if (const RequestError* error = std::get_if<RequestError>(&answered)) {
+        return ErrorAnswer(protocol, *error, request_id);
+      }
+      return Answer{200, "application/json", std::move(std::get<std::string>(answered))};
+    }
     case Endpoint::kCountGeminiTokens: {
       std::variant<std::int64_t, RequestError> counted = CountGeminiTokens(route.id, req.body());
       if (const RequestError* error = std::get_if<RequestError>(&counted)) {
@@ -642,6 +686,46 @@ Answer ImmediateAnswer(const Request& req, std::string_view path, Protocol proto
   }
 }
 
+bool IsMedia(Endpoint endpoint) {
+  return endpoint == Endpoint::kImageSynthesis || endpoint == Endpoint::kVideoSynthesis ||
+         endpoint == Endpoint::kMediaTask || endpoint == Endpoint::kCancelMediaTask ||
+         endpoint == Endpoint::kMediaFile;
+}
+
+// DashScope's async media endpoints and the result files, at the steady clock's now.
+Answer MediaAnswer(const Request& req, std::string_view path, const RouteMatch& route,
+                   const std::string& request_id, ServerState& state) {
+  DashScopeTasks& tasks = *state.media_tasks;
+  const auto now = std::chrono::steady_clock::now();
+  DashScopeAnswer answered;
+  switch (route.endpoint) {
+    case Endpoint::kImageSynthesis:
+    case Endpoint::kVideoSynthesis: {
+      const MediaKind kind = route.endpoint == Endpoint::kImageSynthesis ? MediaKind::kImage : MediaKind::kVideo;
+      answered = tasks.Submit(kind, req.body(), View(req["X-DashScope-Async"]), View(req[http::field::host]),
+                              request_id, now);
+      break;
+    }
+    case Endpoint::kMediaTask:
+      answered = tasks.Get(route.id, request_id, now);
+      break;
+    case Endpoint::kCancelMediaTask:
+      answered = tasks.Cancel(route.id, request_id, now);
+      break;
+    default:
+      if (std::optional<DashScopeAnswer> file = tasks.File(path, now)) {
+        answered = std::move(*file);
+      } else {
+        return Answer{404, "text/plain; charset=utf-8", "not found"};
+      }
+  }
+  Answer answer;
+  answer.status = static_cast<unsigned>(answered.status);
+  answer.content_type = answered.content_type;
+  answer.body = std::move(answered.body);
+  return answer;
+}
+
 // Routes one request; returns whether the connection stays open.
 asio::awaitable<bool> HandleRequest(beast::tcp_stream& stream, beast::flat_buffer& buffer,
                                     const Request& req, ServerState& state) {
@@ -653,7 +737,8 @@ asio::awaitable<bool> HandleRequest(beast::tcp_stream& stream, beast::flat_buffe
 
   const Codec& codec = CodecFor(protocol);
   std::optional<KeyFailure> key_failure;
-  if (!state.options.api_key.empty() && (path.starts_with("/v1/") || path.starts_with("/v1beta/"))) {
+  if (!state.options.api_key.empty() &&
+      (path.starts_with("/v1/") || path.starts_with("/v1beta/") || path.starts_with("/api/v1/"))) {
     key_failure = codec.check_key(req, target, state.options.api_key);
   }
   Answer answer;
@@ -666,6 +751,8 @@ asio::awaitable<bool> HandleRequest(beast::tcp_stream& stream, beast::flat_buffe
                          request_id);
   } else if (IsCompletion(route.endpoint)) {
     co_return co_await AnswerCompletion(stream, buffer, req, request_id, protocol, route, state);
+  } else if (IsMedia(route.endpoint)) {
+    answer = MediaAnswer(req, path, route, request_id, state);
   } else {
     answer = ImmediateAnswer(req, path, protocol, route, request_id);
   }
@@ -765,6 +852,8 @@ std::string HostForUrl(const std::string& host) {
 int RunMockProvider(const MockOptions& mock_options) {
   auto state = std::make_shared<ServerState>();
   state->options = mock_options;
+  state->media_tasks = std::make_unique<DashScopeTasks>(DashScopeOptions{
+      std::int64_t{mock_options.task_seconds} * 1000, mock_options.task_fail_percent});
   const MockOptions* options = &state->options;
   const std::size_t thread_count = static_cast<std::size_t>(std::max(1, options->threads));
   std::vector<std::unique_ptr<asio::io_context>> contexts;

@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include <map>
+
 #include "services/provider-connector/gemini_upstream.h"
 
 namespace nexusflow::connector {
@@ -16,6 +18,14 @@ llmpb::ContentPart Text(const std::string& t) {
   p.set_text(t);
   return p;
 }
+
+// ---------------------------------------------------------------------------------------
+// Canonical request → Gemini body (PROTOCOLS.md §E, OpenAI/Anthropic → Gemini).
+// Covers: system → systemInstruction; assistant → model; tool_calls → functionCall;
+// functionResponse name looked up from the call id, non-object results wrapped
+// (RolesSystemToolsAndConfig, ToolResultsAndTurnsMerge); stopSequences ≤ 5; max tokens →
+// maxOutputTokens; tool_choice all four ways, ANY + allowedFunctionNames
+// (ToolChoiceAllFourWays).
 
 TEST(GeminiBodyTest, RolesSystemToolsAndConfig) {
   llmpb::ChatRequest r;
@@ -73,6 +83,69 @@ TEST(GeminiBodyTest, RolesSystemToolsAndConfig) {
   EXPECT_EQ(fc.at("allowedFunctionNames").as_array().size(), 2u);
 }
 
+TEST(GeminiBodyTest, ToolChoiceAllFourWays) {
+  auto config = [](auto set) {
+    llmpb::ChatRequest r;
+    auto* u = r.add_messages();
+    u->set_role(llmpb::ROLE_USER);
+    *u->add_parts() = Text("hi");
+    r.add_tools()->set_name("f");
+    set(*r.mutable_tool_choice());
+    return json::parse(BuildGeminiBody(r)).at("toolConfig").at("functionCallingConfig");
+  };
+  using TC = llmpb::ToolChoice;
+  EXPECT_EQ(config([](TC& c) { c.set_mode(TC::MODE_AUTO); }), json::parse(R"({"mode":"AUTO"})"));
+  EXPECT_EQ(config([](TC& c) { c.set_mode(TC::MODE_NONE); }), json::parse(R"({"mode":"NONE"})"));
+  EXPECT_EQ(config([](TC& c) { c.set_mode(TC::MODE_REQUIRED); }), json::parse(R"({"mode":"ANY"})"));
+  EXPECT_EQ(config([](TC& c) { c.set_function_name("f"); }),
+            json::parse(R"({"mode":"ANY","allowedFunctionNames":["f"]})"));
+}
+
+TEST(GeminiBodyTest, ToolResultsAndTurnsMerge) {
+  // OpenAI's shape: two calls, two tool messages, then more from the user.
+  llmpb::ChatRequest r;
+  auto* u = r.add_messages();
+  u->set_role(llmpb::ROLE_USER);
+  *u->add_parts() = Text("go");
+  auto* a = r.add_messages();
+  a->set_role(llmpb::ROLE_ASSISTANT);
+  *a->add_parts() = Text("Calling.");
+  for (auto [id, name] : std::vector<std::pair<std::string, std::string>>{{"call_a", "f"}, {"call_b", "g"}}) {
+    auto* call = a->add_parts()->mutable_tool_call();
+    call->set_id(id);
+    call->set_name(name);
+    call->set_arguments_json("");  // no arguments: {}
+  }
+  for (auto [id, content] : std::vector<std::pair<std::string, std::string>>{
+           {"call_b", R"({"ok":true})"}, {"call_a", "[1,2]"}}) {
+    auto* t = r.add_messages();
+    t->set_role(llmpb::ROLE_TOOL);
+    t->add_parts()->mutable_tool_result()->set_tool_call_id(id);
+    t->mutable_parts(0)->mutable_tool_result()->set_content(content);
+  }
+  auto* more = r.add_messages();
+  more->set_role(llmpb::ROLE_USER);
+  *more->add_parts() = Text("and?");
+  json::value b = json::parse(BuildGeminiBody(r));
+  EXPECT_EQ(b.at("contents"), json::parse(R"([
+      {"role":"user","parts":[{"text":"go"}]},
+      {"role":"model","parts":[{"text":"Calling."},{"functionCall":{"name":"f","args":{}}},
+                               {"functionCall":{"name":"g","args":{}}}]},
+      {"role":"user","parts":[{"functionResponse":{"name":"g","response":{"ok":true}}},
+                              {"functionResponse":{"name":"f","response":{"result":[1,2]}}},
+                              {"text":"and?"}]}])"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Gemini answer → canonical events (PROTOCOLS.md §E, Gemini → OpenAI/Anthropic).
+// Covers: usage with cache tokens (StreamOfTextThoughtsAndCumulativeUsage) and without
+// (UsageWithoutCacheTokens), the last usage taken, not summed; STOP carrying a functionCall
+// → tool calls, whole and with synthesized ids, in a whole answer
+// (StopCarryingFunctionCallsIsToolCalls) and in a stream interleaved with text
+// (StreamedFunctionCallsInterleavedWithText); one chunk with content and finishReason
+// (StreamOfTextThoughtsAndCumulativeUsage); every finishReason row (EveryFinishReasonMaps);
+// candidates finishing apart with dense tool indexes (SeveralCandidatesFinishApart).
+
 TEST(GeminiDecoderTest, StreamOfTextThoughtsAndCumulativeUsage) {
   GeminiDecoder d(5);
   std::vector<ChatEvent> ev;
@@ -110,6 +183,82 @@ TEST(GeminiDecoderTest, StopCarryingFunctionCallsIsToolCalls) {
   EXPECT_EQ(ev[4].tool_call_delta().arguments_fragment(), "{}");
   EXPECT_EQ(ev[5].finish().reason(), llmpb::FINISH_REASON_TOOL_CALLS);
   EXPECT_EQ(ev[6].usage().input_tokens(), 9);
+}
+
+TEST(GeminiDecoderTest, UsageWithoutCacheTokens) {
+  GeminiDecoder d(5);
+  std::vector<ChatEvent> ev;
+  ASSERT_TRUE(d.FeedEvent("", R"({"candidates":[{"content":{"role":"model","parts":[{"text":"ok"}]},"finishReason":"STOP","index":0}],
+      "usageMetadata":{"promptTokenCount":30,"toolUsePromptTokenCount":4,"candidatesTokenCount":2,"totalTokenCount":36}})", ev).ok());
+  d.Finish(ev);
+  const auto& u = ev.back().usage();
+  EXPECT_EQ(u.input_tokens(), 34);  // the tool-use prompt is input too
+  EXPECT_EQ(u.cache_read_tokens(), 0);
+  EXPECT_EQ(u.cache_write_tokens(), 0);
+  EXPECT_EQ(u.output_tokens(), 2);
+  EXPECT_EQ(u.reasoning_tokens(), 0);
+  EXPECT_FALSE(d.usage_estimated());
+}
+
+TEST(GeminiDecoderTest, StreamedFunctionCallsInterleavedWithText) {
+  GeminiDecoder d(5);
+  std::vector<ChatEvent> ev;
+  for (const char* chunk : {
+           R"({"candidates":[{"content":{"role":"model","parts":[{"text":"Looking."}]},"index":0}],"responseId":"r"})",
+           R"({"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"f","args":{"q":"a"}}}]},"index":0}]})",
+           R"({"candidates":[{"content":{"role":"model","parts":[{"text":"And"},{"functionCall":{"id":"given-1","name":"g","args":{}}}]},"index":0}]})",
+           R"({"candidates":[{"content":{"role":"model","parts":[{"text":""}]},"finishReason":"STOP","index":0}],
+               "usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":6,"totalTokenCount":14}})"})
+    ASSERT_TRUE(d.FeedEvent("", chunk, ev).ok());
+  d.Finish(ev);
+  std::vector<std::string> seen;
+  for (const auto& e : ev) {
+    if (e.has_text() && !e.text().text().empty()) seen.push_back("text:" + e.text().text());
+    if (e.has_tool_call_start())
+      seen.push_back("start:" + std::to_string(e.tool_call_start().index()) + ":" + e.tool_call_start().id() + ":" +
+                     e.tool_call_start().name());
+    if (e.has_tool_call_delta())
+      seen.push_back("args:" + std::to_string(e.tool_call_delta().index()) + ":" + e.tool_call_delta().arguments_fragment());
+    if (e.has_finish()) seen.push_back("finish:" + std::to_string(e.finish().reason()));
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{
+                      "text:Looking.", "start:0:call_0:f", R"(args:0:{"q":"a"})", "text:And",
+                      "start:1:given-1:g", "args:1:{}",
+                      "finish:" + std::to_string(llmpb::FINISH_REASON_TOOL_CALLS)}));  // STOP, but calls came
+  EXPECT_EQ(ev.back().usage().output_tokens(), 6);
+}
+
+TEST(GeminiDecoderTest, EveryFinishReasonMaps) {
+  EXPECT_EQ(FinishReasonFromGemini("STOP", false), llmpb::FINISH_REASON_STOP);
+  EXPECT_EQ(FinishReasonFromGemini("STOP", true), llmpb::FINISH_REASON_TOOL_CALLS);
+  EXPECT_EQ(FinishReasonFromGemini("MAX_TOKENS", false), llmpb::FINISH_REASON_LENGTH);
+  EXPECT_EQ(FinishReasonFromGemini("MAX_TOKENS", true), llmpb::FINISH_REASON_LENGTH);
+  for (const char* safety : {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"})
+    EXPECT_EQ(FinishReasonFromGemini(safety, false), llmpb::FINISH_REASON_CONTENT_FILTER) << safety;
+}
+
+TEST(GeminiDecoderTest, SeveralCandidatesFinishApart) {
+  GeminiDecoder d(5);
+  std::vector<ChatEvent> ev;
+  ASSERT_TRUE(d.FeedEvent("", R"({"candidates":[
+      {"content":{"role":"model","parts":[{"text":"A"}]},"finishReason":"MAX_TOKENS","index":0},
+      {"content":{"role":"model","parts":[{"functionCall":{"name":"f","args":{}}}]},"finishReason":"STOP","index":1}]})", ev).ok());
+  d.Finish(ev);
+  std::map<int32_t, llmpb::FinishReason> finish;
+  for (const auto& e : ev) {
+    if (e.has_finish()) {
+      EXPECT_FALSE(finish.count(e.choice_index()));
+      finish[e.choice_index()] = e.finish().reason();
+    }
+    if (e.has_tool_call_start()) {
+      EXPECT_EQ(e.choice_index(), 1);
+      EXPECT_EQ(e.tool_call_start().index(), 0);  // dense per candidate
+      EXPECT_EQ(e.tool_call_start().id(), "call_1_0");  // unique within the answer
+    }
+  }
+  EXPECT_EQ(finish[0], llmpb::FINISH_REASON_LENGTH);
+  EXPECT_EQ(finish[1], llmpb::FINISH_REASON_TOOL_CALLS);
+  EXPECT_TRUE(ev.back().has_usage());
 }
 
 TEST(GeminiDecoderTest, ErrorObjectAndLimits) {

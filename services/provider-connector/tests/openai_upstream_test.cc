@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include "libs/common/sse.h"
 #include "services/provider-connector/openai_upstream.h"
 
 namespace nexusflow::connector {
@@ -17,8 +18,20 @@ std::vector<ChatEvent> Decode(const std::vector<std::string>& chunks) {
   return out;
 }
 
-// Also the §E cases: a usage chunk with `choices: null`, one chunk with content and
-// finish_reason.
+// ---------------------------------------------------------------------------------------
+// OpenAI-compatible answer → canonical events (PROTOCOLS.md §E, OpenAI → Anthropic/Gemini).
+// Covers: usage with cache tokens (TextStreamEndsWithFinishThenUsageWithCacheTokens,
+// DashScopeCacheCreationWithTtlSplit, OpenAiCacheWriteTokens) and without
+// (UsageWithoutCacheTokensIsAllInput); input = max(prompt − cached − cache_write, 0)
+// (PromptSmallerThanItsCacheCountsIsNoUncachedInput); reasoning_tokens kept for the Gemini
+// thoughts split (ReasoningContentBecomesReasoningDelta); a usage chunk with `choices:null`
+// or without `choices` (TextStreamEndsWithFinishThenUsageWithCacheTokens,
+// UsageChunkWithoutChoices); one chunk with content and finish_reason (same first test,
+// ToolCallsInOneChunkWithText); several tool calls interleaved with text, dense indexes
+// (InterleavedToolCallsGetDenseIndexes, ToolCallsInOneChunkWithText); every finish_reason
+// both ways (FinishReasonsMapBothWays). Anthropic's `error` event, empty partial_json and
+// Gemini's STOP belong to the other codecs.
+
 TEST(OpenAiDecoderTest, TextStreamEndsWithFinishThenUsageWithCacheTokens) {
   auto ev = Decode({
       R"({"id":"c1","model":"m","created":5,"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})",
@@ -97,6 +110,46 @@ TEST(OpenAiDecoderTest, WholeResponseDecodesLikeAStream) {
   EXPECT_EQ(out[2].tool_call_delta().arguments_fragment(), "{\"a\":1}");
   EXPECT_EQ(out[4].usage().input_tokens(), 3);
 }
+
+TEST(OpenAiDecoderTest, UsageChunkWithoutChoices) {
+  auto ev = Decode({R"({"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"length"}]})",
+                    R"({"id":"c","usage":{"prompt_tokens":9,"completion_tokens":4}})"});
+  ASSERT_EQ(ev.size(), 4u);
+  EXPECT_EQ(ev[2].finish().reason(), llmpb::FINISH_REASON_LENGTH);
+  EXPECT_EQ(ev[3].usage().input_tokens(), 9);
+  EXPECT_EQ(ev[3].usage().output_tokens(), 4);
+}
+
+TEST(OpenAiDecoderTest, PromptSmallerThanItsCacheCountsIsNoUncachedInput) {
+  // input_tokens = max(prompt − cached − cache_write, 0): an upstream that counts its
+  // cache apart from the prompt never makes the uncached input negative.
+  auto u = UsageFromOpenAi(10, 8, 5, 3, 0);
+  EXPECT_EQ(u.input_tokens(), 0);
+  EXPECT_EQ(u.cache_read_tokens(), 8);
+  EXPECT_EQ(u.cache_write_tokens(), 5);
+  EXPECT_EQ(UsageFromOpenAi(100, 60, 10, 3, 1).input_tokens(), 30);
+}
+
+TEST(OpenAiDecoderTest, FinishReasonsMapBothWays) {
+  EXPECT_EQ(FinishReasonFromOpenAi("stop"), llmpb::FINISH_REASON_STOP);
+  EXPECT_EQ(FinishReasonFromOpenAi("length"), llmpb::FINISH_REASON_LENGTH);
+  EXPECT_EQ(FinishReasonFromOpenAi("tool_calls"), llmpb::FINISH_REASON_TOOL_CALLS);
+  EXPECT_EQ(FinishReasonFromOpenAi("function_call"), llmpb::FINISH_REASON_TOOL_CALLS);  // legacy
+  EXPECT_EQ(FinishReasonFromOpenAi("content_filter"), llmpb::FINISH_REASON_CONTENT_FILTER);
+  EXPECT_EQ(FinishReasonFromOpenAi("something_new"), llmpb::FINISH_REASON_STOP);
+  EXPECT_EQ(FinishReasonToOpenAi(llmpb::FINISH_REASON_STOP), "stop");
+  EXPECT_EQ(FinishReasonToOpenAi(llmpb::FINISH_REASON_LENGTH), "length");
+  EXPECT_EQ(FinishReasonToOpenAi(llmpb::FINISH_REASON_TOOL_CALLS), "tool_calls");
+  EXPECT_EQ(FinishReasonToOpenAi(llmpb::FINISH_REASON_CONTENT_FILTER), "content_filter");
+  EXPECT_EQ(FinishReasonToOpenAi(llmpb::FINISH_REASON_UNSPECIFIED), "stop");
+}
+
+// ---------------------------------------------------------------------------------------
+// Canonical request → OpenAI body (PROTOCOLS.md §E, Anthropic/Gemini → OpenAI).
+// Covers: system → a system message; max tokens; stop; tool_choice all four ways
+// (ToolChoiceAllFourWays); tool_use → tool_calls with `arguments` as a string; tool results
+// → `tool` messages ahead of the rest of their user turn, base64 image → data: URL
+// (AnthropicTurnsBecomeOpenAiMessages); include_usage always asked on a stream.
 
 TEST(OpenAiBodyTest, CanonicalRequestBecomesOpenAiBody) {
   llmpb::ChatRequest req;
@@ -245,6 +298,63 @@ TEST(OpenAiDecoderTest, ToolCallsInOneChunkWithText) {
   EXPECT_EQ(args[1], "{}");
 }
 
+TEST(OpenAiBodyTest, ToolChoiceAllFourWays) {
+  auto choice = [](auto set) {
+    llmpb::ChatRequest req;
+    auto* user = req.add_messages();
+    user->set_role(llmpb::ROLE_USER);
+    user->add_parts()->set_text("hi");
+    req.add_tools()->set_name("f");
+    set(*req.mutable_tool_choice());
+    return boost::json::parse(BuildOpenAiChatBody(req, "m", false)).at("tool_choice");
+  };
+  using TC = llmpb::ToolChoice;
+  EXPECT_EQ(choice([](TC& c) { c.set_mode(TC::MODE_AUTO); }), "auto");
+  EXPECT_EQ(choice([](TC& c) { c.set_mode(TC::MODE_NONE); }), "none");
+  EXPECT_EQ(choice([](TC& c) { c.set_mode(TC::MODE_REQUIRED); }), "required");
+  EXPECT_EQ(choice([](TC& c) { c.set_function_name("f"); }),
+            boost::json::parse(R"({"type":"function","function":{"name":"f"}})"));
+}
+
+// The canonical form of an Anthropic conversation (the edge puts tool results in ROLE_TOOL
+// messages ahead of the rest of their user turn, and keeps a base64 image as bytes).
+TEST(OpenAiBodyTest, AnthropicTurnsBecomeOpenAiMessages) {
+  llmpb::ChatRequest req;
+  auto* sys = req.add_messages();
+  sys->set_role(llmpb::ROLE_SYSTEM);
+  sys->add_parts()->set_text("rules");
+  auto* user = req.add_messages();
+  user->set_role(llmpb::ROLE_USER);
+  user->add_parts()->set_text("what is this?");
+  auto* image = user->add_parts()->mutable_image()->mutable_inline_data();
+  image->set_mime_type("image/png");
+  image->set_data("hello");
+  auto* asst = req.add_messages();
+  asst->set_role(llmpb::ROLE_ASSISTANT);
+  asst->add_parts()->set_text("Let me look.");
+  auto* call = asst->add_parts()->mutable_tool_call();
+  call->set_id("toolu_1");
+  call->set_name("zoom");
+  call->set_arguments_json(R"({"factor":2})");
+  auto* tool = req.add_messages();
+  tool->set_role(llmpb::ROLE_TOOL);
+  auto* result = tool->add_parts()->mutable_tool_result();
+  result->set_tool_call_id("toolu_1");
+  result->set_content("a cat");
+  auto* rest = req.add_messages();
+  rest->set_role(llmpb::ROLE_USER);
+  rest->add_parts()->set_text("thanks");
+  auto body = boost::json::parse(BuildOpenAiChatBody(req, "gpt", false));
+  EXPECT_EQ(body.at("messages"), boost::json::parse(R"([
+      {"role":"system","content":"rules"},
+      {"role":"user","content":[{"type":"text","text":"what is this?"},
+                                {"type":"image_url","image_url":{"url":"data:image/png;base64,aGVsbG8="}}]},
+      {"role":"assistant","content":"Let me look.",
+       "tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"zoom","arguments":"{\"factor\":2}"}}]},
+      {"role":"tool","tool_call_id":"toolu_1","content":"a cat"},
+      {"role":"user","content":"thanks"}])"));
+}
+
 llmpb::ChatRequest UserTurns() {
   llmpb::ChatRequest req;
   auto* sys = req.add_messages();
@@ -335,6 +445,108 @@ TEST(OpenAiBodyTest, RequestFieldsReachTheUpstream) {
   req.set_stream(true);
   auto streamed = boost::json::parse(BuildOpenAiChatBody(req, "qwen", true));
   EXPECT_EQ(streamed.at("n").as_int64(), 2);
+}
+
+TEST(TopLevelMemberTest, SetReplacesOrInsertsKeepingEveryOtherByte) {
+  std::string body = R"({ "model" : "m", "x_unknown": {"model":"inner"}, "n":2 })";
+  EXPECT_EQ(*SetTopLevelMember(body, "n", "3"), R"({ "model" : "m", "x_unknown": {"model":"inner"}, "n":3 })");
+  EXPECT_EQ(*ReplaceTopLevelModel(body, "up"), R"({ "model" : "up", "x_unknown": {"model":"inner"}, "n":2 })");
+  EXPECT_EQ(*SetTopLevelMember(body, "stream_options", "{}"),
+            R"({"stream_options":{}, "model" : "m", "x_unknown": {"model":"inner"}, "n":2 })");
+  EXPECT_EQ(*SetTopLevelMember("{ }", "a", "1"), R"({"a":1 })");
+  EXPECT_EQ(*TopLevelMember(body, "x_unknown"), R"({"model":"inner"})");
+  EXPECT_FALSE(TopLevelMember(body, "missing").has_value());
+  EXPECT_FALSE(SetTopLevelMember("[1]", "a", "1").has_value());
+  EXPECT_FALSE(SetTopLevelMember(R"({"a":"unterminated)", "a", "1").has_value());
+  EXPECT_FALSE(ReplaceTopLevelModel(R"({"n":1})", "up").has_value());
+}
+
+llmpb::ChatRequest OpenAiPassThrough(std::string body, bool stream, bool include_usage) {
+  llmpb::ChatRequest r;
+  r.set_protocol(llmpb::PROTOCOL_OPENAI);
+  r.set_stream(stream);
+  r.set_include_usage(include_usage);
+  r.mutable_raw()->set_protocol(llmpb::PROTOCOL_OPENAI);
+  r.mutable_raw()->set_body(std::move(body));
+  return r;
+}
+
+TEST(OpenAiCodecTest, PassThroughKeepsTheCallersBodyApartFromTheModel) {
+  ProviderConfig p;
+  p.kind = "openai";
+  p.base_url = "https://api.example/v1";
+  CallTarget target{&p, "up-model", false, 0};
+  auto r = OpenAiPassThrough(R"({"model":"pub","messages":[],"logprobs":true,"x_new_field":[1,2]})", false, false);
+  UpstreamCall call = OpenAiCodec().BuildCall(r, target);
+  EXPECT_TRUE(call.passthrough);
+  EXPECT_EQ(call.body, R"({"model":"up-model","messages":[],"logprobs":true,"x_new_field":[1,2]})");
+  EXPECT_FALSE(call.relay_event);
+}
+
+TEST(OpenAiCodecTest, PassThroughStreamAsksForUsageAndHidesTheUsageChunk) {
+  ProviderConfig p;
+  p.kind = "openai";
+  p.base_url = "https://api.example/v1";
+  CallTarget target{&p, "up", true, 0};
+  // Asked by the caller: nothing changes, every event is relayed.
+  auto asked = OpenAiPassThrough(R"({"model":"pub","stream":true,"stream_options":{"include_usage":true}})", true, true);
+  UpstreamCall call = OpenAiCodec().BuildCall(asked, target);
+  EXPECT_EQ(call.body, R"({"model":"up","stream":true,"stream_options":{"include_usage":true}})");
+  EXPECT_FALSE(call.relay_event);
+  // Not asked: asked for billing, and the usage-only chunk stays with the gateway.
+  auto silent = OpenAiPassThrough(R"({"model":"pub","stream":true})", true, false);
+  call = OpenAiCodec().BuildCall(silent, target);
+  EXPECT_EQ(call.body, R"({"stream_options":{"include_usage":true},"model":"up","stream":true})");
+  ASSERT_TRUE(call.relay_event);
+  EXPECT_TRUE(call.relay_event("", R"({"choices":[{"index":0,"delta":{"content":"hi"}}]})"));
+  EXPECT_TRUE(call.relay_event("", R"({"choices":[{"index":0,"delta":{}}],"usage":null})"));
+  EXPECT_TRUE(call.relay_event("", "[DONE]"));
+  EXPECT_FALSE(call.relay_event("", R"({"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}})"));
+  // The same chunk as some upstreams write it: `choices` null or left out.
+  EXPECT_FALSE(call.relay_event("", R"({"choices":null,"usage":{"prompt_tokens":3,"completion_tokens":1}})"));
+  EXPECT_FALSE(call.relay_event("", R"({"id":"c","usage":{"prompt_tokens":3,"completion_tokens":1}})"));
+  // A last content chunk that also carries the usage is the caller's.
+  EXPECT_TRUE(call.relay_event("", R"({"choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}})"));
+  // stream_options given without include_usage: completed in place.
+  auto partial = OpenAiPassThrough(R"({"model":"pub","stream":true,"stream_options":{"x":1}})", true, false);
+  call = OpenAiCodec().BuildCall(partial, target);
+  EXPECT_EQ(call.body, R"({"model":"up","stream":true,"stream_options":{"x":1,"include_usage":true}})");
+}
+
+TEST(SseTest, SerializedEventsParseBackTheSame) {
+  SseEvent named{"message_delta", "{\"a\":1}"};
+  EXPECT_EQ(SerializeSseEvent(named), "event: message_delta\ndata: {\"a\":1}\n\n");
+  SseEvent lines{"", "one\ntwo"};
+  EXPECT_EQ(SerializeSseEvent(lines), "data: one\ndata: two\n\n");
+  SseParser parser;
+  std::vector<SseEvent> back;
+  parser.Feed(SerializeSseEvent(lines) + SerializeSseEvent(named), back);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].data, "one\ntwo");
+  EXPECT_EQ(back[1].event, "message_delta");
+}
+
+TEST(UnservableElementTest, NativeToolsAndFilesStayWithTheirProtocol) {
+  llmpb::ChatRequest r;
+  r.add_tools()->set_name("f");
+  EXPECT_FALSE(UnservableElement(r, llmpb::PROTOCOL_OPENAI));
+  auto* search = r.add_tools();
+  search->set_name("web_search");
+  search->set_native_json(R"({"type":"web_search_20250305","name":"web_search"})");
+  search->set_native_protocol(llmpb::PROTOCOL_ANTHROPIC);
+  EXPECT_FALSE(UnservableElement(r, llmpb::PROTOCOL_ANTHROPIC));
+  auto why = UnservableElement(r, llmpb::PROTOCOL_GEMINI);
+  ASSERT_TRUE(why);
+  EXPECT_EQ(*why, "tools[1] (web_search) is a built-in tool of the anthropic protocol, and this "
+                  "model's upstream speaks gemini");
+  llmpb::ChatRequest files;
+  auto* m = files.add_messages();
+  m->add_parts()->set_text("see");
+  m->add_parts()->mutable_document()->set_file_id("file_1");
+  EXPECT_FALSE(UnservableElement(files, llmpb::PROTOCOL_ANTHROPIC));
+  EXPECT_TRUE(UnservableElement(files, llmpb::PROTOCOL_OPENAI));
+  // The OpenAI body leaves a native tool out rather than sending it as a function.
+  EXPECT_EQ(BuildOpenAiChatBody(r, "m", false).find("web_search"), std::string::npos);
 }
 
 }  // namespace

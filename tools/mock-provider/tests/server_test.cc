@@ -552,3 +552,85 @@ TEST_F(MockServerTest, CacheControlWritesThenReadsOverTheWire) {
 }
 
 }  // namespace
+
+// DashScope's async media over the wire: its key check and error shape, submit → poll →
+// result file, cancel of a pending task, and the routes' edges.
+const std::string kDashScopeHeaders = "Authorization: Bearer mock-test-key\r\nX-DashScope-Async: enable\r\n";
+
+TEST_F(MockServerTest, DashScopeImageTaskFromSubmissionToServedFile) {
+  const std::string body =
+      R"({"model":"wan2.6-t2i","input":{"prompt":"a fox [mock:task-ms=0]"},"parameters":{"size":"1024*1024","n":2}})";
+  const HttpResponse submitted =
+      Exchange(port_, "POST", "/api/v1/services/aigc/text2image/image-synthesis", kDashScopeHeaders, body);
+  ASSERT_EQ(submitted.status, 200) << submitted.body;
+  const json::value answer = json::parse(submitted.body);
+  EXPECT_EQ(answer.at("output").at("task_status").as_string(), "PENDING");
+  EXPECT_FALSE(answer.at("request_id").as_string().empty());
+  const std::string id(answer.at("output").at("task_id").as_string());
+
+  const HttpResponse polled = Exchange(port_, "GET", "/api/v1/tasks/" + id, kOpenAiHeaders);
+  ASSERT_EQ(polled.status, 200) << polled.body;
+  const json::value task = json::parse(polled.body);
+  EXPECT_EQ(task.at("output").at("task_status").as_string(), "SUCCEEDED");
+  EXPECT_EQ(task.at("usage").at("image_count").as_int64(), 2);
+  const std::string url(task.at("output").at("results").at(1).at("url").as_string());
+  EXPECT_EQ(url, "http://mock/mock/dashscope/files/" + id + "/1.png");
+
+  const HttpResponse file = Exchange(port_, "GET", url.substr(std::string("http://mock").size()), "");
+  EXPECT_EQ(file.status, 200);
+  EXPECT_NE(file.head.find("Content-Type: image/png"), std::string::npos) << file.head;
+  EXPECT_EQ(file.body.substr(1, 3), "PNG");
+  EXPECT_EQ(Exchange(port_, "GET", "/mock/dashscope/files/" + id + "/2.png", "").status, 404);
+}
+
+TEST_F(MockServerTest, DashScopeVideoTaskCanceledWhilePending) {
+  const std::string body =
+      R"({"model":"happyhorse-1.0-t2v","input":{"prompt":"waves [mock:task-ms=600000]"},"parameters":{"duration":10,"resolution":"720P"}})";
+  const HttpResponse submitted =
+      Exchange(port_, "POST", "/api/v1/services/aigc/video-generation/video-synthesis", kDashScopeHeaders, body);
+  ASSERT_EQ(submitted.status, 200) << submitted.body;
+  const std::string id(json::parse(submitted.body).at("output").at("task_id").as_string());
+  EXPECT_EQ(json::parse(Exchange(port_, "GET", "/api/v1/tasks/" + id, kOpenAiHeaders).body)
+                .at("output").at("task_status").as_string(),
+            "PENDING");
+  const HttpResponse canceled = Exchange(port_, "POST", "/api/v1/tasks/" + id + "/cancel", kOpenAiHeaders);
+  EXPECT_EQ(canceled.status, 200) << canceled.body;
+  EXPECT_EQ(json::parse(Exchange(port_, "GET", "/api/v1/tasks/" + id, kOpenAiHeaders).body)
+                .at("output").at("task_status").as_string(),
+            "CANCELED");
+  const HttpResponse again = Exchange(port_, "POST", "/api/v1/tasks/" + id + "/cancel", kOpenAiHeaders);
+  EXPECT_EQ(again.status, 400);
+  EXPECT_EQ(json::parse(again.body).at("code").as_string(), "UnsupportedOperation");
+}
+
+TEST_F(MockServerTest, DashScopeRejectsLikeDashScope) {
+  const std::string path = "/api/v1/services/aigc/text2image/image-synthesis";
+  const std::string body = R"({"model":"wan2.6-t2i","input":{"prompt":"x"},"parameters":{"n":9}})";
+  const HttpResponse no_key = Exchange(port_, "POST", path, "X-DashScope-Async: enable\r\n", body);
+  EXPECT_EQ(no_key.status, 401);
+  EXPECT_EQ(json::parse(no_key.body).at("code").as_string(), "InvalidApiKey");
+  const HttpResponse wrong_key =
+      Exchange(port_, "POST", path, "Authorization: Bearer nope\r\nX-DashScope-Async: enable\r\n", body);
+  EXPECT_EQ(wrong_key.status, 401);
+  EXPECT_EQ(Exchange(port_, "GET", "/api/v1/tasks/x", "").status, 401);
+
+  const HttpResponse sync = Exchange(port_, "POST", path, kOpenAiHeaders, body);
+  EXPECT_EQ(sync.status, 403);
+  EXPECT_EQ(json::parse(sync.body).at("code").as_string(), "AccessDenied");
+
+  const HttpResponse invalid = Exchange(port_, "POST", path, kDashScopeHeaders, body);
+  EXPECT_EQ(invalid.status, 400);
+  const json::value error = json::parse(invalid.body);
+  EXPECT_EQ(error.at("code").as_string(), "InvalidParameter");
+  EXPECT_NE(std::string(error.at("message").as_string()).find("parameters.n"), std::string::npos);
+  // The body's request id is the header's.
+  EXPECT_NE(invalid.head.find("x-request-id: " + std::string(error.at("request_id").as_string())),
+            std::string::npos)
+      << invalid.head;
+
+  const HttpResponse unknown = Exchange(port_, "GET", "/api/v1/tasks/never-issued", kOpenAiHeaders);
+  EXPECT_EQ(unknown.status, 200);
+  EXPECT_EQ(json::parse(unknown.body).at("output").at("task_status").as_string(), "UNKNOWN");
+  EXPECT_EQ(Exchange(port_, "POST", "/api/v1/tasks/x/stop", kOpenAiHeaders).status, 404);
+  EXPECT_EQ(Exchange(port_, "GET", "/api/v1/tasks/x/y", kOpenAiHeaders).status, 404);
+}

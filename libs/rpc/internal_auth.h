@@ -1,0 +1,53 @@
+#pragma once
+// Internal gRPC is closed: every RPC of the five services answers only to callers that
+// present the process's internal token (a Kubernetes Secret shared by the deployments) as
+// the x-nexusflow-internal-token metadata. The token is the gateway's identity: the admin
+// RPCs (accounts, credits, keys) answer to nothing else. The standard health service stays
+// open for probes. Channels made by DialTarget and ServerHost::InProcessChannel send the
+// token. With no token configured every call is allowed, and ServerHost then listens on
+// loopback only.
+//
+// Each handler starts with NF_REQUIRE_INTERNAL (unary) or NF_REQUIRE_INTERNAL_STREAM
+// (server streaming): the check happens before any work, and a refused call ends with
+// PERMISSION_DENIED.
+#include <string>
+
+#include <grpcpp/support/server_callback.h>
+
+#include "libs/rpc/stream_writer.h"
+
+namespace nexusflow {
+
+inline constexpr char kInternalTokenHeader[] = "x-nexusflow-internal-token";
+
+// Set once at start (before serving).
+void SetInternalToken(const std::string& token);
+const std::string& InternalToken();
+
+// The call carries the token (compared in constant time), or none is required.
+bool InternalCallAllowed(const grpc::CallbackServerContext* ctx);
+
+grpc::Status InternalCallRefused();
+
+template <class T>
+grpc::ServerWriteReactor<T>* RefuseStream() {
+  auto writer = QueuedWriter<T>::Create();
+  writer->Finish(InternalCallRefused());
+  return writer.get();
+}
+
+}  // namespace nexusflow
+
+#define NF_REQUIRE_INTERNAL(ctx)                                     \
+  do {                                                               \
+    if (!::nexusflow::InternalCallAllowed(ctx)) {                    \
+      auto* refused_ = (ctx)->DefaultReactor();                      \
+      refused_->Finish(::nexusflow::InternalCallRefused());          \
+      return refused_;                                               \
+    }                                                                \
+  } while (0)
+
+#define NF_REQUIRE_INTERNAL_STREAM(ctx, Message)                      \
+  do {                                                                \
+    if (!::nexusflow::InternalCallAllowed(ctx)) return ::nexusflow::RefuseStream<Message>(); \
+  } while (0)

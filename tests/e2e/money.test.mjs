@@ -1,0 +1,103 @@
+// End-to-end: billing holds are upper bounds. A hold reserves the most a request can cost
+// (gateway/hold_estimate.h: a token per UTF-8 byte of text, images by their size), so
+// requests admitted together can never spend more than the balance, even when every one of
+// them overruns what a characters-per-token guess would have held: CJK text (one token a
+// character, three bytes) and a large image (counted by its tiles).
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import {
+  ORIGIN, RUN_ID, openai, adminOk, createAccountWithKey, accountMoney, nanoToUsd, eventually,
+} from './lib.mjs';
+
+// A PNG header: all a tokenizer (and the gateway) reads of its size.
+function pngDataUrl(width, height) {
+  const b = Buffer.alloc(33);
+  Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]).copy(b, 0);
+  b.write('IHDR', 12, 'latin1');
+  b.writeUInt32BE(width, 16);
+  b.writeUInt32BE(height, 20);
+  b[24] = 8;
+  b[25] = 2;
+  return `data:image/png;base64,${b.toString('base64')}`;
+}
+
+describe('holds as an upper bound', () => {
+  test('concurrent CJK and image requests never take a balance below zero', async () => {
+    const model = 'claude-opus-4-7';
+    const cjk = '你好世界'.repeat(100);  // 400 characters, 1,200 bytes
+    const image = { type: 'image_url', image_url: { url: pngDataUrl(1024, 1024) } };
+    const messages = (i) => [{ role: 'user', content: [
+      { type: 'text', text: `${cjk} ${i} ${RUN_ID}` }, ...Array(8).fill(image),
+    ] }];
+    const body = (i) => ({ model, messages: messages(i), max_tokens: 8 });
+
+    // What one such request costs, measured on a funded account.
+    const probe = await createAccountWithKey({ name: 'e2e-hold-probe', credit: '50.00' });
+    const probeStart = await accountMoney(probe.account.id);
+    const answer = await openai(probe.key.key).chat.completions.create(body('p'));
+    // A token a CJK character, 765 an image (OpenAI's count at high detail).
+    assert.ok(answer.usage.prompt_tokens > 400 + 8 * 765, `prompt tokens ${answer.usage.prompt_tokens}`);
+    const probeEnd = await eventually(() => accountMoney(probe.account.id),
+                                      (m) => m.balance < probeStart.balance);
+    const cost = probeStart.balance - probeEnd.balance;
+    assert.ok(cost > 0n);
+
+    // A balance of four and a half such requests, and eight of them at once.
+    const credit = (cost * 9n) / 2n;
+    const { account, key } = await createAccountWithKey({ name: 'e2e-hold', credit: nanoToUsd(credit) });
+    const client = openai(key.key);
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) => client.chat.completions.create(body(i))));
+    const served = results.filter((r) => r.status === 'fulfilled').length;
+    for (const r of results) {
+      if (r.status === 'rejected') assert.equal(r.reason.status, 402, String(r.reason));
+    }
+    assert.ok(served >= 1, 'at least one request fits');
+    const end = await eventually(() => accountMoney(account.id),
+                                 (m) => credit - m.balance >= BigInt(served) * cost);
+    assert.equal(credit - end.balance, BigInt(served) * cost, `${served} served at ${cost} each`);
+    assert.ok(end.balance >= 0n, `balance went below zero: ${nanoToUsd(end.balance)} after ${served} requests`);
+  });
+});
+
+// Every admin call leaves one audit line on the gateway's stdout (tools/run keeps it in
+// logs/access.log): who (the admin key's fingerprint, or "unauthenticated"), what, when and
+// the outcome, and never a secret.
+describe('admin audit log', { skip: process.env.NEXUSFLOW_DATA_DIR ? false : 'NEXUSFLOW_DATA_DIR not set' }, () => {
+  test('credits, keys and refused calls are audited without secrets', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const secret = `sk-nf-audit${RUN_ID.replace(/[^a-z0-9]/gi, '')}0123456789abcdef`;
+    const account = await adminOk('POST', '/admin/v1/accounts', { name: `audit-${RUN_ID}` }, 201);
+    await adminOk('POST', `/admin/v1/accounts/${account.id}/credits`,
+                  { amount: '1.50', idempotency_key: `audit-${RUN_ID}`, note: 'audit check' });
+    const key = await adminOk('POST', '/admin/v1/keys', { account_id: account.id, name: 'audit', key: secret }, 201);
+    assert.equal(key.key, secret);
+    await adminOk('DELETE', `/admin/v1/keys/${key.id}`);
+    const refused = await fetch(`${ORIGIN}/admin/v1/accounts/${account.id}`, { headers: { Authorization: 'Bearer wrong' } });
+    assert.equal(refused.status, 401);
+
+    const path = join(process.env.NEXUSFLOW_DATA_DIR, 'logs', 'access.log');
+    const lines = await eventually(async () => (await readFile(path, 'utf8')).split('\n')
+      .filter((l) => l.includes('"log":"audit"')).map((l) => JSON.parse(l)),
+      (ls) => ls.some((l) => l.who === 'unauthenticated' && l.status === 401));
+    const mine = (action, target) => lines.find((l) => l.action === action && l.target === target);
+    const created = mine('account.create', account.id);
+    assert.ok(created, 'account.create audited');
+    assert.match(created.who, /^admin:[0-9a-f]{12}$/);
+    assert.equal(created.status, 201);
+    assert.match(created.ts, /^\d{4}-\d\d-\d\dT/);
+    const credit = mine('account.credit', account.id);
+    assert.deepEqual(credit.details, { amount: '1.50', idempotency_key: `audit-${RUN_ID}`, note: 'audit check' });
+    const keyLine = mine('key.create', key.id);
+    assert.equal(keyLine.details.secret_given, true);
+    assert.equal(keyLine.details.account_id, account.id);
+    assert.equal(mine('key.revoke', key.id).status, 200);
+    assert.ok(lines.some((l) => l.who === 'unauthenticated' && l.status === 401), 'refused call audited');
+    const whole = await readFile(path, 'utf8');
+    assert.ok(!whole.includes(secret), 'a key secret reached the log');
+    assert.ok(!whole.includes(process.env.NEXUSFLOW_ADMIN_KEY), 'the admin key reached the log');
+  });
+});
