@@ -21,6 +21,7 @@ esac
 
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$E2E_DIR/../.." && pwd)"
+NF_BUILD_DIR_E2E="${NF_BUILD_DIR:-$ROOT/build}"
 START_TIMEOUT="${NEXUSFLOW_E2E_START_TIMEOUT:-180}"
 STOP_TIMEOUT="${NEXUSFLOW_E2E_STOP_TIMEOUT:-30}"
 
@@ -199,10 +200,19 @@ if [[ -n "$busy" ]]; then
   FAILED_STOP=1
 fi
 
+# The ledger the tests left must be consistent: transfers sum to zero, balances equal
+# their transfers, no request charged twice, no hold both settled and released.
+verify_rc=0
+if ((FAILED_STOP == 0)); then
+  "$NF_BUILD_DIR_E2E/nexusflow" ledger verify --config="$ROOT/deploy/local/nexusflow.yaml" >&2 || verify_rc=$?
+  if ((verify_rc != 0)); then log "nexusflow ledger verify found the ledger inconsistent (exit $verify_rc)"; fi
+fi
+
 if ((test_rc != 0)); then
   log "tests failed (node --test exit $test_rc)"
   exit "$test_rc"
 fi
+if ((verify_rc != 0)); then exit 1; fi
 if ((FAILED_STOP)); then
   log "tests passed, but tools/run did not shut down cleanly"
   exit 1
