@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 #include "libs/common/money.h"
 
@@ -199,7 +200,13 @@ Config ParseRoot(const YAML::Node& root) {
     ExpectMap(s, "services", targets);
     for (const auto& kv : s) {
       std::string key = kv.first.as<std::string>();
-      c.services[key] = ReadAddress(kv.second, Sub("services", key), false);
+      // One address, or the replicas' addresses separated by commas.
+      std::string list = ReadString(kv.second, Sub("services", key));
+      for (absl::string_view one : absl::StrSplit(list, ',')) {
+        YAML::Node item(std::string{one});
+        ReadAddress(item, Sub("services", key), false);
+      }
+      c.services[key] = list;
     }
   }
   if (const YAML::Node& g = root["gateway"]) {

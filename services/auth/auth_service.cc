@@ -40,6 +40,37 @@ void ToProto(const KeyRecord& k, pb::ApiKey* out) {
 AuthService::AuthService(std::unique_ptr<KeyStore> store, std::function<int64_t()> now)
     : store_(std::move(store)), now_(now ? std::move(now) : [] { return UnixNow(); }) {
   for (const char* r : {"ok", "unknown", "revoked", "expired"}) AuthResults().Add({{"result", r}});
+  if (store_->shared()) follower_ = std::thread([this] { FollowRevocations(); });
+}
+
+AuthService::~AuthService() {
+  {
+    std::lock_guard<std::mutex> lock(follow_mu_);
+    stopping_ = true;
+  }
+  follow_cv_.notify_all();
+  if (follower_.joinable()) follower_.join();
+}
+
+void AuthService::FollowRevocations() {
+  int64_t cursor = -1;
+  std::unordered_set<std::string> told;  // revocations already broadcast (they repeat)
+  std::unique_lock<std::mutex> lock(follow_mu_);
+  while (!follow_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stopping_; })) {
+    lock.unlock();
+    auto revoked = store_->RevokedSince(&cursor);
+    if (revoked.ok()) {
+      if (told.size() > 100000) told.clear();
+      for (const auto& k : *revoked) {
+        if (!told.insert(k.id).second) continue;
+        pb::RevocationEvent event;
+        event.set_key_sha256(k.key_sha256);
+        event.set_key_id(k.id);
+        Broadcast(event);
+      }
+    }
+    lock.lock();
+  }
 }
 
 grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext* ctx,

@@ -35,6 +35,14 @@ class KeyStore {
   virtual absl::StatusOr<std::vector<KeyRecord>> List(const std::string& account_id) = 0;
   // Marks the key revoked and returns it; NOT_FOUND for an unknown id.
   virtual absl::StatusOr<KeyRecord> Revoke(const std::string& key_id) = 0;
+  // Several auth replicas share this store: each must learn of the others' revocations.
+  virtual bool shared() const { return false; }
+  // Keys revoked since `*cursor` (any replica), advancing it; `*cursor` < 0 starts at the
+  // newest revocation (nothing returned). A revocation may come back more than once.
+  virtual absl::StatusOr<std::vector<KeyRecord>> RevokedSince(int64_t* cursor) {
+    *cursor = 0;
+    return std::vector<KeyRecord>{};
+  }
 };
 
 absl::StatusOr<std::unique_ptr<KeyStore>> OpenSqliteKeyStore(const std::string& path);

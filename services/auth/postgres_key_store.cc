@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
   expires_at BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS api_keys_account ON api_keys(account_id, seq);
+-- Revocation order, so every replica learns of the others' revocations.
+CREATE SEQUENCE IF NOT EXISTS api_key_revocations;
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_seq BIGINT;
+CREATE INDEX IF NOT EXISTS api_keys_revoked ON api_keys(revoked_seq) WHERE revoked_seq IS NOT NULL;
 )sql";
 
 // Serialises schema creation between replicas starting together.
@@ -102,12 +106,39 @@ class PostgresKeyStore : public KeyStore {
   absl::StatusOr<KeyRecord> Revoke(const std::string& key_id) override {
     auto c = pool_.Acquire();
     if (!c.ok()) return c.status();
-    auto r = (*c)->Query(absl::StrCat("UPDATE api_keys SET revoked = true WHERE id = $1 RETURNING ",
+    auto r = (*c)->Query(absl::StrCat("UPDATE api_keys SET revoked = true, revoked_seq = "
+                                      "COALESCE(revoked_seq, nextval('api_key_revocations')) WHERE id = $1 RETURNING ",
                                       kColumns),
                          {key_id});
     if (!r.ok()) return r.status();
     if (r->rows() == 0) return absl::NotFoundError("no such key: " + key_id);
     return ReadRow(*r, 0);
+  }
+
+  bool shared() const override { return true; }
+
+  absl::StatusOr<std::vector<KeyRecord>> RevokedSince(int64_t* cursor) override {
+    auto c = pool_.Acquire();
+    if (!c.ok()) return c.status();
+    std::vector<KeyRecord> out;
+    if (*cursor < 0) {
+      auto r = (*c)->Query("SELECT COALESCE(MAX(revoked_seq), 0) FROM api_keys");
+      if (!r.ok()) return r.status();
+      *cursor = r->Int(0, 0);
+      return out;
+    }
+    // Sequence numbers are taken before their transactions commit, so one can become
+    // visible after a higher one: a window of earlier numbers is read again.
+    constexpr int64_t kLookBack = 256;
+    auto r = (*c)->Query(absl::StrCat("SELECT ", kColumns, ", revoked_seq FROM api_keys WHERE revoked_seq > $1 "
+                                      "ORDER BY revoked_seq"),
+                         {*cursor - kLookBack});
+    if (!r.ok()) return r.status();
+    for (int i = 0; i < r->rows(); ++i) {
+      out.push_back(ReadRow(*r, i));
+      *cursor = std::max(*cursor, r->Int(i, 10));
+    }
+    return out;
   }
 
  private:

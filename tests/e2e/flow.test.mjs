@@ -216,7 +216,7 @@ class RawSseStream {
   }
 }
 
-describe('flow control', () => {
+describe('flow control', { skip: process.env.NEXUSFLOW_E2E_GATEWAYS > 1 ? 'reads one gateway process (its gauges, its pid): the all and split runs cover it' : false }, () => {
   test('a reader that stops reading pauses the upstream instead of growing the gateway\'s ' +
        'memory, and gets the whole answer once it reads again', { timeout: 60_000 }, async (t) => {
     // The mock's cap on [mock:words=N]. About 230 bytes of SSE a word at the client

@@ -67,8 +67,14 @@ describe('holds as an upper bound', () => {
 // the outcome, and never a secret.
 describe('admin audit log', { skip: process.env.NEXUSFLOW_DATA_DIR ? false : 'NEXUSFLOW_DATA_DIR not set' }, () => {
   test('credits, keys and refused calls are audited without secrets', async () => {
-    const { readFile } = await import('node:fs/promises');
+    const { readFile, readdir } = await import('node:fs/promises');
     const { join } = await import('node:path');
+    // Each gateway writes its own access log (access.log, access-2.log, ...).
+    const logs = join(process.env.NEXUSFLOW_DATA_DIR, 'logs');
+    const readAll = async () => {
+      const names = (await readdir(logs)).filter((n) => /^access.*\.log$/.test(n));
+      return (await Promise.all(names.map((n) => readFile(join(logs, n), 'utf8')))).join('\n');
+    };
     const secret = `sk-nf-audit${RUN_ID.replace(/[^a-z0-9]/gi, '')}0123456789abcdef`;
     const account = await adminOk('POST', '/admin/v1/accounts', { name: `audit-${RUN_ID}` }, 201);
     await adminOk('POST', `/admin/v1/accounts/${account.id}/credits`,
@@ -79,8 +85,7 @@ describe('admin audit log', { skip: process.env.NEXUSFLOW_DATA_DIR ? false : 'NE
     const refused = await fetch(`${ORIGIN}/admin/v1/accounts/${account.id}`, { headers: { Authorization: 'Bearer wrong' } });
     assert.equal(refused.status, 401);
 
-    const path = join(process.env.NEXUSFLOW_DATA_DIR, 'logs', 'access.log');
-    const lines = await eventually(async () => (await readFile(path, 'utf8')).split('\n')
+    const lines = await eventually(async () => (await readAll()).split('\n')
       .filter((l) => l.includes('"log":"audit"')).map((l) => JSON.parse(l)),
       (ls) => ls.some((l) => l.who === 'unauthenticated' && l.status === 401));
     const mine = (action, target) => lines.find((l) => l.action === action && l.target === target);
@@ -96,7 +101,7 @@ describe('admin audit log', { skip: process.env.NEXUSFLOW_DATA_DIR ? false : 'NE
     assert.equal(keyLine.details.account_id, account.id);
     assert.equal(mine('key.revoke', key.id).status, 200);
     assert.ok(lines.some((l) => l.who === 'unauthenticated' && l.status === 401), 'refused call audited');
-    const whole = await readFile(path, 'utf8');
+    const whole = await readAll();
     assert.ok(!whole.includes(secret), 'a key secret reached the log');
     assert.ok(!whole.includes(process.env.NEXUSFLOW_ADMIN_KEY), 'the admin key reached the log');
   });

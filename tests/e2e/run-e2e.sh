@@ -3,6 +3,7 @@
 #
 #   tests/e2e/run-e2e.sh all     # one process (--target=all)
 #   tests/e2e/run-e2e.sh split   # one process per target (tools/run --split)
+#   tests/e2e/run-e2e.sh scale   # two replicas of each on PostgreSQL and Redis, two gateways
 #
 # Each mode has its own port block, so CTest may run both (not at once: they share
 # two cores). Extra arguments go to `node --test` (e.g. --test-name-pattern=billing).
@@ -16,7 +17,8 @@ shift || true
 case "$MODE" in
   all)   PORT_BASE=1; RUN_ARGS=() ;;
   split) PORT_BASE=2; RUN_ARGS=(--split) ;;
-  *) echo "usage: $0 all|split [node --test args...]" >&2; exit 2 ;;
+  scale) PORT_BASE=4; RUN_ARGS=(--split --scale); export NEXUSFLOW_E2E_GATEWAYS=2 ;;
+  *) echo "usage: $0 all|split|scale [node --test args...]" >&2; exit 2 ;;
 esac
 
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,13 +27,19 @@ NF_BUILD_DIR_E2E="${NF_BUILD_DIR:-$ROOT/build}"
 START_TIMEOUT="${NEXUSFLOW_E2E_START_TIMEOUT:-180}"
 STOP_TIMEOUT="${NEXUSFLOW_E2E_STOP_TIMEOUT:-30}"
 
-# all: 18080 19100 19090(+0) 19300(+0); split: 28080 29100 29090..29095 29300..29305.
+# all: 18080 19100 19090(+0) 19300(+0); split: 28080 29100 29090..29095 29300..29305;
+# scale: 48080 49100 49090..49095 and 49101..49105, 49300..49315, 49120 49121.
 HTTP_PORT="${PORT_BASE}8080"
 MOCK_PORT="${PORT_BASE}9100"
 GRPC_PORT="${PORT_BASE}9090"
 METRICS_PORT="${PORT_BASE}9300"
 PORTS=("$HTTP_PORT" "$MOCK_PORT")
 for i in 0 1 2 3 4 5; do PORTS+=("$((GRPC_PORT + i))" "$((METRICS_PORT + i))"); done
+# scale: the second replicas at +11..+15, PostgreSQL at +30 and Redis at +31.
+if [[ "$MODE" == scale ]]; then
+  for i in 1 2 3 4 5; do PORTS+=("$((GRPC_PORT + 10 + i))" "$((METRICS_PORT + 10 + i))"); done
+  PORTS+=("$((GRPC_PORT + 30))" "$((GRPC_PORT + 31))")
+fi
 
 DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/nexusflow-e2e-$MODE.XXXXXX")"
 LOG="$DATA_DIR/tools-run.log"
@@ -172,6 +180,12 @@ set +e
 test_rc=$?
 set -e
 
+# The ledger the tests left must be consistent: transfers sum to zero, balances equal
+# their transfers, no request charged twice, no hold both settled and released.
+verify_rc=0
+"$NF_BUILD_DIR_E2E/nexusflow" ledger verify --config="$ROOT/deploy/local/nexusflow.yaml" >&2 || verify_rc=$?
+if ((verify_rc != 0)); then log "nexusflow ledger verify found the ledger inconsistent (exit $verify_rc)"; fi
+
 log "stopping tools/run (SIGTERM to pid $RUN_PID)"
 kill -TERM "$RUN_PID"
 stopped=0
@@ -198,14 +212,6 @@ busy="$(listening_ports)"
 if [[ -n "$busy" ]]; then
   log "ports still listening after tools/run stopped: $busy"
   FAILED_STOP=1
-fi
-
-# The ledger the tests left must be consistent: transfers sum to zero, balances equal
-# their transfers, no request charged twice, no hold both settled and released.
-verify_rc=0
-if ((FAILED_STOP == 0)); then
-  "$NF_BUILD_DIR_E2E/nexusflow" ledger verify --config="$ROOT/deploy/local/nexusflow.yaml" >&2 || verify_rc=$?
-  if ((verify_rc != 0)); then log "nexusflow ledger verify found the ledger inconsistent (exit $verify_rc)"; fi
 fi
 
 if ((test_rc != 0)); then

@@ -229,6 +229,29 @@ TEST_P(PostgresKeySessionTest, SessionsTheServerDroppedAreReopened) {
   EXPECT_EQ(k->id, "key_1");
 }
 
+// Auth replicas on one database learn each other's revocations (they tell their gateways).
+TEST_P(PostgresKeySessionTest, ARevocationByOneStoreReachesTheOthers) {
+  ASSERT_TRUE(store_->Insert(Key(1)).ok());
+  ASSERT_TRUE(store_->Insert(Key(2)).ok());
+  auto other = backend_->Open();
+  ASSERT_TRUE(other.ok());
+  EXPECT_TRUE((*other)->shared());
+  int64_t cursor = -1;
+  ASSERT_TRUE((*other)->RevokedSince(&cursor).ok());  // starts at the newest
+  ASSERT_TRUE(store_->Revoke("key_2").ok());
+  auto seen = (*other)->RevokedSince(&cursor);
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  ASSERT_EQ(seen->size(), 1u);
+  EXPECT_EQ(seen->front().id, "key_2");
+  EXPECT_EQ(seen->front().key_sha256, Hash(2));
+  ASSERT_TRUE(store_->Revoke("key_1").ok());
+  seen = (*other)->RevokedSince(&cursor);
+  ASSERT_TRUE(seen.ok());
+  bool got_1 = false;
+  for (const auto& k : *seen) got_1 |= k.id == "key_1";
+  EXPECT_TRUE(got_1);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Postgres, PostgresKeySessionTest,
     ::testing::Values(BackendParam{"postgres", []() -> absl::StatusOr<std::unique_ptr<KeyBackend>> {
