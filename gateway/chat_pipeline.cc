@@ -485,6 +485,20 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   if (client_ok && co_await ex.Write(job.renderer->StreamEnd())) co_await ex.End();
 }
 
+// Everything of a request's settlement but its usage.
+billing::v1::SettleRequest Gateway::SettleTemplate(const ChatJob& job, const ChatAnswer& answer) {
+  billing::v1::SettleRequest req;
+  req.set_request_id(job.request.request_id());
+  req.set_hold_id(job.hold_id);
+  req.set_account_id(job.identity.account_id());
+  req.set_key_id(job.identity.key_id());
+  req.set_model(job.model.id());
+  req.set_protocol(job.request.protocol());
+  *req.mutable_price() = job.model.price();
+  req.set_deployment_id(answer.deployment_id);
+  return req;
+}
+
 net::awaitable<void> Gateway::Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log) {
   const auto& u = answer.usage;
   log.input_tokens = u.input_tokens() + u.cache_read_tokens() + u.cache_write_tokens();
@@ -496,16 +510,8 @@ net::awaitable<void> Gateway::Settle(ChatJob& job, const ChatAnswer& answer, Req
   CounterFor(tokens, {{"model", m}, {"kind", "cache_write"}}).Increment(static_cast<double>(u.cache_write_tokens()));
   CounterFor(tokens, {{"model", m}, {"kind", "output"}}).Increment(static_cast<double>(u.output_tokens()));
 
-  billing::v1::SettleRequest req;
-  req.set_request_id(log.request_id);
-  req.set_hold_id(job.hold_id);
-  req.set_account_id(job.identity.account_id());
-  req.set_key_id(job.identity.key_id());
-  req.set_model(job.model.id());
-  req.set_protocol(job.request.protocol());
+  billing::v1::SettleRequest req = SettleTemplate(job, answer);
   *req.mutable_usage() = u;
-  *req.mutable_price() = job.model.price();
-  req.set_deployment_id(answer.deployment_id);
   // A stream's outbox entry (written before its output) takes the real usage; an answer
   // not sent yet has none: it is written only if billing does not acknowledge it.
   bool has_entry = job.output_allowance > 0;
@@ -543,15 +549,7 @@ net::awaitable<void> Gateway::RecordOutput(ChatJob& job, const ChatAnswer& answe
   if (sent <= job.output_allowance) co_return;
   int64_t allowance = NextOutputAllowance(sent, kOutputAllowanceStep);
   if (job.output_allowance == 0) {
-    billing::v1::SettleRequest tmpl;
-    tmpl.set_request_id(job.request.request_id());
-    tmpl.set_hold_id(job.hold_id);
-    tmpl.set_account_id(job.identity.account_id());
-    tmpl.set_key_id(job.identity.key_id());
-    tmpl.set_model(job.model.id());
-    tmpl.set_protocol(job.request.protocol());
-    *tmpl.mutable_price() = job.model.price();
-    tmpl.set_deployment_id(answer.deployment_id);
+    billing::v1::SettleRequest tmpl = SettleTemplate(job, answer);
     (void)co_await outbox_->RecordStarted(tmpl, job.prompt_estimate, job.max_output, allowance);
   } else {
     (void)co_await outbox_->RecordProgress(job.request.request_id(), allowance);

@@ -154,6 +154,7 @@ class Gateway {
   struct ChatJob;
   boost::asio::awaitable<void> RunChat(ChatJob& job, HttpExchange& ex, RequestLog& log);
   boost::asio::awaitable<void> Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log);
+  static billing::v1::SettleRequest SettleTemplate(const ChatJob& job, const ChatAnswer& answer);
   // Before a stream sends output: the outbox's allowance covers all the output text sent
   // with it (write-ahead), so a gateway killed now still charges what the client got.
   boost::asio::awaitable<void> RecordOutput(ChatJob& job, const ChatAnswer& answer);

@@ -16,21 +16,6 @@ RequestError Invalid(std::string message, std::string param = "input") {
   return RequestError{400, std::move(message), std::move(param), {}};
 }
 
-std::uint64_t Fnv1a(std::uint64_t hash, std::string_view bytes) {
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= 0x100000001b3ULL;
-  }
-  return hash;
-}
-
-std::uint64_t SplitMix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 // One input: its identity for the seed (the text, or the token ids) and its token count.
 struct Input {
   std::string key;

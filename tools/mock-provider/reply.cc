@@ -35,24 +35,9 @@ constexpr std::int64_t kMaxMarkerDelayMs = 10 * 60 * 1000;
 constexpr int kMaxSchemaDepth = 32;
 
 constexpr std::uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
-constexpr std::uint64_t kFnvPrime = 0x100000001b3ULL;
 // Thinking words come from their own stream of the seed, so they never repeat the text.
 constexpr std::uint64_t kThinkingSalt = 0x7468696e6b696e67ULL;  // "thinking"
 
-std::uint64_t Fnv1a(std::uint64_t hash, std::string_view bytes) {
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= kFnvPrime;
-  }
-  return hash;
-}
-
-std::uint64_t SplitMix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 std::vector<std::string> Words(std::uint64_t state, std::int64_t count) {
   std::vector<std::string> pieces;

@@ -220,6 +220,23 @@ struct Reply {
 Reply PlanReply(const Prompt& prompt, const GenerationRequest& generation, int reply_words);
 
 // Random lowercase hex, `chars` long; for ids only (not cryptographic).
+// FNV-1a 64 of `bytes` continued from `hash` (0xcbf29ce484222325 to start): seeds.
+inline std::uint64_t Fnv1a(std::uint64_t hash, std::string_view bytes) {
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 0x100000001b3ULL;
+  }
+  return hash;
+}
+
+// The next number of a splitmix64 stream: deterministic "random" words and values.
+inline std::uint64_t SplitMix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
 std::string RandomHex(std::size_t chars);
 // Tokens of a text as the mock counts them: four ASCII characters a token, a token for every
 // other character.
