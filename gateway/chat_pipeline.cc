@@ -235,6 +235,7 @@ net::awaitable<bool> Gateway::Admit(Admission& a, HttpExchange& ex, RequestLog& 
   areq.set_plan(a.identity->plan());
   areq.set_model(a.model->id());
   areq.set_estimated_tokens(a.estimated_tokens);
+  *areq.mutable_key_limits() = a.identity->limits();
   billing::v1::ReserveRequest breq;
   breq.set_request_id(log.request_id);
   breq.set_account_id(a.identity->account_id());

@@ -50,6 +50,13 @@ json::object AccountJson(const billing::v1::Account& a) {
 json::object KeyJson(const auth::v1::ApiKey& k) {
   json::array models;
   for (const auto& m : k.allowed_models()) models.push_back(json::string(m));
+  // The key's own limits (a plan value where absent).
+  json::object limits;
+  const auto& l = k.limits();
+  if (l.rpm()) limits["rpm"] = l.rpm();
+  if (l.rpd()) limits["rpd"] = l.rpd();
+  if (l.tpm()) limits["tpm"] = l.tpm();
+  if (l.concurrency()) limits["concurrency"] = l.concurrency();
   return json::object{
       {"id", k.id()},
       {"object", "api_key"},
@@ -58,6 +65,7 @@ json::object KeyJson(const auth::v1::ApiKey& k) {
       {"prefix", k.prefix()},
       {"plan", k.plan()},
       {"models", std::move(models)},
+      {"limits", std::move(limits)},
       {"status", k.status() == auth::v1::KEY_STATUS_REVOKED ? "revoked" : "active"},
       {"created_at", Iso(k.created_at().seconds())},
       {"expires_at", k.has_expires_at() ? json::value(Iso(k.expires_at().seconds())) : json::value(nullptr)}};
@@ -299,6 +307,22 @@ void Gateway::HandleAdminRoute(const HttpRequest& req, ResponseWriter& w, Reques
       r.mutable_expires_at()->set_seconds(absl::ToUnixSeconds(t));
     }
     if (auto secret = JsonString(body, "key")) r.set_secret(*secret);
+    // {"rpm", "rpd", "tpm", "concurrency"}: the key's own limits over its plan's.
+    if (const auto* limits = JsonField(body, "limits"); limits && !limits->is_null()) {
+      const char* bad = "Invalid 'limits': an object of rpm, rpd, tpm and concurrency, each a whole number from 1.";
+      if (!limits->is_object()) return SendError(w, P, {400, bad, "limits", ""}, log);
+      for (const auto& [name, value] : limits->get_object()) {
+        if (!value.is_int64() || value.get_int64() < 1) return SendError(w, P, {400, bad, "limits", ""}, log);
+        int64_t n = value.get_int64();
+        auto* l = r.mutable_limits();
+        if (name == "rpm") l->set_rpm(n);
+        else if (name == "rpd") l->set_rpd(n);
+        else if (name == "tpm") l->set_tpm(n);
+        else if (name == "concurrency") l->set_concurrency(n);
+        else return SendError(w, P, {400, bad, "limits", ""}, log);
+      }
+      audit.details["limits"] = *limits;
+    }
     auth::v1::CreateKeyResponse resp;
     s = Call([&](grpc::ClientContext& c) { return backends_.auth->CreateKey(&c, r, &resp); });
     if (!s.ok()) {

@@ -22,6 +22,13 @@ prometheus::Family<prometheus::Counter>& AuthResults() {
 
 void CountResult(const char* result) { CounterFor(AuthResults(), {{"result", result}}).Increment(); }
 
+void LimitsToProto(const KeyLimits& l, ratelimit::v1::KeyLimits* out) {
+  out->set_rpm(l.rpm);
+  out->set_rpd(l.rpd);
+  out->set_tpm(l.tpm);
+  out->set_concurrency(l.concurrency);
+}
+
 void ToProto(const KeyRecord& k, pb::ApiKey* out) {
   out->set_id(k.id);
   out->set_account_id(k.account_id);
@@ -32,6 +39,7 @@ void ToProto(const KeyRecord& k, pb::ApiKey* out) {
   out->set_status(k.revoked ? pb::KEY_STATUS_REVOKED : pb::KEY_STATUS_ACTIVE);
   out->mutable_created_at()->set_seconds(k.created_at);
   if (k.expires_at) out->mutable_expires_at()->set_seconds(k.expires_at);
+  LimitsToProto(k.limits, out->mutable_limits());
 }
 
 
@@ -100,6 +108,7 @@ grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext*
   id->set_plan(key->plan);
   for (const auto& m : key->allowed_models) id->add_allowed_models(m);
   if (key->expires_at) id->mutable_expires_at()->set_seconds(key->expires_at);
+  LimitsToProto(key->limits, id->mutable_limits());
   return FinishUnary(ctx, absl::OkStatus());
 }
 
@@ -143,6 +152,10 @@ grpc::ServerUnaryReactor* AuthService::CreateKey(grpc::CallbackServerContext* ct
   k.allowed_models.assign(req->allowed_models().begin(), req->allowed_models().end());
   k.created_at = now_();
   k.expires_at = req->has_expires_at() ? req->expires_at().seconds() : 0;
+  const auto& l = req->limits();
+  if (l.rpm() < 0 || l.rpd() < 0 || l.tpm() < 0 || l.concurrency() < 0)
+    return FinishUnary(ctx, absl::InvalidArgumentError("a key's limits are counts: 0 or more"));
+  k.limits = KeyLimits{l.rpm(), l.rpd(), l.tpm(), l.concurrency()};
   if (auto s = store_->Insert(k); !s.ok()) {
     if (s.code() == absl::StatusCode::kAlreadyExists)
       return FinishUnary(ctx, absl::AlreadyExistsError("a key with this secret already exists"));

@@ -11,6 +11,17 @@
 
 namespace nexusflow::auth {
 
+// A key's own limits: a positive value replaces its plan's, 0 keeps the plan's.
+struct KeyLimits {
+  int64_t rpm = 0;
+  int64_t rpd = 0;
+  int64_t tpm = 0;
+  int64_t concurrency = 0;
+};
+// Stored as "rpm,rpd,tpm,concurrency" ("" = none set).
+std::string EncodeKeyLimits(const KeyLimits& limits);
+KeyLimits DecodeKeyLimits(const std::string& text);
+
 struct KeyRecord {
   std::string id;          // "key_…"
   std::string key_sha256;  // 32 raw bytes
@@ -22,6 +33,7 @@ struct KeyRecord {
   bool revoked = false;
   int64_t created_at = 0;  // unix seconds
   int64_t expires_at = 0;  // unix seconds; 0 = never
+  KeyLimits limits;
 };
 
 class KeyStore {

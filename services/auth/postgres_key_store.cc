@@ -27,6 +27,8 @@ CREATE INDEX IF NOT EXISTS api_keys_account ON api_keys(account_id, seq);
 -- Revocation order, so every replica learns of the others' revocations.
 CREATE SEQUENCE IF NOT EXISTS api_key_revocations;
 ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_seq BIGINT;
+-- The key's own limits, "rpm,rpd,tpm,concurrency" ('' = its plan's).
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS limits TEXT NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS api_keys_revoked ON api_keys(revoked_seq) WHERE revoked_seq IS NOT NULL;
 )sql";
 
@@ -37,7 +39,7 @@ constexpr int kPoolSize = 4;
 
 constexpr char kColumns[] =
     "id, key_sha256, account_id, name, prefix, plan, allowed_models, revoked, created_at, "
-    "expires_at";
+    "expires_at, limits";
 
 KeyRecord ReadRow(const PgResult& r, int row) {
   KeyRecord k;
@@ -52,6 +54,7 @@ KeyRecord ReadRow(const PgResult& r, int row) {
   k.revoked = r.Text(row, 7) == "t";
   k.created_at = r.Int(row, 8);
   k.expires_at = r.Int(row, 9);
+  k.limits = DecodeKeyLimits(r.Text(row, 10));
   return k;
 }
 
@@ -72,10 +75,11 @@ class PostgresKeyStore : public KeyStore {
     auto c = pool_.Acquire();
     if (!c.ok()) return c.status();
     auto r = (*c)->Query(absl::StrCat("INSERT INTO api_keys (", kColumns,
-                                      ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+                                      ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
                          {k.id, PgParam::Bytes(k.key_sha256), k.account_id, k.name, k.prefix,
                           k.plan, absl::StrJoin(k.allowed_models, ","),
-                          k.revoked ? "true" : "false", k.created_at, k.expires_at});
+                          k.revoked ? "true" : "false", k.created_at, k.expires_at,
+                          EncodeKeyLimits(k.limits)});
     return r.status();  // a taken hash (or id) is ALREADY_EXISTS
   }
 
@@ -136,7 +140,7 @@ class PostgresKeyStore : public KeyStore {
     if (!r.ok()) return r.status();
     for (int i = 0; i < r->rows(); ++i) {
       out.push_back(ReadRow(*r, i));
-      *cursor = std::max(*cursor, r->Int(i, 10));
+      *cursor = std::max(*cursor, r->Int(i, 11));
     }
     return out;
   }

@@ -62,7 +62,14 @@ absl::Status RateLimiterService::AcquireLease(const pb::AcquireRequest& request,
   if (it == config_.plans.end())
     return absl::FailedPreconditionError(absl::StrCat("unknown rate-limit plan '", plan, "'"));
   if (req->key_id().empty()) return absl::InvalidArgumentError("key_id is required");
-  Admission a = store_->Acquire(req->key_id(), it->second,
+  // The key's own limits replace its plan's where set.
+  PlanLimits limits = it->second;
+  const auto& own = req->key_limits();
+  if (own.rpm() > 0) limits.rpm = own.rpm();
+  if (own.rpd() > 0) limits.rpd = own.rpd();
+  if (own.tpm() > 0) limits.tpm = own.tpm();
+  if (own.concurrency() > 0) limits.concurrency = own.concurrency();
+  Admission a = store_->Acquire(req->key_id(), limits,
                                 std::max<int64_t>(0, req->estimated_tokens()), now_());
   const char* outcome = "allowed";
   switch (a.denied_by) {

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  ORIGIN, RUN_ID, openai, adminOk, createAccountWithKey, accountMoney, nanoToUsd, eventually,
+  ORIGIN, RUN_ID, openai, admin, adminOk, createAccountWithKey, accountMoney, nanoToUsd, eventually,
 } from './lib.mjs';
 
 // A PNG header: all a tokenizer (and the gateway) reads of its size.
@@ -135,5 +135,29 @@ describe('limits across replicas', () => {
     const last = await send('after');
     assert.equal(last.status, 429, last.body);
     assert.match(last.body, /requests per minute/);
+  });
+
+  test("a key's own limits override its plan's", async () => {
+    const { account } = await createAccountWithKey({ name: 'e2e-own-limits', credit: '1.00' });
+    const key = await adminOk('POST', '/admin/v1/keys',
+                              { account_id: account.id, name: 'two-a-minute', limits: { rpm: 2 } }, 201);
+    assert.deepEqual(key.limits, { rpm: 2 });
+    assert.equal(key.plan, 'default');
+    const send = () => fetch(`${ORIGIN}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key.key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'qwen3-max', max_tokens: 5, messages: [{ role: 'user', content: 'hi [mock:words=2]' }] }),
+    });
+    assert.equal((await send()).status, 200);
+    const second = await send();
+    assert.equal(second.status, 200);
+    assert.equal(second.headers.get('x-ratelimit-limit-requests'), '2');
+    const third = await send();
+    assert.equal(third.status, 429, await third.text());
+    for (const limits of [{ rpm: 0 }, { rpm: 1.5 }, { burst: 3 }, 'many']) {
+      const res = await admin('POST', '/admin/v1/keys', { account_id: account.id, limits });
+      assert.equal(res.status, 400, JSON.stringify(limits));
+      assert.equal(res.body.error.param, 'limits');
+    }
   });
 });

@@ -131,6 +131,26 @@ TEST_P(KeyStoreTest, AKeyIsFoundByItsHashWithEveryField) {
   EXPECT_TRUE(absl::IsNotFound(store_->FindByHash(Hash(2)).status()));
 }
 
+TEST_P(KeyStoreTest, AKeysOwnLimitsRoundTrip) {
+  KeyRecord k = Key(7);
+  k.limits = KeyLimits{60, 1000, 50000, 5};
+  ASSERT_TRUE(store_->Insert(k).ok());
+  ASSERT_TRUE(store_->Insert(Key(8)).ok());
+  auto got = store_->FindByHash(Hash(7));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->limits.rpm, 60);
+  EXPECT_EQ(got->limits.rpd, 1000);
+  EXPECT_EQ(got->limits.tpm, 50000);
+  EXPECT_EQ(got->limits.concurrency, 5);
+  auto plain = store_->FindByHash(Hash(8));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->limits.rpm, 0);
+  EXPECT_EQ(EncodeKeyLimits(KeyLimits{}), "");
+  EXPECT_EQ(DecodeKeyLimits("1,2,x,-4").rpm, 1);
+  EXPECT_EQ(DecodeKeyLimits("1,2,x,-4").tpm, 0);
+  EXPECT_EQ(DecodeKeyLimits("1,2,x,-4").concurrency, 0);
+}
+
 TEST_P(KeyStoreTest, AnEmptyAllowListMeansAllModels) {
   KeyRecord k = Key(2);
   k.allowed_models.clear();
