@@ -160,4 +160,25 @@ describe('limits across replicas', () => {
       assert.equal(res.body.error.param, 'limits');
     }
   });
+
+  test('a concurrency limit of 3 lets exactly 3 of 12 simultaneous slow requests through', async () => {
+    const { account } = await createAccountWithKey({ name: 'e2e-concurrency', credit: '1.00' });
+    const key = await adminOk('POST', '/admin/v1/keys',
+                              { account_id: account.id, name: 'three-at-once', limits: { concurrency: 3 } }, 201);
+    // Each admitted request holds its slot for 1.5 s at the mock: all 12 arrive meanwhile.
+    const send = (i) => fetch(`${ORIGIN}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key.key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'qwen3-max', max_tokens: 5,
+                             messages: [{ role: 'user', content: `slot ${i} [mock:words=2][mock:delay=1500]` }] }),
+    }).then(async (r) => ({ status: r.status, body: await r.text() }));
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => send(i)));
+    const served = results.filter((r) => r.status === 200).length;
+    const refused = results.filter((r) => r.status === 429);
+    assert.equal(served, 3, results.map((r) => r.status).join(','));
+    assert.equal(refused.length, 9);
+    for (const r of refused) assert.match(r.body, /concurrent requests/);
+    // The slots come back when the requests end.
+    assert.equal((await send('after')).status, 200);
+  });
 });
