@@ -15,9 +15,9 @@ set -euo pipefail
 MODE="${1:-}"
 shift || true
 case "$MODE" in
-  all)   PORT_BASE=1; RUN_ARGS=() ;;
-  split) PORT_BASE=2; RUN_ARGS=(--split) ;;
-  scale) PORT_BASE=4; RUN_ARGS=(--split --scale); export NEXUSFLOW_E2E_GATEWAYS=2 ;;
+  all)   PORT_BASE=18; RUN_ARGS=() ;;
+  split) PORT_BASE=28; RUN_ARGS=(--split) ;;
+  scale) PORT_BASE=16; RUN_ARGS=(--split --scale); export NEXUSFLOW_E2E_GATEWAYS=2 ;;
   *) echo "usage: $0 all|split|scale [node --test args...]" >&2; exit 2 ;;
 esac
 
@@ -28,11 +28,12 @@ START_TIMEOUT="${NEXUSFLOW_E2E_START_TIMEOUT:-180}"
 STOP_TIMEOUT="${NEXUSFLOW_E2E_STOP_TIMEOUT:-30}"
 
 # all: 18080 19100 19090(+0) 19300(+0); split: 28080 29100 29090..29095 29300..29305;
-# scale: 48080 49100 49090..49095 and 49101..49105, 49300..49315, 49120 49121.
-HTTP_PORT="${PORT_BASE}8080"
-MOCK_PORT="${PORT_BASE}9100"
-GRPC_PORT="${PORT_BASE}9090"
-METRICS_PORT="${PORT_BASE}9300"
+# scale: 16080 17100 17090..17095 and 17101..17105, 17300..17315, 17120 17121.
+# Every port is below the ephemeral range (32768+), where a client socket could hold it.
+HTTP_PORT="${PORT_BASE}080"
+MOCK_PORT="$((PORT_BASE + 1))100"
+GRPC_PORT="$((PORT_BASE + 1))090"
+METRICS_PORT="$((PORT_BASE + 1))300"
 PORTS=("$HTTP_PORT" "$MOCK_PORT")
 for i in 0 1 2 3 4 5; do PORTS+=("$((GRPC_PORT + i))" "$((METRICS_PORT + i))"); done
 # scale: the second replicas at +11..+15, PostgreSQL at +30 and Redis at +31.

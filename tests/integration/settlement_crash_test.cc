@@ -3,8 +3,8 @@
 // the gateway is SIGKILLed and both are restarted; a stream cut by a SIGKILLed gateway is
 // charged at least for the output its client received.
 //
-// Ports (fixed for this test): gateway HTTP 38080 and gRPC 39090, the services' gRPC
-// 39091–39095 and /metrics 39301–39305, the mock provider 39100.
+// Ports (fixed for this test, below the ephemeral range): gateway HTTP 14080 and gRPC
+// 15090, the services' gRPC 15091–15095 and /metrics 15301–15305, the mock provider 15100.
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <grpcpp/create_channel.h>
@@ -36,16 +36,16 @@ namespace billing = nexusflow::billing::v1;
 
 std::string g_binary, g_mock, g_config;
 
-constexpr int kHttpPort = 38080;
-constexpr int kGatewayGrpcPort = 39090;
-constexpr int kMockPort = 39100;
+constexpr int kHttpPort = 14080;
+constexpr int kGatewayGrpcPort = 15090;
+constexpr int kMockPort = 15100;
 constexpr char kAdminKey[] = "nf-admin-settlement-crash-test";
 // The services in start order, with their gRPC port (+210 for /metrics).
-const std::vector<std::pair<std::string, int>> kServices = {{"auth", 39091},
-                                                            {"routing", 39092},
-                                                            {"rate-limiter", 39093},
-                                                            {"billing-ledger", 39094},
-                                                            {"provider-connector", 39095}};
+const std::vector<std::pair<std::string, int>> kServices = {{"auth", 15091},
+                                                            {"routing", 15092},
+                                                            {"rate-limiter", 15093},
+                                                            {"billing-ledger", 15094},
+                                                            {"provider-connector", 15095}};
 
 int ServicePort(const std::string& target) {
   for (const auto& [name, port] : kServices)
