@@ -123,6 +123,11 @@ export NEXUSFLOW_MOCK_PORT="$MOCK_PORT"
 export NEXUSFLOW_MOCK_API_KEY="mock-upstream-e2e-${MODE}"
 export NEXUSFLOW_GRPC_PORT="$GRPC_PORT"
 export NEXUSFLOW_METRICS_PORT="$METRICS_PORT"
+if [[ "$MODE" == scale ]]; then
+  # Where tools/run --scale keeps its Redis (redis.test.mjs stops and restarts it).
+  export NEXUSFLOW_E2E_REDIS_DIR="$DATA_DIR/redis" NEXUSFLOW_E2E_REDIS_PORT="$((GRPC_PORT + 31))"
+  export NEXUSFLOW_E2E_LIMITER_METRICS="http://127.0.0.1:$((METRICS_PORT + 3))/metrics,http://127.0.0.1:$((METRICS_PORT + 13))/metrics"
+fi
 export NEXUSFLOW_ADMIN_KEY="nf-admin-e2e-${MODE}-0123456789abcdef"
 export NEXUSFLOW_DEMO_KEY="sk-nf-e2edemo${MODE}0123456789abcdef0123"
 export NEXUSFLOW_DATA_DIR="$DATA_DIR"
@@ -177,7 +182,8 @@ log "up at $NEXUSFLOW_BASE_URL after ${SECONDS}s; running the tests"
 
 tests=("$E2E_DIR"/*.test.mjs)
 set +e
-(cd "$E2E_DIR" && node --test --test-reporter=spec "$@" "${tests[@]}")
+# One test file at a time: the scale run's Redis test stops and restarts Redis.
+(cd "$E2E_DIR" && node --test --test-concurrency=1 --test-reporter=spec "$@" "${tests[@]}")
 test_rc=$?
 set -e
 
