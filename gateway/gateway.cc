@@ -205,8 +205,8 @@ absl::Status Gateway::Start() {
   options.max_attempts = config_.gateway.settlement_max_attempts;
   // The outbox's retries go to billing over gRPC (an in-process channel when billing is
   // in this process): they are rare, and off the loops.
-  billing::v1::BillingLedgerService::Stub* stub = backends_.billing.get();
-  auto settle = [stub](const billing::v1::SettleRequest& req,
+  billing::v1::BillingLedgerService::Stub* ledger = backends_.billing.get();
+  auto settle = [ledger](const billing::v1::SettleRequest& req,
                        std::function<void(const grpc::Status&)> done) {
     struct Call {
       grpc::ClientContext ctx;
@@ -218,7 +218,7 @@ absl::Status Gateway::Start() {
     call->req = req;
     call->done = std::move(done);
     call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    stub->async()->Settle(&call->ctx, &call->req, &call->resp, [call](grpc::Status s) {
+    ledger->async()->Settle(&call->ctx, &call->req, &call->resp, [call](grpc::Status s) {
       call->done(s);
       delete call;
     });

@@ -299,14 +299,19 @@ class MessagesReader {
     return true;
   }
 
-  bool Image(const json::object& block, const std::string& path, llmpb::Image* image) {
+  // The `source` object of an image or document block (at `sp`) and its `type`.
+  bool Source(const json::object& block, const std::string& sp, const json::object** source, std::string* type) {
     const json::value* sv = Get(block, "source");
-    std::string sp = At(path, "source");
     if (!sv) return Missing(sp);
+    if (!Object(*sv, sp, source)) return false;
+    return Type(**source, sp, type);
+  }
+
+  bool Image(const json::object& block, const std::string& path, llmpb::Image* image) {
+    std::string sp = At(path, "source");
     const json::object* source = nullptr;
-    if (!Object(*sv, sp, &source)) return false;
     std::string type;
-    if (!Type(*source, sp, &type)) return false;
+    if (!Source(block, sp, &source, &type)) return false;
     if (type == "base64") {
       std::string media_type;
       if (!RequiredString(*source, sp, "media_type", &media_type)) return false;
@@ -329,13 +334,10 @@ class MessagesReader {
   }
 
   bool Document(const json::object& block, const std::string& path, llmpb::Document* doc) {
-    const json::value* sv = Get(block, "source");
     std::string sp = At(path, "source");
-    if (!sv) return Missing(sp);
     const json::object* source = nullptr;
-    if (!Object(*sv, sp, &source)) return false;
     std::string type;
-    if (!Type(*source, sp, &type)) return false;
+    if (!Source(block, sp, &source, &type)) return false;
     if (type == "base64") {
       std::string media_type;
       if (!RequiredString(*source, sp, "media_type", &media_type)) return false;

@@ -427,7 +427,12 @@ class OpenAiChatCodec : public UpstreamCodec {
   }
 
   static bool RelayUnlessUsageOnly(std::string_view, std::string_view data) {
-    if (data.find("\"usage\"") == std::string_view::npos) return true;
+    // Every chunk of such a stream carries "usage": only one whose usage is an object is
+    // parsed here (the decoder parses each chunk anyway).
+    size_t at = data.find("\"usage\"");
+    if (at == std::string_view::npos) return true;
+    at = data.find_first_not_of(" \t\r\n:", at + 7);
+    if (at == std::string_view::npos || data[at] != '{') return true;
     boost::system::error_code ec;
     json::value v = json::parse(data, ec);
     if (ec || !v.is_object()) return true;

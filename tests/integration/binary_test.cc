@@ -3,6 +3,7 @@
 // stop on SIGTERM.
 #include <gtest/gtest.h>
 
+#include "tests/integration/http_get.h"
 #include "tests/integration/ports.h"
 
 #include <curl/curl.h>
@@ -26,6 +27,7 @@
 namespace {
 
 using nexusflow::testing::FreePort;
+using nexusflow::testing::HttpGet;
 
 std::string g_binary;
 
@@ -63,23 +65,6 @@ int WaitExit(pid_t pid, int seconds) {
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
   return -2;
-}
-
-size_t Append(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
-}
-
-std::string HttpGet(const std::string& url) {
-  std::string body;
-  CURL* c = curl_easy_init();
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Append);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
-  curl_easy_perform(c);
-  curl_easy_cleanup(c);
-  return body;
 }
 
 TEST(BinaryTest, AuthAloneAnswersHealthAndCountsRpcsInMetrics) {

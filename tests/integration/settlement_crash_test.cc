@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "nexusflow/billing/v1/billing.grpc.pb.h"
+#include "tests/integration/http_get.h"
 #include "tests/integration/ports.h"
 
 namespace {
@@ -51,11 +52,6 @@ int ServicePort(const std::string& target) {
   for (const auto& [name, port] : kServices)
     if (name == target) return port;
   return 0;
-}
-
-size_t AppendTo(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
 }
 
 struct HttpResult {
@@ -134,18 +130,6 @@ double MetricValue(const std::string& page, const std::string& series) {
     at = after;
   }
   return -1;
-}
-
-std::string HttpGetPage(const std::string& url) {
-  std::string body;
-  CURL* c = curl_easy_init();
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, AppendTo);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
-  curl_easy_perform(c);
-  curl_easy_cleanup(c);
-  return body;
 }
 
 // Bytes of output text in an OpenAI SSE body, counted as the body grows (complete frames
@@ -263,7 +247,7 @@ class SettlementCrashTest : public ::testing::Test {
     pids_["gateway"] = Spawn("gateway", {g_binary, "--config=" + g_config, "--target=gateway"});
     ASSERT_TRUE(WaitFor(
         [] {
-          return HttpGetPage("http://127.0.0.1:" + std::to_string(kHttpPort) + "/readyz") ==
+          return nexusflow::testing::HttpGet("http://127.0.0.1:" + std::to_string(kHttpPort) + "/readyz") ==
                  "ready\n";
         },
         60))
@@ -279,7 +263,7 @@ class SettlementCrashTest : public ::testing::Test {
   }
 
   std::string GatewayMetrics() {
-    return HttpGetPage("http://127.0.0.1:" + std::to_string(kHttpPort) + "/metrics");
+    return nexusflow::testing::HttpGet("http://127.0.0.1:" + std::to_string(kHttpPort) + "/metrics");
   }
 
   std::unique_ptr<billing::BillingLedgerService::Stub> Billing() {
@@ -312,7 +296,7 @@ class SettlementCrashTest : public ::testing::Test {
 
   // The reservations billing-ledger granted since it started (its RPC counter).
   double HoldsGranted() {
-    std::string page = HttpGetPage(
+    std::string page = nexusflow::testing::HttpGet(
         "http://127.0.0.1:" + std::to_string(ServicePort("billing-ledger") + 210) + "/metrics");
     return MetricValue(page,
                        "nexusflow_grpc_server_handled_total{code=\"OK\",method=\"Reserve\","

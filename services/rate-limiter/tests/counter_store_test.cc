@@ -453,7 +453,7 @@ TEST(RedisReplicasTest, TwoLimiterReplicasOverGrpcAdmitExactlyThePlansRpm) {
   std::vector<std::thread> clients;
   for (int c = 0; c < 8; ++c) {
     clients.emplace_back([&, c] {
-      auto stub = pb::RateLimiterService::NewStub(
+      auto limiter = pb::RateLimiterService::NewStub(
           DialTarget("127.0.0.1:" + std::to_string(replicas[c % 2].host.port())));
       for (int i = 0; i < 20; ++i) {
         grpc::ClientContext ctx;
@@ -462,7 +462,7 @@ TEST(RedisReplicasTest, TwoLimiterReplicasOverGrpcAdmitExactlyThePlansRpm) {
         req.set_plan("metered");
         req.set_estimated_tokens(10);
         pb::AcquireResponse resp;
-        grpc::Status s = stub->Acquire(&ctx, req, &resp);
+        grpc::Status s = limiter->Acquire(&ctx, req, &resp);
         if (s.ok() && resp.decision() == pb::DECISION_ALLOWED) {
           ++allowed;
         } else if (s.ok() && resp.denied_by() == pb::LIMIT_KIND_REQUESTS &&
