@@ -189,7 +189,7 @@ class SqliteTaskStore final : public TaskStore {
   }
 
   absl::StatusOr<std::optional<Task>> ClaimNext(std::string_view worker, absl::Duration lease,
-                                                absl::Time now) override {
+                                                absl::Time now, int max_per_key) override {
     if (worker.empty()) return absl::InvalidArgumentError("a worker needs a name");
     std::lock_guard lock(mu_);
     Transaction tx(*db_);
@@ -197,10 +197,13 @@ class SqliteTaskStore final : public TaskStore {
     std::string id;
     {
       auto candidate = db_->Prepare(
-          "SELECT id FROM tasks WHERE status IN ('queued', 'running') AND "
-          "(lease_owner = '' OR lease_expires_us <= ?) ORDER BY created_us, id LIMIT 1");
+          "SELECT id FROM tasks t WHERE status IN ('queued', 'running') AND "
+          "(lease_owner = '' OR lease_expires_us <= ?1) AND (?2 <= 0 OR "
+          "(SELECT COUNT(*) FROM tasks u WHERE u.key_id = t.key_id AND "
+          "u.status IN ('queued', 'running') AND u.lease_owner != '' AND "
+          "u.lease_expires_us > ?1) < ?2) ORDER BY created_us, id LIMIT 1");
       if (!candidate.ok()) return candidate.status();
-      candidate->Bind(1, Micros(now));
+      candidate->Bind(1, Micros(now)).Bind(2, static_cast<int64_t>(max_per_key));
       absl::StatusOr<bool> row = candidate->Step();
       if (!row.ok()) return row.status();
       if (!*row) return std::optional<Task>();

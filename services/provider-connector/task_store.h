@@ -122,9 +122,12 @@ class TaskStore {
 
   // Atomically claims the oldest task that is `queued` or `running` and has no live lease
   // (none, or expired at `now`): `worker` holds it until now + `lease`, attempts + 1.
-  // nullopt when there is nothing to claim. A `running` task keeps its upstream job id.
+  // With `max_per_key` > 0, a task whose API key already has that many tasks under a live
+  // lease (any worker's) waits: one key's burst cannot take every worker. nullopt when
+  // there is nothing to claim. A `running` task keeps its upstream job id.
   virtual absl::StatusOr<std::optional<Task>> ClaimNext(std::string_view worker,
-                                                        absl::Duration lease, absl::Time now) = 0;
+                                                        absl::Duration lease, absl::Time now,
+                                                        int max_per_key) = 0;
 
   // Extends `worker`'s lease to now + `lease`; the task as it is now (the worker reads
   // cancel_requested from it). FAILED_PRECONDITION when `worker` no longer holds it or it

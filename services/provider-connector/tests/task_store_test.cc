@@ -81,14 +81,14 @@ class TaskStoreTest : public ::testing::TestWithParam<Backend> {
 
   // Claims and expects a task.
   Task MustClaim(TaskStore& store, const std::string& worker, absl::Time now) {
-    absl::StatusOr<std::optional<Task>> claimed = store.ClaimNext(worker, kLease, now);
+    absl::StatusOr<std::optional<Task>> claimed = store.ClaimNext(worker, kLease, now, 0);
     EXPECT_TRUE(claimed.ok()) << claimed.status();
     EXPECT_TRUE(claimed.ok() && claimed->has_value()) << "nothing to claim";
     return claimed.ok() && claimed->has_value() ? **claimed : Task{};
   }
 
   bool NothingToClaim(TaskStore& store, const std::string& worker, absl::Time now) {
-    absl::StatusOr<std::optional<Task>> claimed = store.ClaimNext(worker, kLease, now);
+    absl::StatusOr<std::optional<Task>> claimed = store.ClaimNext(worker, kLease, now, 0);
     EXPECT_TRUE(claimed.ok()) << claimed.status();
     return claimed.ok() && !claimed->has_value();
   }
@@ -279,6 +279,30 @@ TEST_P(TaskStoreTest, RenewingMovesTheExpiryAndShowsACancelRequest) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_P(TaskStoreTest, AKeyAtItsCapWaitsWhileOtherKeysAreClaimed) {
+  // Key "acct_a" has three tasks, "acct_b" one, created in that order; two at a time per key.
+  const Task a1 = MustCreate("acct_a", kT0);
+  const Task a2 = MustCreate("acct_a", kT0 + absl::Seconds(1));
+  const Task a3 = MustCreate("acct_a", kT0 + absl::Seconds(2));
+  const Task b1 = MustCreate("acct_b", kT0 + absl::Seconds(3));
+  const absl::Time now = kT0 + absl::Seconds(10);
+  std::vector<std::string> order;
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<std::optional<Task>> claimed = store_->ClaimNext("w1", kLease, now, 2);
+    ASSERT_TRUE(claimed.ok()) << claimed.status();
+    if (!claimed->has_value()) break;
+    order.push_back((*claimed)->id);
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{a1.id, a2.id, b1.id}));
+  // One of the key's tasks ends: the third is claimable.
+  ASSERT_TRUE(store_->Finish(a1.id, "w1", Succeeded(0, 10), now).ok());
+  absl::StatusOr<std::optional<Task>> next = store_->ClaimNext("w1", kLease, now, 2);
+  ASSERT_TRUE(next.ok() && next->has_value());
+  EXPECT_EQ((*next)->id, a3.id);
+  // Every live task is under a lease now.
+  EXPECT_TRUE(NothingToClaim(*store_, "w1", now));
+}
+
 TEST_P(TaskStoreTest, FinishAppliesExactlyOnce) {
   const Task task = MustCreate("acct_a", kT0, TaskKind::kImage);
   MustClaim(*store_, "worker-1", kT0);
@@ -440,7 +464,7 @@ TEST_P(TaskStoreTest, TwoStoresClaimingConcurrentlyNeverShareATask) {
     const std::string worker = "worker-" + std::to_string(w);
     for (int i = 0; i < kRounds; ++i) {
       round.arrive_and_wait();
-      absl::StatusOr<std::optional<Task>> task = stores[w]->ClaimNext(worker, kLease, now);
+      absl::StatusOr<std::optional<Task>> task = stores[w]->ClaimNext(worker, kLease, now, 0);
       if (!task.ok() || !task->has_value()) {
         ++errors;
         continue;
