@@ -32,6 +32,7 @@ struct Gateway::Route {
   enum class Kind {
     kHealth, kReady, kMetrics, kOpenAiChat, kModels, kBalance, kUsage, kAdmin,
     kAnthropicMessages, kAnthropicCountTokens, kGeminiModels, kGeminiModel, kEmbeddings,
+    kImages, kTasks,
   };
   std::string_view path;
   bool prefix;               // `path` is a prefix of the request path
@@ -54,6 +55,9 @@ constexpr Route kRoutes[] = {
     {"/metrics", false, "", "ops", ApiProtocol::kOpenAI, Auth::kNone, Kind::kMetrics},
     {"/v1/chat/completions", false, "POST", "chat_completions", ApiProtocol::kOpenAI, Auth::kKey, Kind::kOpenAiChat},
     {"/v1/embeddings", false, "POST", "embeddings", ApiProtocol::kOpenAI, Auth::kKey, Kind::kEmbeddings},
+    {"/v1/images/generations", false, "POST", "images_generations", ApiProtocol::kOpenAI, Auth::kKey, Kind::kImages},
+    {"/v1/tasks", false, "", "tasks", ApiProtocol::kNexusFlow, Auth::kKey, Kind::kTasks},
+    {"/v1/tasks/", true, "", "tasks", ApiProtocol::kNexusFlow, Auth::kKey, Kind::kTasks},
     {"/v1/models", false, "GET", "models", ApiProtocol::kOpenAI, Auth::kKey, Kind::kModels},
     {"/v1/models/", true, "GET", "models", ApiProtocol::kOpenAI, Auth::kKey, Kind::kModels},
     {"/v1/messages", false, "POST", "messages", ApiProtocol::kAnthropic, Auth::kKey, Kind::kAnthropicMessages},
@@ -328,6 +332,10 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
       co_return co_await HandleOpenAiChat(ex, std::move(*identity), log);
     case Kind::kEmbeddings:
       co_return co_await HandleEmbeddings(ex, std::move(*identity), log);
+    case Kind::kImages:
+      co_return co_await HandleImages(ex, std::move(*identity), log);
+    case Kind::kTasks:
+      co_return co_await HandleTasks(ex, std::move(*identity), log);
     case Kind::kAnthropicMessages:
       co_return co_await HandleAnthropicMessages(ex, std::move(*identity), log);
     case Kind::kAnthropicCountTokens:

@@ -145,6 +145,16 @@ class Gateway {
   // POST /v1/embeddings (OpenAI).
   boost::asio::awaitable<void> HandleEmbeddings(HttpExchange& ex, auth::v1::Identity identity,
                                                 RequestLog& log);
+  // POST /v1/images/generations (OpenAI), on the task pipeline: waits for the task within
+  // gateway.image_wait_seconds.
+  boost::asio::awaitable<void> HandleImages(HttpExchange& ex, auth::v1::Identity identity, RequestLog& log);
+  // /v1/tasks: POST (create), GET (list); /v1/tasks/{id}: GET; /v1/tasks/{id}/cancel: POST.
+  boost::asio::awaitable<void> HandleTasks(HttpExchange& ex, auth::v1::Identity identity, RequestLog& log);
+  // Resolves a media model, admits it (rate limit, and a hold of its most costly outcome)
+  // and creates its task. Answers the caller itself and returns nullopt on any failure.
+  struct MediaJob;
+  boost::asio::awaitable<std::optional<connector::v1::Task>> CreateMediaTask(
+      MediaJob& job, HttpExchange& ex, RequestLog& log);
   // Commits a charge (a few quick tries), else hands it to the outbox, which keeps it
   // until billing takes it. `recorded`: the outbox already holds an entry for it.
   boost::asio::awaitable<void> SettleCharge(const billing::v1::SettleRequest& req, RequestLog& log,

@@ -85,6 +85,21 @@ class RunningProcess : public Process {
     grpc_options.reflection = config.server.grpc_reflection;
     if (auto s = host_.Start(config.server.grpc_listen, grpc_options); !s.ok()) return s;
     host_.SetServing(true);
+    if (connector_) {
+      // Media tasks settle with billing themselves when they end.
+      std::shared_ptr<grpc::Channel> billing_channel = host_.InProcessChannel();
+      if (!targets.count("billing-ledger")) {
+        auto it = config.services.find("billing-ledger");
+        if (it == config.services.end())
+          return absl::InvalidArgumentError(
+              "provider-connector settles media tasks: services.billing-ledger is not configured");
+        billing_channel = DialTarget(it->second, config.server.internal_token);
+      }
+      auto tasks = connector::OpenTaskStore(config.provider_connector.media.task_store);
+      if (!tasks.ok()) return tasks.status();
+      connector_->EnableTasks(std::make_unique<connector::TaskService>(
+          config.provider_connector, std::move(*tasks), billing::v1::BillingLedgerService::NewStub(billing_channel)));
+    }
     if (!config.server.metrics_listen.empty()) StartMetricsListener(config.server.metrics_listen);
     if (!targets.count("gateway")) return absl::OkStatus();
 

@@ -75,7 +75,7 @@ std::string UsageListJson(const billing::v1::ListUsageResponse& resp) {
   json::array data;
   for (const auto& r : resp.records()) {
     const auto& u = r.usage();
-    data.push_back(json::object{
+    json::object& rec = data.emplace_back(json::object{
         {"request_id", r.request_id()},
         {"model", r.model()},
         {"protocol", routing::ProtocolName(r.protocol())},
@@ -86,7 +86,10 @@ std::string UsageListJson(const billing::v1::ListUsageResponse& resp) {
         {"reasoning_tokens", u.reasoning_tokens()},
         {"cost", FormatUsd(r.cost_nano_usd())},
         {"cursor", r.sequence()},
-        {"created_at", Iso(r.created_at().seconds())}});
+        {"created_at", Iso(r.created_at().seconds())}}).as_object();
+    // Media tasks and images: what was produced.
+    if (u.images() > 0) rec["images"] = u.images();
+    if (u.video_seconds() > 0) rec["video_seconds"] = u.video_seconds();
   }
   json::object body{{"object", "list"}, {"data", std::move(data)}, {"has_more", resp.has_more()}};
   if (resp.has_more()) body["next_after"] = resp.records(resp.records_size() - 1).request_id();

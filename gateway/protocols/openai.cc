@@ -649,6 +649,19 @@ json::object ModelObject(const routing::v1::Model& m) {
     protocols.push_back(json::string(routing::ProtocolName(static_cast<llm::v1::Protocol>(p))));
   for (const auto& c : m.capabilities()) capabilities.push_back(json::string(c));
   const auto& price = m.price();
+  // Media models are priced per image or per second of video, token models per million.
+  json::object pricing{{"currency", "USD"}};
+  if (price.image_nano_usd() > 0 || price.video_second_nano_usd() > 0) {
+    if (price.image_nano_usd() > 0) pricing["image"] = FormatUsd(price.image_nano_usd());
+    if (price.video_second_nano_usd() > 0) pricing["video_second"] = FormatUsd(price.video_second_nano_usd());
+    pricing["unit"] = price.image_nano_usd() > 0 ? "per_image" : "per_second";
+  } else {
+    pricing["unit"] = "per_million_tokens";
+    pricing["input"] = FormatUsd(price.input_nano_usd_per_mtok());
+    pricing["output"] = FormatUsd(price.output_nano_usd_per_mtok());
+    pricing["cache_read"] = FormatUsd(price.cache_read_nano_usd_per_mtok());
+    pricing["cache_write"] = FormatUsd(price.cache_write_nano_usd_per_mtok());
+  }
   return json::object{
       {"id", m.id()},
       {"object", "model"},
@@ -658,12 +671,7 @@ json::object ModelObject(const routing::v1::Model& m) {
       {"capabilities", std::move(capabilities)},
       {"context_window", m.context_window()},
       {"max_output_tokens", m.max_output_tokens()},
-      {"pricing", json::object{{"currency", "USD"},
-                               {"unit", "per_million_tokens"},
-                               {"input", FormatUsd(price.input_nano_usd_per_mtok())},
-                               {"output", FormatUsd(price.output_nano_usd_per_mtok())},
-                               {"cache_read", FormatUsd(price.cache_read_nano_usd_per_mtok())},
-                               {"cache_write", FormatUsd(price.cache_write_nano_usd_per_mtok())}}}};
+      {"pricing", std::move(pricing)}};
 }
 
 }  // namespace

@@ -162,9 +162,14 @@ void ParseModel(const YAML::Node& n, const std::string& p, ModelConfig& m) {
   std::string pp = Sub(p, "pricing");
   if (!n["pricing"]) Fail(p, "missing 'pricing'");
   const YAML::Node& pr = n["pricing"];
-  ExpectMap(pr, pp, {"input", "output", "cache_read", "cache_write"});
-  if (!pr["input"]) Fail(pp, "missing 'input' (USD per million input tokens)");
-  m.price.input = ReadUsdPerMtok(pr["input"], Sub(pp, "input"));
+  ExpectMap(pr, pp, {"input", "output", "cache_read", "cache_write", "image", "video_second"});
+  // Media models are priced per image or per second of video (USD), token models per
+  // million tokens.
+  if (pr["image"]) m.price.image = ReadUsdPerMtok(pr["image"], Sub(pp, "image"));
+  if (pr["video_second"]) m.price.video_second = ReadUsdPerMtok(pr["video_second"], Sub(pp, "video_second"));
+  if (!pr["input"] && !pr["image"] && !pr["video_second"])
+    Fail(pp, "missing 'input' (USD per million input tokens), or 'image' / 'video_second' for a media model");
+  m.price.input = pr["input"] ? ReadUsdPerMtok(pr["input"], Sub(pp, "input")) : 0;
   m.price.output = pr["output"] ? ReadUsdPerMtok(pr["output"], Sub(pp, "output")) : 0;
   m.price.cache_read = pr["cache_read"] ? ReadUsdPerMtok(pr["cache_read"], Sub(pp, "cache_read"))
                                         : m.price.input / 10;
@@ -212,7 +217,7 @@ Config ParseRoot(const YAML::Node& root) {
   if (const YAML::Node& g = root["gateway"]) {
     ExpectMap(g, "gateway", {"admin_key", "auth_cache_ttl_seconds", "max_body_bytes",
                              "access_log", "default_max_output_tokens", "outbox",
-                             "settlement_max_attempts"});
+                             "settlement_max_attempts", "image_wait_seconds"});
     if (g["admin_key"]) c.gateway.admin_key = ReadString(g["admin_key"], "gateway.admin_key");
     if (g["auth_cache_ttl_seconds"])
       c.gateway.auth_cache_ttl_seconds =
@@ -231,6 +236,9 @@ Config ParseRoot(const YAML::Node& root) {
     if (g["settlement_max_attempts"])
       c.gateway.settlement_max_attempts = static_cast<int>(
           ReadInt(g["settlement_max_attempts"], "gateway.settlement_max_attempts", 1, 1000000));
+    if (g["image_wait_seconds"])
+      c.gateway.image_wait_seconds =
+          static_cast<int>(ReadInt(g["image_wait_seconds"], "gateway.image_wait_seconds", 1, 3600));
   }
   if (const YAML::Node& a = root["auth"]) {
     ExpectMap(a, "auth", {"database"});
@@ -299,7 +307,7 @@ Config ParseRoot(const YAML::Node& root) {
   if (const YAML::Node& pc = root["provider_connector"]) {
     std::string p = "provider_connector";
     ExpectMap(pc, p, {"connect_timeout_ms", "request_timeout_ms", "max_connections_per_host",
-                      "providers"});
+                      "providers", "media"});
     auto& out = c.provider_connector;
     if (pc["connect_timeout_ms"])
       out.connect_timeout_ms = ReadInt(pc["connect_timeout_ms"], Sub(p, "connect_timeout_ms"), 1, 600000);
@@ -308,6 +316,27 @@ Config ParseRoot(const YAML::Node& root) {
     if (pc["max_connections_per_host"])
       out.max_connections_per_host =
           ReadInt(pc["max_connections_per_host"], Sub(p, "max_connections_per_host"), 1, 65536);
+    if (const YAML::Node& media = pc["media"]) {
+      std::string mp = Sub(p, "media");
+      ExpectMap(media, mp, {"task_store", "workers", "max_in_flight", "max_per_key",
+                            "max_per_deployment", "lease_seconds", "poll_min_ms", "poll_max_ms",
+                            "task_timeout_seconds", "result_ttl_hours"});
+      auto& m = out.media;
+      if (media["task_store"]) m.task_store = ReadString(media["task_store"], Sub(mp, "task_store"));
+      auto read = [&](const char* key, int& v, int64_t lo, int64_t hi) {
+        if (media[key]) v = static_cast<int>(ReadInt(media[key], Sub(mp, key), lo, hi));
+      };
+      read("workers", m.workers, 1, 64);
+      read("max_in_flight", m.max_in_flight, 1, 100000);
+      read("max_per_key", m.max_per_key, 0, 100000);
+      read("max_per_deployment", m.max_per_deployment, 1, 100000);
+      read("lease_seconds", m.lease_seconds, 5, 3600);
+      read("poll_min_ms", m.poll_min_ms, 10, 600000);
+      read("poll_max_ms", m.poll_max_ms, 10, 600000);
+      read("task_timeout_seconds", m.task_timeout_seconds, 10, 7 * 86400);
+      read("result_ttl_hours", m.result_ttl_hours, 1, 24 * 30);
+      if (m.poll_max_ms < m.poll_min_ms) Fail(Sub(mp, "poll_max_ms"), "must not be below poll_min_ms");
+    }
     if (const YAML::Node& provs = pc["providers"]) {
       if (!provs.IsMap()) Fail(Sub(p, "providers"), "expected a mapping of provider names");
       for (const auto& kv : provs) {
@@ -317,7 +346,7 @@ Config ParseRoot(const YAML::Node& root) {
         ProviderConfig prov;
         if (!kv.second["kind"]) Fail(pp, "missing 'kind'");
         // The wire protocols provider-connector has a codec for.
-        static const std::vector<std::string> kinds = {"openai", "anthropic", "gemini"};
+        static const std::vector<std::string> kinds = {"openai", "anthropic", "gemini", "dashscope"};
         prov.kind = ReadString(kv.second["kind"], Sub(pp, "kind"));
         if (std::find(kinds.begin(), kinds.end(), prov.kind) == kinds.end())
           Fail(Sub(pp, "kind"), absl::StrCat("'", prov.kind, "' is not a supported provider kind (",

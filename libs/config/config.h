@@ -32,6 +32,8 @@ struct PriceConfig {
   int64_t output = 0;
   int64_t cache_read = 0;   // default 0.1x input
   int64_t cache_write = 0;  // default 1.25x input
+  int64_t image = 0;         // nano-USD per image produced (image models)
+  int64_t video_second = 0;  // nano-USD per second of video produced (video models)
 };
 
 struct ModelConfig {
@@ -46,7 +48,9 @@ struct ModelConfig {
 };
 
 struct ProviderConfig {
-  std::string kind;      // wire format: "openai"
+  // Wire format: "openai", "anthropic", "gemini"; "dashscope" for DashScope's async media
+  // protocol (base_url is the host, e.g. https://dashscope-intl.aliyuncs.com).
+  std::string kind;
   std::string base_url;  // e.g. https://dashscope.aliyuncs.com/compatible-mode/v1
   std::string api_key;
 };
@@ -85,6 +89,9 @@ struct Config {
     // Errors billing answers to one settlement before the outbox sets it aside as a dead
     // letter (an unreachable billing never counts).
     int settlement_max_attempts = 50;
+    // POST /v1/images/generations waits this long for its task, then answers 504 with the
+    // task id (the task goes on; the caller polls /v1/tasks/{id}).
+    int image_wait_seconds = 120;
   } gateway;
   struct Auth {
     // An SQLite file, or a postgresql:// (postgres://) URL for keys replicas share.
@@ -113,6 +120,21 @@ struct Config {
     int request_timeout_ms = 600000;
     int max_connections_per_host = 20000;  // upstream HTTP/1.1 connections = concurrent calls
     std::map<std::string, ProviderConfig> providers;
+    // Async media tasks (images, video): their own store, workers, HTTP connections and
+    // concurrency, never chat's.
+    struct Media {
+      // An SQLite file, or a postgresql:// URL for a task store connector replicas share.
+      std::string task_store = "./var/tasks.db";
+      int workers = 1;            // threads driving tasks (each drives many at once)
+      int max_in_flight = 512;    // tasks this process drives at once
+      int max_per_key = 16;       // tasks of one API key running at once, across replicas
+      int max_per_deployment = 256;  // tasks submitted to one deployment at once, per process
+      int lease_seconds = 30;     // a dead worker's tasks are picked up after this
+      int poll_min_ms = 1000;     // first poll of an upstream job; backs off to poll_max_ms
+      int poll_max_ms = 5000;
+      int task_timeout_seconds = 3600;  // a task not final by then fails (upstream_timeout)
+      int result_ttl_hours = 24;  // result URLs' expiry after the task ends (DashScope: 24 h)
+    } media;
   } provider_connector;
 };
 

@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS usage_records (
   created_at BIGINT NOT NULL,
   hold_id TEXT NOT NULL DEFAULT ''          -- the hold this settlement closed
 );
+-- Media units and their prices (added later: ledgers created before get them here).
+ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS images BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS video_seconds BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS price_image BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS price_video_second BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS usage_by_account ON usage_records(account_id, seq);
 CREATE TABLE IF NOT EXISTS holds (
   id TEXT PRIMARY KEY,
@@ -106,11 +111,13 @@ constexpr char kSettle[] =
     "ins AS (INSERT INTO usage_records (request_id, account_id, key_id, model, protocol, "
     "deployment_id, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, "
     "reasoning_tokens, price_input, price_output, price_cache_read, price_cache_write, "
-    "cost, balance_after, created_at, hold_id) "
+    "cost, balance_after, created_at, hold_id, images, video_seconds, price_image, "
+    "price_video_second) "
     "SELECT $1::text, $2::text, $3::text, $4::text, $5::integer, $6::text, $7::bigint, "
     "$8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint, $13::bigint, "
     "$14::bigint, $15::bigint, $16::bigint, lk.balance - $16::bigint, $17::bigint, "
-    "$18::text FROM lk ON CONFLICT (request_id) DO NOTHING RETURNING seq), "
+    "$18::text, $19::bigint, $20::bigint, $21::bigint, $22::bigint "
+    "FROM lk ON CONFLICT (request_id) DO NOTHING RETURNING seq), "
     "h AS (DELETE FROM holds WHERE id = $18::text AND account_id = $2::text "
     "AND EXISTS (SELECT 1 FROM ins) RETURNING amount), "
     "a AS (UPDATE accounts SET balance = balance - $16::bigint, "
@@ -136,7 +143,9 @@ std::vector<PgParam> SettleParams(const UsageRow& r) {
           r.usage.input_tokens(), r.usage.cache_read_tokens(), r.usage.cache_write_tokens(),
           r.usage.output_tokens(), r.usage.reasoning_tokens(), r.price.input_nano_usd_per_mtok(),
           r.price.output_nano_usd_per_mtok(), r.price.cache_read_nano_usd_per_mtok(),
-          r.price.cache_write_nano_usd_per_mtok(), r.cost, r.created_at, r.hold_id};
+          r.price.cache_write_nano_usd_per_mtok(), r.cost, r.created_at, r.hold_id,
+          r.usage.images(), r.usage.video_seconds(), r.price.image_nano_usd(),
+          r.price.video_second_nano_usd()};
 }
 
 constexpr char kAccountColumns[] =
@@ -320,7 +329,8 @@ class PostgresLedgerStore : public LedgerStore {
         "SELECT seq, request_id, account_id, key_id, model, protocol, deployment_id, "
         "input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
         "price_input, price_output, price_cache_read, price_cache_write, cost, created_at, "
-        "hold_id FROM usage_records WHERE account_id = $1 AND ($2::bigint = 0 OR seq < $2) "
+        "hold_id, images, video_seconds, price_image, price_video_second "
+        "FROM usage_records WHERE account_id = $1 AND ($2::bigint = 0 OR seq < $2) "
         "ORDER BY seq DESC LIMIT $3",
         {account_id, before, int64_t{limit}});
     if (!res.ok()) return res.status();
@@ -347,6 +357,10 @@ class PostgresLedgerStore : public LedgerStore {
       r.cost = res->Int(i, 16);
       r.created_at = res->Int(i, 17);
       r.hold_id = res->Text(i, 18);
+      r.usage.set_images(res->Int(i, 19));
+      r.usage.set_video_seconds(res->Int(i, 20));
+      r.price.set_image_nano_usd(res->Int(i, 21));
+      r.price.set_video_second_nano_usd(res->Int(i, 22));
       out.push_back(std::move(r));
     }
     return out;

@@ -11,6 +11,14 @@ int64_t CeilPerMillion(__int128 numerator) {
   return cost > INT64_MAX ? INT64_MAX : static_cast<int64_t>(cost);
 }
 
+// Media units in the same millionths of a nano-USD as the token terms, so that a cost keeps
+// one round-up however its parts mix.
+__int128 MediaMillionths(int64_t images, int64_t video_seconds, const llm::v1::Price& p) {
+  return (static_cast<__int128>(std::max<int64_t>(images, 0)) * p.image_nano_usd() +
+          static_cast<__int128>(std::max<int64_t>(video_seconds, 0)) * p.video_second_nano_usd()) *
+         1'000'000;
+}
+
 }  // namespace
 
 int64_t CostNanoUsd(const llm::v1::Usage& u, const llm::v1::Price& p) {
@@ -22,8 +30,13 @@ int64_t CostNanoUsd(const llm::v1::Usage& u, const llm::v1::Price& p) {
                  static_cast<__int128>(u.cache_read_tokens()) * p.cache_read_nano_usd_per_mtok() +
                  static_cast<__int128>(u.cache_write_tokens() - write_1h) * p.cache_write_nano_usd_per_mtok() +
                  static_cast<__int128>(write_1h) * price_1h +
-                 static_cast<__int128>(u.output_tokens()) * p.output_nano_usd_per_mtok();
+                 static_cast<__int128>(u.output_tokens()) * p.output_nano_usd_per_mtok() +
+                 MediaMillionths(u.images(), u.video_seconds(), p);
   return CeilPerMillion(sum);
+}
+
+int64_t MaxMediaCostNanoUsd(int64_t images, int64_t video_seconds, const llm::v1::Price& price) {
+  return CeilPerMillion(MediaMillionths(images, video_seconds, price));
 }
 
 int64_t MaxCostNanoUsd(int64_t prompt_tokens, int64_t max_output_tokens,

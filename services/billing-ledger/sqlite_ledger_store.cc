@@ -62,7 +62,11 @@ CREATE TABLE IF NOT EXISTS usage_records (
   cost INTEGER NOT NULL,                    -- nano-USD
   balance_after INTEGER NOT NULL,
   created_at INTEGER NOT NULL,
-  hold_id TEXT NOT NULL DEFAULT ''          -- the hold this settlement closed
+  hold_id TEXT NOT NULL DEFAULT '',         -- the hold this settlement closed
+  images INTEGER NOT NULL DEFAULT 0,        -- media produced
+  video_seconds INTEGER NOT NULL DEFAULT 0,
+  price_image INTEGER NOT NULL DEFAULT 0,   -- nano-USD per image, snapshot
+  price_video_second INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_by_account ON usage_records(account_id, seq);
 -- Holds kept in the store (Reserve on the store); the service of an embedded ledger
@@ -99,6 +103,10 @@ constexpr AddedColumn kAddedColumns[] = {
     {"accounts", "held", "INTEGER NOT NULL DEFAULT 0"},
     {"accounts", "version", "INTEGER NOT NULL DEFAULT 0"},
     {"usage_records", "hold_id", "TEXT NOT NULL DEFAULT ''"},
+    {"usage_records", "images", "INTEGER NOT NULL DEFAULT 0"},
+    {"usage_records", "video_seconds", "INTEGER NOT NULL DEFAULT 0"},
+    {"usage_records", "price_image", "INTEGER NOT NULL DEFAULT 0"},
+    {"usage_records", "price_video_second", "INTEGER NOT NULL DEFAULT 0"},
 };
 
 class Transaction {
@@ -245,7 +253,8 @@ class SqliteLedgerStore : public LedgerStore {
         "SELECT seq, request_id, account_id, key_id, model, protocol, deployment_id, "
         "input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
         "price_input, price_output, price_cache_read, price_cache_write, cost, created_at, "
-        "hold_id FROM usage_records WHERE account_id = ? AND (? = 0 OR seq < ?) "
+        "hold_id, images, video_seconds, price_image, price_video_second "
+        "FROM usage_records WHERE account_id = ? AND (? = 0 OR seq < ?) "
         "ORDER BY seq DESC LIMIT ?");
     if (!st.ok()) return st.status();
     st->Bind(1, account_id).Bind(2, before).Bind(3, before).Bind(4, int64_t{limit});
@@ -273,6 +282,10 @@ class SqliteLedgerStore : public LedgerStore {
       r.price.set_cache_write_nano_usd_per_mtok(st->Int(15));
       r.cost = st->Int(16);
       r.created_at = st->Int(17);
+      r.usage.set_images(st->Int(19));
+      r.usage.set_video_seconds(st->Int(20));
+      r.price.set_image_nano_usd(st->Int(21));
+      r.price.set_video_second_nano_usd(st->Int(22));
       r.hold_id = st->Text(18);
       out.push_back(std::move(r));
     }
@@ -414,8 +427,9 @@ class SqliteLedgerStore : public LedgerStore {
         "INSERT INTO usage_records (request_id, account_id, key_id, model, protocol, "
         "deployment_id, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, "
         "reasoning_tokens, price_input, price_output, price_cache_read, price_cache_write, "
-        "cost, balance_after, created_at, hold_id) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        "cost, balance_after, created_at, hold_id, images, video_seconds, price_image, "
+        "price_video_second) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     if (!ins.ok()) return ins.status();
     ins->Bind(1, r.request_id).Bind(2, r.account_id).Bind(3, r.key_id).Bind(4, r.model);
     ins->Bind(5, int64_t{r.protocol}).Bind(6, r.deployment_id);
@@ -425,6 +439,8 @@ class SqliteLedgerStore : public LedgerStore {
     ins->Bind(13, r.price.output_nano_usd_per_mtok()).Bind(14, r.price.cache_read_nano_usd_per_mtok());
     ins->Bind(15, r.price.cache_write_nano_usd_per_mtok()).Bind(16, r.cost);
     ins->Bind(17, changed->balance).Bind(18, r.created_at).Bind(19, r.hold_id);
+    ins->Bind(20, r.usage.images()).Bind(21, r.usage.video_seconds());
+    ins->Bind(22, r.price.image_nano_usd()).Bind(23, r.price.video_second_nano_usd());
     if (auto s = ins->Run(); !s.ok()) return s;
     changed->cost = r.cost;
     return *changed;

@@ -10,6 +10,7 @@
 #include "libs/rpc/stream_writer.h"
 #include "nexusflow/connector/v1/connector.grpc.pb.h"
 #include "services/provider-connector/http_client.h"
+#include "services/provider-connector/task_service.h"
 
 namespace nexusflow::connector {
 
@@ -36,10 +37,26 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
   void StartEmbed(const pb::EmbedCall& call,
                   std::function<void(const grpc::Status&, llm::v1::EmbedResponse)> done);
 
+  // Async media tasks (task_service.h): served once a TaskService is given; before, the
+  // task RPCs answer FAILED_PRECONDITION. Starts its workers.
+  void EnableTasks(std::unique_ptr<TaskService> tasks);
+  grpc::ServerUnaryReactor* CreateTask(grpc::CallbackServerContext* ctx, const pb::CreateTaskRequest* req,
+                                       pb::Task* task) override;
+  grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx, const pb::GetTaskRequest* req,
+                                    pb::Task* task) override;
+  grpc::ServerUnaryReactor* ListTasks(grpc::CallbackServerContext* ctx, const pb::ListTasksRequest* req,
+                                      pb::ListTasksResponse* resp) override;
+  grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx, const pb::CancelTaskRequest* req,
+                                       pb::Task* task) override;
+  grpc::ServerUnaryReactor* GetTaskContent(grpc::CallbackServerContext* ctx,
+                                           const pb::GetTaskContentRequest* req,
+                                           pb::TaskContent* content) override;
+
  private:
   Config::ProviderConnector config_;
   std::unique_ptr<EventLoops> own_loops_;
   HttpClient http_;
+  std::unique_ptr<TaskService> tasks_;  // last member: its workers stop first
 };
 
 // Rough prompt size in tokens (about four characters a token), for holds and limits

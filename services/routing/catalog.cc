@@ -49,6 +49,8 @@ pb::CatalogSnapshot Catalog::SnapshotFromConfig(const Config::Routing& config, i
     price->set_output_nano_usd_per_mtok(m.price.output);
     price->set_cache_read_nano_usd_per_mtok(m.price.cache_read);
     price->set_cache_write_nano_usd_per_mtok(m.price.cache_write);
+    price->set_image_nano_usd(m.price.image);
+    price->set_video_second_nano_usd(m.price.video_second);
     for (const auto& d : m.deployments) {
       auto* dep = out->add_deployments();
       dep->set_id(absl::StrCat(m.id, "@", d.provider));

@@ -136,6 +136,9 @@ export NEXUSFLOW_DATA_DIR="$DATA_DIR"
 # tests read them too, as they read NEXUSFLOW_MOCK_PORT for the mock's /mock/stats.
 export NEXUSFLOW_HEADER_TIMEOUT_MS=2000
 export NEXUSFLOW_BODY_TIMEOUT_MS=3000
+# Media tasks (media.test.mjs): quick polls, two running tasks per key (a third waits
+# queued), and images answered 504 after 5 s of waiting.
+export NEXUSFLOW_MEDIA_POLL_MIN_MS=200 NEXUSFLOW_MEDIA_MAX_PER_KEY=2 NEXUSFLOW_IMAGE_WAIT_SECONDS=5
 
 log "starting $LAUNCHER ${RUN_ARGS[*]:-} (data dir $DATA_DIR, log $LOG)"
 cd "$ROOT"
