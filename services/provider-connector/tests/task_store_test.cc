@@ -1,7 +1,7 @@
 // The TaskStore contract, written once for every backend: a backend supplies a fresh database
-// and opens any number of stores (connections) on it; each suite below runs against each
-// backend (SQLite now; PostgreSQL adds one more INSTANTIATE line). Time is passed in, so
-// leases expire when the test says so.
+// and opens any number of stores (connections) on it; every case runs against SQLite
+// (Sqlite/…) and PostgreSQL (Postgres/…, through tools/lib/with-postgres.sh). Time is passed
+// in, so leases expire when the test says so.
 #include "services/provider-connector/task_store.h"
 
 #include <gtest/gtest.h>
@@ -16,6 +16,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "libs/store/testing/pg_test_database.h"
 
 namespace nexusflow::connector {
 namespace {
@@ -53,6 +55,26 @@ class SqliteTaskDatabase final : public TaskDatabase {
   std::filesystem::path path_;
 };
 
+// A fresh database on the test server; every store opened on it is a replica's.
+class PostgresTaskDatabase final : public TaskDatabase {
+ public:
+  static std::unique_ptr<TaskDatabase> Make() {
+    absl::StatusOr<std::unique_ptr<PgTestDatabase>> db = PgTestDatabase::Create();
+    EXPECT_TRUE(db.ok()) << db.status();
+    if (!db.ok()) return nullptr;
+    return std::unique_ptr<TaskDatabase>(new PostgresTaskDatabase(std::move(*db)));
+  }
+  std::unique_ptr<TaskStore> Open() override {
+    absl::StatusOr<std::unique_ptr<TaskStore>> store = OpenPostgresTaskStore(db_->conninfo());
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+ private:
+  explicit PostgresTaskDatabase(std::unique_ptr<PgTestDatabase> db) : db_(std::move(db)) {}
+  std::unique_ptr<PgTestDatabase> db_;
+};
+
 const absl::Time kT0 = absl::FromUnixSeconds(1'790'000'000);
 const absl::Duration kLease = absl::Seconds(30);
 
@@ -60,6 +82,7 @@ class TaskStoreTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     database_ = GetParam().make();
+    ASSERT_NE(database_, nullptr);
     store_ = database_->Open();
     ASSERT_NE(store_, nullptr);
   }
@@ -513,6 +536,12 @@ INSTANTIATE_TEST_SUITE_P(
     Sqlite, TaskStoreTest,
     ::testing::Values(Backend{"sqlite", [] { return std::make_unique<SqliteTaskDatabase>(); }}),
     [](const ::testing::TestParamInfo<Backend>& info) { return info.param.name; });
+
+INSTANTIATE_TEST_SUITE_P(Postgres, TaskStoreTest,
+                         ::testing::Values(Backend{"postgres", &PostgresTaskDatabase::Make}),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param.name;
+                         });
 
 TEST(TaskStoreNamesTest, StatusAndKindNamesRoundTrip) {
   for (TaskStatus status : {TaskStatus::kQueued, TaskStatus::kRunning, TaskStatus::kSucceeded,
