@@ -90,36 +90,44 @@ constexpr char kColumns[] =
     "error_code, error_message, usage_images, usage_seconds, hold_id, cancel_requested, "
     "created_us, updated_us, lease_owner, lease_expires_us, attempts";
 
-#define NF_LIVE "status IN ('queued', 'running')"
-// Claimable at $now: live, and no lease or an expired one.
-#define NF_FREE(now) NF_LIVE " AND (lease_owner = '' OR lease_expires_us <= " now ")"
-// How many of the key of the row `t` has under a live lease at $now.
-#define NF_LEASED_OF_KEY(t, now)                                                   \
-  "(SELECT count(*) FROM tasks u WHERE u.key_id = " t ".key_id AND u.status IN "   \
-  "('queued', 'running') AND u.lease_owner <> '' AND u.lease_expires_us > " now ")"
+// A task is claimable at `now` when it is live (queued or running) and has no lease or an
+// expired one; a key's live leases at `now` are those of its live tasks with an owner and
+// an expiry after `now`.
 
 // $1 worker, $2 lease end, $3 now.
 constexpr char kClaimAny[] =
     "UPDATE tasks SET lease_owner = $1, lease_expires_us = $2, attempts = attempts + 1, "
-    "updated_us = $3 WHERE id = (SELECT id FROM tasks WHERE " NF_FREE("$3") " ORDER BY "
-    "created_us, id LIMIT 1 FOR UPDATE SKIP LOCKED) AND " NF_FREE("$3");
+    "updated_us = $3 "
+    "WHERE id = (SELECT id FROM tasks WHERE status IN ('queued', 'running') "
+    "            AND (lease_owner = '' OR lease_expires_us <= $3) "
+    "            ORDER BY created_us, id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    "AND status IN ('queued', 'running') AND (lease_owner = '' OR lease_expires_us <= $3)";
 
 // $1 now, $2 keys found full (text[]), $3 max_per_key.
 constexpr char kPickCapped[] =
-    "SELECT id, key_id FROM tasks t WHERE " NF_FREE("$1") " AND NOT (key_id = ANY($2::text[])) "
-    "AND " NF_LEASED_OF_KEY("t", "$1") " < $3 ORDER BY created_us, id LIMIT 1 "
-    "FOR UPDATE OF t SKIP LOCKED";
+    "SELECT id, key_id FROM tasks t "
+    "WHERE status IN ('queued', 'running') AND (lease_owner = '' OR lease_expires_us <= $1) "
+    "AND NOT (key_id = ANY($2::text[])) "
+    "AND (SELECT count(*) FROM tasks u WHERE u.key_id = t.key_id "
+    "     AND u.status IN ('queued', 'running') AND u.lease_owner <> '' "
+    "     AND u.lease_expires_us > $1) < $3 "
+    "ORDER BY created_us, id LIMIT 1 FOR UPDATE OF t SKIP LOCKED";
 
 // $1 id, $2 worker, $3 lease end, $4 now, $5 max_per_key.
 constexpr char kClaimCapped[] =
     "UPDATE tasks SET lease_owner = $2, lease_expires_us = $3, attempts = attempts + 1, "
-    "updated_us = $4 WHERE id = $1 AND " NF_FREE("$4") " AND " NF_LEASED_OF_KEY("tasks", "$4")
-    " < $5";
+    "updated_us = $4 "
+    "WHERE id = $1 AND status IN ('queued', 'running') "
+    "AND (lease_owner = '' OR lease_expires_us <= $4) "
+    "AND (SELECT count(*) FROM tasks u WHERE u.key_id = tasks.key_id "
+    "     AND u.status IN ('queued', 'running') AND u.lease_owner <> '' "
+    "     AND u.lease_expires_us > $4) < $5";
 
 // $1 lease end, $2 now, $3 id, $4 worker.
 constexpr char kRenew[] =
-    "UPDATE tasks SET lease_expires_us = $1, updated_us = $2 WHERE id = $3 AND lease_owner = $4 "
-    "AND lease_owner <> '' AND " NF_LIVE;
+    "UPDATE tasks SET lease_expires_us = $1, updated_us = $2 "
+    "WHERE id = $3 AND lease_owner = $4 AND lease_owner <> '' "
+    "AND status IN ('queued', 'running')";
 
 // $1 upstream job, $2 deployment, $3 now, $4 id, $5 worker.
 constexpr char kSubmitted[] =
@@ -131,28 +139,32 @@ constexpr char kSubmitted[] =
 constexpr char kFinish[] =
     "UPDATE tasks SET status = $1, result = $2, error_code = $3, error_message = $4, "
     "usage_images = $5, usage_seconds = $6, lease_owner = '', lease_expires_us = 0, "
-    "updated_us = $7 WHERE id = $8 AND lease_owner = $9 AND lease_owner <> '' AND " NF_LIVE;
+    "updated_us = $7 "
+    "WHERE id = $8 AND lease_owner = $9 AND lease_owner <> '' "
+    "AND status IN ('queued', 'running')";
 
 // $1 now, $2 id, $3 worker.
 constexpr char kCancel[] =
     "UPDATE tasks SET status = 'canceled', lease_owner = '', lease_expires_us = 0, "
-    "updated_us = $1 WHERE id = $2 AND lease_owner = $3 AND lease_owner <> '' AND " NF_LIVE;
+    "updated_us = $1 "
+    "WHERE id = $2 AND lease_owner = $3 AND lease_owner <> '' "
+    "AND status IN ('queued', 'running')";
 
 // The owner's request, one statement: a queued task nobody holds ends here; a task a worker
-// holds (or one running upstream) is marked for its worker. The last column says which
-// (the row after the update is canceled only when this call ended it). $1 now, $2 id,
-// $3 account.
+// holds (or one running upstream) is marked for its worker. The conditions are on the row
+// being updated (SET reads it as it was), which a concurrent claim may have changed after
+// this statement began: it waits for the claim's row lock and then sees the claim. The row
+// returned is canceled only when this call ended it. $1 now, $2 id, $3 account.
 constexpr char kRequestCancel[] =
     "UPDATE tasks SET cancel_requested = true, updated_us = $1, "
-    "status = CASE WHEN " NF_FREE("$1") " AND status = 'queued' THEN 'canceled' ELSE status END, "
-    "lease_expires_us = CASE WHEN " NF_FREE("$1") " AND status = 'queued' THEN 0 "
-    "ELSE lease_expires_us END, "
-    "lease_owner = CASE WHEN " NF_FREE("$1") " AND status = 'queued' THEN '' ELSE lease_owner END "
-    "WHERE id = $2 AND account_id = $3 AND " NF_LIVE;
-
-#undef NF_LEASED_OF_KEY
-#undef NF_FREE
-#undef NF_LIVE
+    "status = CASE WHEN status = 'queued' AND (lease_owner = '' OR lease_expires_us <= $1) "
+    "         THEN 'canceled' ELSE status END, "
+    "lease_owner = CASE WHEN status = 'queued' AND (lease_owner = '' OR lease_expires_us <= $1) "
+    "              THEN '' ELSE lease_owner END, "
+    "lease_expires_us = CASE WHEN status = 'queued' AND "
+    "                   (lease_owner = '' OR lease_expires_us <= $1) "
+    "                   THEN 0 ELSE lease_expires_us END "
+    "WHERE id = $2 AND account_id = $3 AND status IN ('queued', 'running')";
 
 int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
 
@@ -382,10 +394,10 @@ class PostgresTaskStore final : public TaskStore {
     }
     auto c = pool_.Acquire();
     if (!c.ok()) return c.status();
-    auto r = (*c)->Query(absl::StrCat(kFinish, " RETURNING ", kColumns),
-                         {TaskStatusName(outcome.status), outcome.result, outcome.error_code,
-                          outcome.error_message, outcome.usage.images, outcome.usage.seconds,
-                          Micros(now), task_id, worker});
+    auto r = (*c)->Query(
+        absl::StrCat(kFinish, " RETURNING ", kColumns),
+        {TaskStatusName(outcome.status), outcome.result, outcome.error_code, outcome.error_message,
+         outcome.usage.images, outcome.usage.seconds, Micros(now), task_id, worker});
     return EndedOrReported(**c, r, task_id, worker);
   }
 
@@ -412,8 +424,8 @@ class PostgresTaskStore final : public TaskStore {
                                         absl::Time now) override {
     auto c = pool_.Acquire();
     if (!c.ok()) return c.status();
-    auto r = (*c)->Query(absl::StrCat(kCancel, " RETURNING ", kColumns),
-                         {Micros(now), task_id, worker});
+    auto r =
+        (*c)->Query(absl::StrCat(kCancel, " RETURNING ", kColumns), {Micros(now), task_id, worker});
     return EndedOrReported(**c, r, task_id, worker);
   }
 
