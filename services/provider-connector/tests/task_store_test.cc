@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -33,6 +35,7 @@ struct Backend {
   std::string name;
   std::function<std::unique_ptr<TaskDatabase>()> make;
 };
+void PrintTo(const Backend& backend, std::ostream* os) { *os << backend.name; }
 
 class SqliteTaskDatabase final : public TaskDatabase {
  public:
@@ -324,6 +327,81 @@ TEST_P(TaskStoreTest, AKeyAtItsCapWaitsWhileOtherKeysAreClaimed) {
   EXPECT_EQ((*next)->id, a3.id);
   // Every live task is under a lease now.
   EXPECT_TRUE(NothingToClaim(*store_, "w1", now));
+}
+
+TEST_P(TaskStoreTest, ManyClaimersAtOnceNeverHoldMoreThanTheCapOfAKey) {
+  // Two keys with a backlog each; eight workers on four stores (replicas) claim at the same
+  // moment, round after round, with two at a time per key. Within a round nobody finishes,
+  // so what the workers hold together is what is under a live lease: never more than two of
+  // a key, and the cap is no tighter than that either (two of each key while it has them).
+  constexpr int kPerKey = 2;
+  constexpr int kTasksPerKey = 21;
+  constexpr int kWorkers = 8;
+  constexpr int kStores = 4;
+  const std::string keys[2] = {"key_acct_a", "key_acct_b"};
+  std::set<std::string> created;
+  for (int i = 0; i < kTasksPerKey; ++i) {
+    created.insert(MustCreate("acct_a", kT0 + absl::Microseconds(2 * i)).id);
+    created.insert(MustCreate("acct_b", kT0 + absl::Microseconds(2 * i + 1)).id);
+  }
+  std::unique_ptr<TaskStore> stores[kStores];
+  for (auto& store : stores) {
+    store = database_->Open();
+    ASSERT_NE(store, nullptr);
+  }
+
+  const absl::Time now = kT0 + absl::Seconds(1);
+  constexpr int kRounds = (kTasksPerKey + kPerKey - 1) / kPerKey;
+  std::optional<Task> held[kWorkers];
+  std::atomic<int> errors{0};
+  // Three steps a round: claim together; the test counts what is held; the holders finish.
+  std::barrier step(kWorkers + 1);
+  auto work = [&](int w) {
+    const std::string worker = "worker-" + std::to_string(w);
+    TaskStore& store = *stores[w % kStores];
+    for (int round = 0; round < kRounds; ++round) {
+      step.arrive_and_wait();
+      absl::StatusOr<std::optional<Task>> claimed = store.ClaimNext(worker, kLease, now, kPerKey);
+      if (!claimed.ok()) ++errors;
+      held[w] = claimed.ok() ? *claimed : std::nullopt;
+      step.arrive_and_wait();
+      step.arrive_and_wait();
+      if (held[w]) {
+        absl::StatusOr<TaskTransition> done =
+            store.Finish(held[w]->id, worker, Succeeded(0, 5), now);
+        if (!done.ok() || !done->applied) ++errors;
+      }
+    }
+  };
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kWorkers; ++w) workers.emplace_back(work, w);
+
+  std::vector<std::string> claimed_ids;
+  int left[2] = {kTasksPerKey, kTasksPerKey};
+  for (int round = 0; round < kRounds; ++round) {
+    step.arrive_and_wait();
+    step.arrive_and_wait();  // every worker has claimed or found nothing
+    int holding[2] = {0, 0};
+    for (const std::optional<Task>& task : held) {
+      if (!task) continue;
+      claimed_ids.push_back(task->id);
+      for (int k = 0; k < 2; ++k) holding[k] += task->key_id == keys[k];
+    }
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_LE(holding[k], kPerKey) << keys[k] << " in round " << round;
+      EXPECT_EQ(holding[k], std::min(kPerKey, left[k])) << keys[k] << " in round " << round;
+      left[k] -= holding[k];
+    }
+    step.arrive_and_wait();
+  }
+  for (std::thread& t : workers) t.join();
+
+  EXPECT_EQ(errors.load(), 0);
+  std::set<std::string> once;
+  for (const std::string& id : claimed_ids)
+    EXPECT_TRUE(once.insert(id).second) << id << " claimed twice";
+  EXPECT_EQ(once, created);
+  EXPECT_TRUE(NothingToClaim(*store_, "worker-9", now));
 }
 
 TEST_P(TaskStoreTest, FinishAppliesExactlyOnce) {
