@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -19,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "libs/store/postgres.h"
 #include "libs/store/testing/pg_test_database.h"
 
 namespace nexusflow::connector {
@@ -71,6 +74,22 @@ class PostgresTaskDatabase final : public TaskDatabase {
     absl::StatusOr<std::unique_ptr<TaskStore>> store = OpenPostgresTaskStore(db_->conninfo());
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? std::move(*store) : nullptr;
+  }
+  // Ends every other session on the test database and waits until they are gone.
+  absl::Status DropSessions() {
+    absl::StatusOr<std::unique_ptr<PgConnection>> c = PgConnection::Open(db_->conninfo());
+    if (!c.ok()) return c.status();
+    constexpr char kOthers[] =
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    if (absl::Status s = (*c)->Exec(absl::StrCat("SELECT pg_terminate_backend(pid) ", kOthers));
+        !s.ok())
+      return s;
+    for (;;) {
+      absl::StatusOr<PgResult> left = (*c)->Query(absl::StrCat("SELECT count(*) ", kOthers));
+      if (!left.ok()) return left.status();
+      if (left->Int(0, 0) == 0) return absl::OkStatus();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
 
  private:
@@ -614,6 +633,32 @@ INSTANTIATE_TEST_SUITE_P(
     Sqlite, TaskStoreTest,
     ::testing::Values(Backend{"sqlite", [] { return std::make_unique<SqliteTaskDatabase>(); }}),
     [](const ::testing::TestParamInfo<Backend>& info) { return info.param.name; });
+
+// A server that drops its sessions (restart, failover) costs the store nothing: a pooled
+// connection found dead is replaced before it is used, and the tasks are where they were.
+class PostgresTaskSessionTest : public TaskStoreTest {};
+
+TEST_P(PostgresTaskSessionTest, SessionsTheServerDroppedAreReopened) {
+  const Task task = MustCreate("acct_a", kT0);
+  MustClaim(*store_, "worker-1", kT0);
+  auto* pg = dynamic_cast<PostgresTaskDatabase*>(database_.get());
+  ASSERT_NE(pg, nullptr);
+  ASSERT_TRUE(pg->DropSessions().ok());
+  absl::StatusOr<Task> submitted =
+      store_->RecordSubmitted(task.id, "worker-1", "job-1", "d", kT0 + absl::Seconds(1));
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  EXPECT_EQ(submitted->status, TaskStatus::kRunning);
+  EXPECT_EQ(submitted->lease_owner, "worker-1");
+  const Task next = MustCreate("acct_b", kT0 + absl::Seconds(2));
+  ASSERT_TRUE(pg->DropSessions().ok());
+  EXPECT_EQ(MustClaim(*store_, "worker-2", kT0 + absl::Seconds(3)).id, next.id);
+}
+
+INSTANTIATE_TEST_SUITE_P(Postgres, PostgresTaskSessionTest,
+                         ::testing::Values(Backend{"postgres", &PostgresTaskDatabase::Make}),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param.name;
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Postgres, TaskStoreTest,
                          ::testing::Values(Backend{"postgres", &PostgresTaskDatabase::Make}),
