@@ -168,4 +168,9 @@ class TaskStore {
 // one. Several stores (and processes) may open the same file; claims stay exclusive.
 absl::StatusOr<std::unique_ptr<TaskStore>> OpenSqliteTaskStore(const std::string& path);
 
+// The scale-out store: PostgreSQL at `conninfo` (a postgresql:// URL or libpq keywords),
+// shared by every connector replica; the schema is created when missing and commits are
+// synchronous. Claims stay exclusive across replicas, and so does the per-key cap.
+absl::StatusOr<std::unique_ptr<TaskStore>> OpenPostgresTaskStore(const std::string& conninfo);
+
 }  // namespace nexusflow::connector

@@ -1,21 +1,28 @@
 // The TaskStore contract, written once for every backend: a backend supplies a fresh database
-// and opens any number of stores (connections) on it; each suite below runs against each
-// backend (SQLite now; PostgreSQL adds one more INSTANTIATE line). Time is passed in, so
-// leases expire when the test says so.
+// and opens any number of stores (connections) on it; every case runs against SQLite
+// (Sqlite/…) and PostgreSQL (Postgres/…, through tools/lib/with-postgres.sh). Time is passed
+// in, so leases expire when the test says so.
 #include "services/provider-connector/task_store.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "libs/store/postgres.h"
+#include "libs/store/testing/pg_test_database.h"
 
 namespace nexusflow::connector {
 namespace {
@@ -31,6 +38,7 @@ struct Backend {
   std::string name;
   std::function<std::unique_ptr<TaskDatabase>()> make;
 };
+void PrintTo(const Backend& backend, std::ostream* os) { *os << backend.name; }
 
 class SqliteTaskDatabase final : public TaskDatabase {
  public:
@@ -53,6 +61,42 @@ class SqliteTaskDatabase final : public TaskDatabase {
   std::filesystem::path path_;
 };
 
+// A fresh database on the test server; every store opened on it is a replica's.
+class PostgresTaskDatabase final : public TaskDatabase {
+ public:
+  static std::unique_ptr<TaskDatabase> Make() {
+    absl::StatusOr<std::unique_ptr<PgTestDatabase>> db = PgTestDatabase::Create();
+    EXPECT_TRUE(db.ok()) << db.status();
+    if (!db.ok()) return nullptr;
+    return std::unique_ptr<TaskDatabase>(new PostgresTaskDatabase(std::move(*db)));
+  }
+  std::unique_ptr<TaskStore> Open() override {
+    absl::StatusOr<std::unique_ptr<TaskStore>> store = OpenPostgresTaskStore(db_->conninfo());
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  // Ends every other session on the test database and waits until they are gone.
+  absl::Status DropSessions() {
+    absl::StatusOr<std::unique_ptr<PgConnection>> c = PgConnection::Open(db_->conninfo());
+    if (!c.ok()) return c.status();
+    constexpr char kOthers[] =
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    if (absl::Status s = (*c)->Exec(absl::StrCat("SELECT pg_terminate_backend(pid) ", kOthers));
+        !s.ok())
+      return s;
+    for (;;) {
+      absl::StatusOr<PgResult> left = (*c)->Query(absl::StrCat("SELECT count(*) ", kOthers));
+      if (!left.ok()) return left.status();
+      if (left->Int(0, 0) == 0) return absl::OkStatus();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+ private:
+  explicit PostgresTaskDatabase(std::unique_ptr<PgTestDatabase> db) : db_(std::move(db)) {}
+  std::unique_ptr<PgTestDatabase> db_;
+};
+
 const absl::Time kT0 = absl::FromUnixSeconds(1'790'000'000);
 const absl::Duration kLease = absl::Seconds(30);
 
@@ -60,6 +104,7 @@ class TaskStoreTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     database_ = GetParam().make();
+    ASSERT_NE(database_, nullptr);
     store_ = database_->Open();
     ASSERT_NE(store_, nullptr);
   }
@@ -303,6 +348,81 @@ TEST_P(TaskStoreTest, AKeyAtItsCapWaitsWhileOtherKeysAreClaimed) {
   EXPECT_TRUE(NothingToClaim(*store_, "w1", now));
 }
 
+TEST_P(TaskStoreTest, ManyClaimersAtOnceNeverHoldMoreThanTheCapOfAKey) {
+  // Two keys with a backlog each; eight workers on four stores (replicas) claim at the same
+  // moment, round after round, with two at a time per key. Within a round nobody finishes,
+  // so what the workers hold together is what is under a live lease: never more than two of
+  // a key, and the cap is no tighter than that either (two of each key while it has them).
+  constexpr int kPerKey = 2;
+  constexpr int kTasksPerKey = 21;
+  constexpr int kWorkers = 8;
+  constexpr int kStores = 4;
+  const std::string keys[2] = {"key_acct_a", "key_acct_b"};
+  std::set<std::string> created;
+  for (int i = 0; i < kTasksPerKey; ++i) {
+    created.insert(MustCreate("acct_a", kT0 + absl::Microseconds(2 * i)).id);
+    created.insert(MustCreate("acct_b", kT0 + absl::Microseconds(2 * i + 1)).id);
+  }
+  std::unique_ptr<TaskStore> stores[kStores];
+  for (auto& store : stores) {
+    store = database_->Open();
+    ASSERT_NE(store, nullptr);
+  }
+
+  const absl::Time now = kT0 + absl::Seconds(1);
+  constexpr int kRounds = (kTasksPerKey + kPerKey - 1) / kPerKey;
+  std::optional<Task> held[kWorkers];
+  std::atomic<int> errors{0};
+  // Three steps a round: claim together; the test counts what is held; the holders finish.
+  std::barrier step(kWorkers + 1);
+  auto work = [&](int w) {
+    const std::string worker = "worker-" + std::to_string(w);
+    TaskStore& store = *stores[w % kStores];
+    for (int round = 0; round < kRounds; ++round) {
+      step.arrive_and_wait();
+      absl::StatusOr<std::optional<Task>> claimed = store.ClaimNext(worker, kLease, now, kPerKey);
+      if (!claimed.ok()) ++errors;
+      held[w] = claimed.ok() ? *claimed : std::nullopt;
+      step.arrive_and_wait();
+      step.arrive_and_wait();
+      if (held[w]) {
+        absl::StatusOr<TaskTransition> done =
+            store.Finish(held[w]->id, worker, Succeeded(0, 5), now);
+        if (!done.ok() || !done->applied) ++errors;
+      }
+    }
+  };
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kWorkers; ++w) workers.emplace_back(work, w);
+
+  std::vector<std::string> claimed_ids;
+  int left[2] = {kTasksPerKey, kTasksPerKey};
+  for (int round = 0; round < kRounds; ++round) {
+    step.arrive_and_wait();
+    step.arrive_and_wait();  // every worker has claimed or found nothing
+    int holding[2] = {0, 0};
+    for (const std::optional<Task>& task : held) {
+      if (!task) continue;
+      claimed_ids.push_back(task->id);
+      for (int k = 0; k < 2; ++k) holding[k] += task->key_id == keys[k];
+    }
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_LE(holding[k], kPerKey) << keys[k] << " in round " << round;
+      EXPECT_EQ(holding[k], std::min(kPerKey, left[k])) << keys[k] << " in round " << round;
+      left[k] -= holding[k];
+    }
+    step.arrive_and_wait();
+  }
+  for (std::thread& t : workers) t.join();
+
+  EXPECT_EQ(errors.load(), 0);
+  std::set<std::string> once;
+  for (const std::string& id : claimed_ids)
+    EXPECT_TRUE(once.insert(id).second) << id << " claimed twice";
+  EXPECT_EQ(once, created);
+  EXPECT_TRUE(NothingToClaim(*store_, "worker-9", now));
+}
+
 TEST_P(TaskStoreTest, FinishAppliesExactlyOnce) {
   const Task task = MustCreate("acct_a", kT0, TaskKind::kImage);
   MustClaim(*store_, "worker-1", kT0);
@@ -513,6 +633,38 @@ INSTANTIATE_TEST_SUITE_P(
     Sqlite, TaskStoreTest,
     ::testing::Values(Backend{"sqlite", [] { return std::make_unique<SqliteTaskDatabase>(); }}),
     [](const ::testing::TestParamInfo<Backend>& info) { return info.param.name; });
+
+// A server that drops its sessions (restart, failover) costs the store nothing: a pooled
+// connection found dead is replaced before it is used, and the tasks are where they were.
+class PostgresTaskSessionTest : public TaskStoreTest {};
+
+TEST_P(PostgresTaskSessionTest, SessionsTheServerDroppedAreReopened) {
+  const Task task = MustCreate("acct_a", kT0);
+  MustClaim(*store_, "worker-1", kT0);
+  auto* pg = dynamic_cast<PostgresTaskDatabase*>(database_.get());
+  ASSERT_NE(pg, nullptr);
+  ASSERT_TRUE(pg->DropSessions().ok());
+  absl::StatusOr<Task> submitted =
+      store_->RecordSubmitted(task.id, "worker-1", "job-1", "d", kT0 + absl::Seconds(1));
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  EXPECT_EQ(submitted->status, TaskStatus::kRunning);
+  EXPECT_EQ(submitted->lease_owner, "worker-1");
+  const Task next = MustCreate("acct_b", kT0 + absl::Seconds(2));
+  ASSERT_TRUE(pg->DropSessions().ok());
+  EXPECT_EQ(MustClaim(*store_, "worker-2", kT0 + absl::Seconds(3)).id, next.id);
+}
+
+INSTANTIATE_TEST_SUITE_P(Postgres, PostgresTaskSessionTest,
+                         ::testing::Values(Backend{"postgres", &PostgresTaskDatabase::Make}),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param.name;
+                         });
+
+INSTANTIATE_TEST_SUITE_P(Postgres, TaskStoreTest,
+                         ::testing::Values(Backend{"postgres", &PostgresTaskDatabase::Make}),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param.name;
+                         });
 
 TEST(TaskStoreNamesTest, StatusAndKindNamesRoundTrip) {
   for (TaskStatus status : {TaskStatus::kQueued, TaskStatus::kRunning, TaskStatus::kSucceeded,
