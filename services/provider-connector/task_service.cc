@@ -776,7 +776,7 @@ void TaskService::Content(const v1::GetTaskContentRequest& req,
 
 absl::StatusOr<std::unique_ptr<TaskStore>> OpenTaskStore(const std::string& location) {
   if (absl::StartsWith(location, "postgres://") || absl::StartsWith(location, "postgresql://"))
-    return absl::InvalidArgumentError("PENDING-PG: a PostgreSQL task store");
+    return OpenPostgresTaskStore(location);
   return OpenSqliteTaskStore(location);
 }
 
