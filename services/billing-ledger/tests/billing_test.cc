@@ -39,6 +39,31 @@ TEST(PricingTest, CostSumsFourKindsAndRoundsUpOnce) {
   EXPECT_EQ(CostNanoUsd(llm::v1::Usage{}, Sonnet()), 0);
 }
 
+TEST(PricingTest, MediaIsPricedPerImageAndPerSecondWithTheSameSingleRoundUp) {
+  llm::v1::Price wan;
+  wan.set_image_nano_usd(30'000'000);  // $0.03 an image
+  llm::v1::Usage images;
+  images.set_images(3);
+  EXPECT_EQ(CostNanoUsd(images, wan), 90'000'000);
+  EXPECT_EQ(MaxMediaCostNanoUsd(4, 0, wan), 120'000'000);
+  llm::v1::Price video;
+  video.set_video_second_nano_usd(100'000'000);  // $0.10 a second
+  llm::v1::Usage clip;
+  clip.set_video_seconds(10);
+  EXPECT_EQ(CostNanoUsd(clip, video), 1'000'000'000);
+  EXPECT_EQ(MaxMediaCostNanoUsd(0, 15, video), 1'500'000'000);
+  // Media and tokens in one request: one exact sum, one round-up.
+  llm::v1::Price mixed = wan;
+  mixed.set_input_nano_usd_per_mtok(1);  // a millionth of a nano-USD a token
+  images.set_input_tokens(1);
+  EXPECT_EQ(CostNanoUsd(images, mixed), 90'000'001);
+  // Nothing produced costs nothing; a negative count never pays back.
+  EXPECT_EQ(CostNanoUsd(llm::v1::Usage{}, wan), 0);
+  llm::v1::Usage negative;
+  negative.set_images(-2);
+  EXPECT_EQ(CostNanoUsd(negative, wan), 0);
+}
+
 TEST(PricingTest, OneHourCacheWritesHaveTheirOwnPrice) {
   llm::v1::Usage u;
   u.set_cache_write_tokens(3'000);     // 1,000 of them for an hour
