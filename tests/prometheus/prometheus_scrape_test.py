@@ -6,7 +6,7 @@ streamed, with token counts the mock provider's rule fixes, and one the upstream
 PromQL through Prometheus's HTTP API must then count exactly that load, in the gateway,
 billing-ledger and provider-connector processes alike; every rule must evaluate cleanly.
 
-Fixed ports (22080, 22100, 22091-22095, 22301-22305, Prometheus 22990); everything this
+Fixed ports (22080, 22100, 22090-22095, 22301-22305, Prometheus 22990); everything this
 test starts it stops, and it checks that the ports are free again.
 
   NF_BUILD_DIR=build python3 tests/prometheus/prometheus_scrape_test.py
@@ -32,7 +32,7 @@ import yaml
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HTTP_PORT, MOCK_PORT, GRPC_PORT, METRICS_PORT, PROM_PORT = 22080, 22100, 22090, 22300, 22990
 TARGETS = ["auth", "routing", "rate-limiter", "billing-ledger", "provider-connector"]  # tools/run's order
-PORTS = [HTTP_PORT, MOCK_PORT, PROM_PORT] + [GRPC_PORT + i for i in range(1, 6)] + [METRICS_PORT + i for i in range(1, 6)]
+PORTS = [HTTP_PORT, MOCK_PORT, PROM_PORT] + [GRPC_PORT + i for i in range(0, 6)] + [METRICS_PORT + i for i in range(1, 6)]
 BASE = f"http://127.0.0.1:{HTTP_PORT}"
 PROM = f"http://127.0.0.1:{PROM_PORT}"
 DEMO_KEY = "sk-nf-promtest0123456789abcdef0123456789"
