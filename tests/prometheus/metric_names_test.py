@@ -42,6 +42,11 @@ KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_lef
             "bool", "offset", "inf", "nan", "atan2"}
 
 
+def read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def exported_metrics(root=ROOT):
     """{name: type} of every metric family registered in the C++ sources (tests excluded)."""
     found = {}
@@ -53,7 +58,7 @@ def exported_metrics(root=ROOT):
                 glob.glob(os.path.join(root, d, "**", "*.h"), recursive=True):
             if "/tests/" in path:
                 continue
-            text = open(path, encoding="utf-8").read()
+            text = read(path)
             for m in name.finditer(text):
                 kinds = builder.findall(text, 0, m.start())
                 found[m.group(1)] = kinds[-1].lower() if kinds else "unknown"
@@ -94,11 +99,11 @@ def expressions(root=ROOT):
     """(where, expression) for every rule and every dashboard query."""
     out = []
     for path in rule_files(root):
-        for group in yaml.safe_load(open(path))["groups"]:
+        for group in yaml.safe_load(read(path))["groups"]:
             for rule in group["rules"]:
                 out.append((f"{os.path.relpath(path, root)}: {rule.get('record') or rule.get('alert')}", rule["expr"]))
     for path in dashboard_files(root):
-        dash = json.load(open(path))
+        dash = json.loads(read(path))
         where = os.path.relpath(path, root)
 
         def panels(ps):
@@ -122,7 +127,7 @@ def expressions(root=ROOT):
 def recorded_names(root=ROOT):
     names = set()
     for path in rule_files(root):
-        for group in yaml.safe_load(open(path))["groups"]:
+        for group in yaml.safe_load(read(path))["groups"]:
             names |= {r["record"] for r in group["rules"] if "record" in r}
     return names
 
@@ -199,7 +204,7 @@ class MetricNamesTest(unittest.TestCase):
                          ["billing.json", "models.json", "overview.json", "providers.json", "services.json", "tasks.json"])
         uids = set()
         for path in files:
-            dash = json.load(open(path))
+            dash = json.loads(read(path))
             self.assertNotIn(dash["uid"], uids)
             uids.add(dash["uid"])
             for p in dash["panels"]:
