@@ -31,6 +31,7 @@ struct Families {
   prometheus::Family<prometheus::Counter>& tokens;
   prometheus::Family<prometheus::Gauge>& streams;
   prometheus::Family<prometheus::Counter>& settle_retries;
+  prometheus::Family<prometheus::Counter>& cost;
 };
 
 Families& Metrics() {
@@ -46,8 +47,24 @@ Families& Metrics() {
       prometheus::BuildCounter()
           .Name("nexusflow_gateway_settlement_retries_total")
           .Help("Settlements not acknowledged at once and handed to the outbox's retries")
+          .Register(MetricsRegistry()),
+      prometheus::BuildCounter()
+          .Name("nexusflow_gateway_cost_nano_usd_total")
+          .Help("Cost of the chat requests billing acknowledged at once, nano-USD, by model "
+                "(the outbox's later settlements are in nexusflow_billing_charged_nano_usd_total)")
           .Register(MetricsRegistry())};
   return f;
+}
+
+// The protocol label of the chat metrics.
+const char* ProtocolLabel(ApiProtocol p) {
+  switch (p) {
+    case ApiProtocol::kOpenAI: return "openai";
+    case ApiProtocol::kAnthropic: return "anthropic";
+    case ApiProtocol::kGemini: return "gemini";
+    case ApiProtocol::kNexusFlow: return "nexusflow";
+  }
+  return "unknown";
 }
 
 std::string GoDuration(const google::protobuf::Duration& d) {
@@ -304,6 +321,9 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
     co_return co_await SendError(ex, protocol, e, log);
   }
   job.model = std::move(*model);
+  log.chat_model = job.model.id();
+  log.chat_protocol = ProtocolLabel(protocol);
+  log.stream = job.request.stream();
   if (auto denied = ModelNotAllowed(job.identity, job.model.id()))
     co_return co_await SendError(ex, protocol, *denied, log);
 
@@ -438,6 +458,9 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
     if (client_ok && !frames.empty()) {
       co_await RecordOutput(job, answer);
       client_ok = co_await ex.Write(std::move(frames));
+      if (log.first_output_seconds < 0)
+        log.first_output_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - log.start).count();
       frames.clear();
       if (!client_ok) stream.Cancel();
     }
@@ -518,6 +541,8 @@ net::awaitable<void> Gateway::Settle(ChatJob& job, const ChatAnswer& answer, Req
   bool has_entry = job.output_allowance > 0;
   if (has_entry) outbox_->RecordFinal(req);
   co_await SettleCharge(req, log, has_entry);
+  if (log.cost_nano_usd > 0)
+    CounterFor(Metrics().cost, {{"model", m}}).Increment(static_cast<double>(log.cost_nano_usd));
   path_.ReleaseLease(job.lease_id, log.input_tokens + log.output_tokens);
 }
 

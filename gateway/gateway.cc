@@ -96,6 +96,9 @@ ApiProtocol ProtocolOfPath(std::string_view path) {
 struct Families {
   prometheus::Family<prometheus::Counter>& requests;
   LatencyHistogramFamily& seconds;
+  prometheus::Family<prometheus::Counter>& chat_requests;
+  LatencyHistogramFamily& chat_seconds;
+  LatencyHistogramFamily& first_output;
 };
 
 Families& Metrics() {
@@ -105,8 +108,35 @@ Families& Metrics() {
           .Help("HTTP requests by route and status code")
           .Register(MetricsRegistry()),
       NewLatencyHistogram("nexusflow_gateway_http_request_duration_seconds",
-                          "Time from reading a request to its last byte, by route")};
+                          "Time from reading a request to its last byte, by route"),
+      prometheus::BuildCounter()
+          .Name("nexusflow_gateway_chat_requests_total")
+          .Help("Chat requests for a catalog model, by protocol, model, streamed or not, "
+                "and status code")
+          .Register(MetricsRegistry()),
+      NewLatencyHistogram("nexusflow_gateway_chat_request_duration_seconds",
+                          "Time from reading a chat request to its last byte, by protocol, "
+                          "model and streamed or not"),
+      NewLatencyHistogram("nexusflow_gateway_time_to_first_token_seconds",
+                          "Streamed chat: time from reading the request to writing its first "
+                          "output, by protocol and model")};
   return f;
+}
+
+void RecordChat(const RequestLog& log, int status, double seconds) {
+  auto& m = Metrics();
+  const char* stream = log.stream ? "true" : "false";
+  CounterFor(m.chat_requests, {{"protocol", log.chat_protocol},
+                               {"model", log.chat_model},
+                               {"stream", stream},
+                               {"code", std::to_string(status)}})
+      .Increment();
+  HistogramFor(m.chat_seconds,
+               {{"protocol", log.chat_protocol}, {"model", log.chat_model}, {"stream", stream}})
+      .Observe(seconds);
+  if (log.first_output_seconds >= 0)
+    HistogramFor(m.first_output, {{"protocol", log.chat_protocol}, {"model", log.chat_model}})
+        .Observe(log.first_output_seconds);
 }
 
 std::string Iso8601(int64_t unix_seconds) {
@@ -265,12 +295,14 @@ net::awaitable<void> Gateway::Serve(HttpExchange& ex) {
   auto start = std::chrono::steady_clock::now();
   RequestLog log;
   log.request_id = NewId("req_", 12);
+  log.start = start;
   co_await Dispatch(ex, log);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (log.route.empty()) log.route = "other";
   CounterFor(Metrics().requests, {{"route", log.route}, {"code", std::to_string(ex.status())}})
       .Increment();
   HistogramFor(Metrics().seconds, {{"route", log.route}}).Observe(seconds);
+  if (!log.chat_model.empty()) RecordChat(log, ex.status(), seconds);
   if (config_.gateway.access_log && log.route != "ops")
     WriteAccessLog(ex.request(), ex.status(), seconds, ex.bytes_written(), log,
                    co_await net::this_coro::executor);

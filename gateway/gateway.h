@@ -6,6 +6,7 @@
 // writes one access-log line a request.
 #include <boost/json.hpp>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -35,6 +36,14 @@ struct RequestLog {
   int64_t output_tokens = 0;
   int64_t cost_nano_usd = -1;
   std::string error;
+  // Chat requests, for the per-model metrics: the catalog's model id (not what the caller
+  // wrote, so the label stays bounded), the caller's protocol, whether it streamed, and
+  // seconds from reading the request to the first output written (-1: none).
+  std::string chat_model;
+  const char* chat_protocol = "";
+  bool stream = false;
+  double first_output_seconds = -1;
+  std::chrono::steady_clock::time_point start;
 };
 
 // Adds the request id under both names clients read: x-request-id and request-id.

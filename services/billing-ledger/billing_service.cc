@@ -19,6 +19,7 @@ struct Families {
   prometheus::Family<prometheus::Counter>& settlements;
   prometheus::Family<prometheus::Counter>& reservations;
   prometheus::Histogram& batch;
+  prometheus::Family<prometheus::Counter>& releases;
 };
 
 Families& Metrics() {
@@ -39,7 +40,11 @@ Families& Metrics() {
           .Name("nexusflow_billing_settle_batch_size")
           .Help("Settlements committed per ledger transaction (group commit)")
           .Register(MetricsRegistry())
-          .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256})};
+          .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256}),
+      prometheus::BuildCounter()
+          .Name("nexusflow_billing_hold_releases_total")
+          .Help("Holds closed without a charge, by reason (released, expired)")
+          .Register(MetricsRegistry())};
   return f;
 }
 
@@ -112,6 +117,8 @@ void BillingLedgerService::ExpireHolds(int64_t now) {
 
 void BillingLedgerService::RecordReleases(std::vector<HoldRelease> releases) {
   if (releases.empty()) return;
+  for (const auto& r : releases)
+    CounterFor(Metrics().releases, {{"reason", r.expired ? "expired" : "released"}}).Increment();
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
     for (auto& r : releases) releases_.push_back(std::move(r));

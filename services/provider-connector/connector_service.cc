@@ -25,17 +25,19 @@ struct Families {
   prometheus::Family<prometheus::Histogram>& ttfb;
   prometheus::Family<prometheus::Counter>& failovers;
   prometheus::Family<prometheus::Counter>& estimated;
+  LatencyHistogramFamily& duration;
 };
 
 Families& Metrics() {
   static Families f{
       prometheus::BuildCounter()
           .Name("nexusflow_connector_upstream_requests_total")
-          .Help("Upstream HTTP attempts by provider and outcome (HTTP status or transport error)")
+          .Help("Upstream HTTP attempts by provider, deployment and outcome (HTTP status, "
+                "timeout or transport_error)")
           .Register(MetricsRegistry()),
       prometheus::BuildHistogram()
           .Name("nexusflow_connector_upstream_first_byte_seconds")
-          .Help("Time from sending to the first response byte, by provider")
+          .Help("Time from sending to the first response byte, by provider and deployment")
           .Register(MetricsRegistry()),
       prometheus::BuildCounter()
           .Name("nexusflow_connector_failovers_total")
@@ -44,7 +46,10 @@ Families& Metrics() {
       prometheus::BuildCounter()
           .Name("nexusflow_connector_usage_estimated_total")
           .Help("Answers whose upstream reported no usage, billed on an estimate")
-          .Register(MetricsRegistry())};
+          .Register(MetricsRegistry()),
+      NewLatencyHistogram("nexusflow_connector_upstream_duration_seconds",
+                          "Time from sending an upstream attempt to its end (last byte or "
+                          "error), by provider and deployment")};
   return f;
 }
 
@@ -167,7 +172,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   bool OnBody(long status, std::string_view bytes) {
     if (!first_byte_) {
       first_byte_ = true;
-      HistogramFor(Metrics().ttfb, {{"provider", provider_}})
+      HistogramFor(Metrics().ttfb, {{"provider", provider_}, {"deployment", deployment_}})
           .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_)
                        .count());
     }
@@ -224,7 +229,11 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     std::string outcome = transport_error.empty() ? std::to_string(status)
                           : timed_out              ? "timeout"
                                                    : "transport_error";
-    CounterFor(Metrics().upstream, {{"provider", provider_}, {"outcome", outcome}}).Increment();
+    CounterFor(Metrics().upstream,
+               {{"provider", provider_}, {"deployment", deployment_}, {"outcome", outcome}})
+        .Increment();
+    HistogramFor(Metrics().duration, {{"provider", provider_}, {"deployment", deployment_}})
+        .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_).count());
     // Once bytes were relayed as they are, another deployment cannot take over.
     bool started = (decoder_ && decoder_->started()) || relayed_;
     if (!transport_error.empty() && protocol_error_.empty()) {
@@ -411,7 +420,8 @@ class EmbedAttempt : public std::enable_shared_from_this<EmbedAttempt> {
   void OnDone(long status, const std::string& transport_error, bool timed_out) {
     ++attempted_;
     std::string outcome = transport_error.empty() ? std::to_string(status) : timed_out ? "timeout" : "transport_error";
-    CounterFor(Metrics().upstream, {{"provider", provider_}, {"outcome", outcome}}).Increment();
+    CounterFor(Metrics().upstream, {{"provider", provider_}, {"deployment", deployment_}, {"outcome", outcome}})
+        .Increment();
     if (!transport_error.empty() || status == 429 || status >= 500) {
       timed_out_ = timed_out;
       last_status_ = transport_error.empty() ? status : 0;
