@@ -20,14 +20,10 @@ import yaml
 
 ROOT = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", ".."))
 
-# Metrics of the async-task and circuit-breaker work in provider-connector, which the
-# tasks dashboard and two alerts read; they count as exported until their registration is
+# Metrics of the circuit-breaker work in provider-connector, which the
+# providers dashboard and the deployment-ejected alert read; they count as exported until their registration is
 # in the source tree (the test prints which ones it found there, so this list can shrink).
 PENDING_METRICS = {
-    "nexusflow_connector_tasks_total": "counter",
-    "nexusflow_connector_task_queue_depth": "gauge",
-    "nexusflow_connector_task_oldest_queued_age_seconds": "gauge",
-    "nexusflow_connector_task_poll_seconds": "histogram",
     "nexusflow_connector_deployment_state": "gauge",
     "nexusflow_connector_deployment_ejections_total": "counter",
 }
