@@ -1,6 +1,7 @@
 #include "gateway/protocols/media.h"
 
 #include <charconv>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 
@@ -17,9 +18,14 @@ HttpError Invalid(std::string param, std::string message) {
 bool IntIn(const json::value& v, int64_t lo, int64_t hi, int64_t* out) {
   if (v.is_int64()) *out = v.get_int64();
   else if (v.is_uint64() && v.get_uint64() <= static_cast<uint64_t>(INT64_MAX)) *out = static_cast<int64_t>(v.get_uint64());
-  else if (v.is_double() && v.get_double() == static_cast<double>(static_cast<int64_t>(v.get_double())))
-    *out = static_cast<int64_t>(v.get_double());
-  else return false;
+  else if (v.is_double()) {
+    // Only a whole number within the bounds converts (a cast of any other double is undefined).
+    const double d = v.get_double();
+    if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi)) || d != std::floor(d)) return false;
+    *out = static_cast<int64_t>(d);
+  } else {
+    return false;
+  }
   return *out >= lo && *out <= hi;
 }
 

@@ -62,6 +62,8 @@ TEST(MediaParamsTest, EachBadParameterIsNamed) {
   EXPECT_EQ(RefusedParam("image", R"({"prompt":"x","n":0})"), "n");
   EXPECT_EQ(RefusedParam("image", R"({"prompt":"x","n":5})"), "n");
   EXPECT_EQ(RefusedParam("image", R"({"prompt":"x","n":1.5})"), "n");
+  EXPECT_EQ(RefusedParam("image", R"({"prompt":"x","n":2555555555555555555555555555555555555555})"), "n");
+  EXPECT_EQ(RefusedParam("video", R"({"prompt":"x","duration":-1e300})"), "duration");
   EXPECT_EQ(RefusedParam("image", R"({"prompt":"x","size":"4096x4096"})"), "size");
   EXPECT_EQ(RefusedParam("image", R"({"prompt":"x","size":"1024x"})"), "size");
   EXPECT_EQ(RefusedParam("image", R"({"prompt":"x","size":"1024x1024x2"})"), "size");

@@ -1,5 +1,7 @@
 #include "services/provider-connector/dashscope_task.h"
 
+#include <algorithm>
+
 #include <boost/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +27,14 @@ double NumberAt(const json::object& o, std::string_view key) {
   boost::system::error_code ec;
   double d = v->to_number<double>(ec);
   return ec ? 0 : d;
+}
+
+// A count or a duration as the upstream reports it, within [0, kMaxUnits]: a negative,
+// absurd or out-of-range number never reaches a cast (undefined) or a bill.
+constexpr double kMaxUnits = 1e9;
+double UnitsAt(const json::object& o, std::string_view key) {
+  const double d = NumberAt(o, key);
+  return d > 0 ? std::min(d, kMaxUnits) : 0;
 }
 
 }  // namespace
@@ -82,11 +92,11 @@ absl::StatusOr<DashScopePoll> ParseDashScopePoll(std::string_view body) {
   std::string status = StringAt(*output, "task_status");
   DashScopePoll poll;
   if (const json::object* usage = ObjectAt(root, "usage")) {
-    poll.usage.set_image_count(static_cast<int64_t>(NumberAt(*usage, "image_count")));
-    double seconds = NumberAt(*usage, "video_duration");
-    if (seconds == 0) seconds = NumberAt(*usage, "duration");
+    poll.usage.set_image_count(static_cast<int64_t>(UnitsAt(*usage, "image_count")));
+    double seconds = UnitsAt(*usage, "video_duration");
+    if (seconds == 0) seconds = UnitsAt(*usage, "duration");
     poll.usage.set_video_duration_seconds(seconds);
-    int64_t videos = static_cast<int64_t>(NumberAt(*usage, "video_count"));
+    int64_t videos = static_cast<int64_t>(UnitsAt(*usage, "video_count"));
     if (videos == 0 && seconds > 0) videos = 1;
     poll.usage.set_video_count(videos);
   }

@@ -10,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 
@@ -482,9 +483,14 @@ class TaskService::Worker {
       return false;
     }
     if (poll->status == v1::TASK_STATUS_CANCELED) return CancelNow(a, plan);
+    // Billed for what the upstream reports, never for more than was asked (the hold).
     TaskUsage usage;
     usage.images = poll->usage.image_count();
     usage.seconds = static_cast<int64_t>(std::ceil(poll->usage.video_duration_seconds()));
+    if (int64_t asked = IntAt(plan.params, "n"); a.task.kind == TaskKind::kImage && asked > 0)
+      usage.images = std::min(usage.images, asked);
+    if (int64_t asked = IntAt(plan.params, "duration"); a.task.kind == TaskKind::kVideo && asked > 0)
+      usage.seconds = std::min(usage.seconds, asked);
     if (poll->status == v1::TASK_STATUS_SUCCEEDED) {
       if (!Charge(a, plan, usage)) return false;
       json::array urls;

@@ -31,6 +31,19 @@ TEST(DashScopePollTest, FewerImagesThanAskedSucceedAndBillTheImageCount) {
   EXPECT_EQ(p->usage.image_count(), 2);
 }
 
+TEST(DashScopePollTest, AbsurdOrNegativeUsageIsBoundedNotUndefined) {
+  auto p = ParseDashScopePoll(
+      R"({"output":{"task_id":"t","task_status":"SUCCEEDED","video_url":"http://v"},)"
+      R"("usage":{"video_duration":1e300,"video_count":233333333333333333333333333333333333333333}})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->usage.video_count(), 1'000'000'000);
+  EXPECT_EQ(p->usage.video_duration_seconds(), 1e9);
+  p = ParseDashScopePoll(
+      R"({"output":{"task_id":"t","task_status":"SUCCEEDED","results":[{"url":"http://a"}]},"usage":{"image_count":-5}})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->usage.image_count(), 1);  // nothing usable reported: the images with a URL
+}
+
 TEST(DashScopePollTest, EveryStatus) {
   auto pending = ParseDashScopePoll(R"({"output":{"task_id":"t","task_status":"PENDING"}})");
   ASSERT_TRUE(pending.ok());
