@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "cmd/nexusflow/ledger_command.h"
 #include "cmd/nexusflow/modules.h"
+#include "libs/config/config_reference.h"
 
 ABSL_FLAG(std::string, target, "all", "all, or a comma list of: auth, routing, rate-limiter, billing-ledger, provider-connector, gateway");
 ABSL_FLAG(std::string, config, "nexusflow.yaml", "configuration file");
@@ -31,8 +34,30 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "nexusflow --config=FILE [--target=all|auth,routing,...]\n"
       "  nexusflow ledger verify [--config=FILE | --database=URL|PATH]   check the billing "
-      "ledger's invariants; exit 1 on any violation");
+      "ledger's invariants; exit 1 on any violation\n"
+      "  nexusflow config-reference [--config=FILE]   print the configuration reference "
+      "(docs/configuration.md), with FILE's environment variables");
   if (argc > 1 && std::string(argv[1]) == "ledger") return nexusflow::RunLedgerCommand(argc - 1, argv + 1);
+  if (argc > 1 && std::string(argv[1]) == "config-reference") {
+    // The configuration reference page (docs/configuration.md), with the environment
+    // variables of --config=FILE when given.
+    std::string file;
+    for (int i = 2; i < argc; ++i)
+      if (std::string a = argv[i]; a.rfind("--config=", 0) == 0) file = a.substr(9);
+    std::string text;
+    if (!file.empty()) {
+      std::ifstream in(file);
+      if (!in) {
+        std::cerr << "nexusflow: cannot read " << file << "\n";
+        return 2;
+      }
+      std::stringstream ss;
+      ss << in.rdbuf();
+      text = ss.str();
+    }
+    std::cout << nexusflow::ConfigReferenceMarkdown(text, file);
+    return 0;
+  }
   // Flags are spelled with dashes (--check-config); Abseil names them with underscores.
   std::vector<std::string> args(argv, argv + argc);
   for (auto& a : args) {

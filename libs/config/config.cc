@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 #include "libs/common/money.h"
+#include "libs/config/config_reference.h"
 
 namespace nexusflow {
 namespace {
@@ -27,9 +29,15 @@ struct ConfigError : std::runtime_error {
   throw ConfigError(absl::StrCat(path, ": ", what));
 }
 
+std::function<void(const std::string&, const std::set<std::string>&)>& MappingObserver() {
+  static std::function<void(const std::string&, const std::set<std::string>&)> observer;
+  return observer;
+}
+
 // A mapping whose keys must all be among `allowed`.
 void ExpectMap(const YAML::Node& node, const std::string& path,
                const std::set<std::string>& allowed) {
+  if (MappingObserver()) MappingObserver()(path, allowed);
   if (!node.IsMap()) Fail(path, "expected a mapping");
   for (const auto& kv : node) {
     std::string key = kv.first.as<std::string>();
@@ -375,6 +383,10 @@ Config ParseRoot(const YAML::Node& root) {
 }
 
 }  // namespace
+
+void SetMappingObserver(std::function<void(const std::string&, const std::set<std::string>&)> observer) {
+  MappingObserver() = std::move(observer);
+}
 
 const std::vector<std::string>& AllTargets() {
   static const std::vector<std::string> kTargets = {

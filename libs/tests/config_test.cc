@@ -1,8 +1,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
+#include <set>
 
 #include "libs/config/config.h"
+#include "libs/config/config_reference.h"
 
 namespace nexusflow {
 namespace {
@@ -129,6 +132,119 @@ TEST(ConfigTest, GatewayOutboxAndSettlementAttempts) {
   auto zero = ParseConfig(std::string(kMinimal) + "gateway:\n  settlement_max_attempts: 0\n");
   ASSERT_FALSE(zero.ok());
   EXPECT_NE(zero.status().message().find("gateway.settlement_max_attempts"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nexusflow
+
+namespace nexusflow {
+namespace {
+
+// The configuration reference and the parser cannot disagree: the reference's example
+// config (every key set) parses, and every mapping the parser checks allows exactly the
+// keys the reference lists under it.
+TEST(ConfigReferenceTest, EveryDocumentedKeyParsesAndNoUndocumentedKeyIsAccepted) {
+  std::map<std::string, std::set<std::string>> documented;
+  std::set<std::string> paths;
+  for (const ConfigKey& k : ConfigReference()) {
+    std::string path = k.path;
+    ASSERT_TRUE(paths.insert(path).second) << "listed twice: " << path;
+    size_t dot = path.rfind('.');
+    std::string parent = dot == std::string::npos ? "" : path.substr(0, dot);
+    std::string name = dot == std::string::npos ? path : path.substr(dot + 1);
+    documented[parent].insert(name);
+    EXPECT_TRUE(parent.empty() || paths.count(parent) || paths.count(parent.substr(0, parent.size() - 2)))
+        << path << " is listed before its parent";
+  }
+  std::map<std::string, std::set<std::string>> accepted;
+  SetMappingObserver([&](const std::string& path, const std::set<std::string>& allowed) {
+    std::string normal;
+    for (size_t i = 0; i < path.size(); ++i) {
+      normal.push_back(path[i]);
+      if (path[i] == '[') {  // "[0]" → "[]"
+        while (i + 1 < path.size() && path[i + 1] != ']') ++i;
+      }
+    }
+    accepted[normal].insert(allowed.begin(), allowed.end());
+  });
+  const std::string example = ExampleConfigYaml();
+  auto config = ParseConfig(example);
+  SetMappingObserver(nullptr);
+  ASSERT_TRUE(config.ok()) << config.status() << "\n" << example;
+  for (const auto& [path, keys] : accepted) {
+    // The list items' mappings are documented under "list[]".
+    EXPECT_EQ(keys, documented[path]) << "the mapping at '" << path << "'";
+  }
+  for (const auto& [path, keys] : documented) {
+    bool leaf_parent = true;
+    for (const ConfigKey& k : ConfigReference())
+      if (path == k.path && std::string(k.type) != "section" && std::string(k.type) != "list") leaf_parent = false;
+    // A mapping of names the user chooses ("<plan>") takes any key.
+    const bool named = keys.size() == 1 && keys.begin()->front() == '<';
+    if (leaf_parent && !named) EXPECT_TRUE(accepted.count(path)) << "'" << path << "' is documented but never parsed";
+  }
+  // The example sets what it says it sets.
+  EXPECT_EQ(config->provider_connector.media.max_per_key, 16);
+  ASSERT_EQ(config->routing.models.size(), 1u);
+  EXPECT_EQ(config->routing.models[0].price.image, 30'000'000);
+  EXPECT_EQ(config->rate_limiter.plans.at("<plan>").rpm, 60);
+}
+
+TEST(ConfigReferenceTest, DefaultsAreTheParsersDefaults) {
+  auto config = ParseConfig("");
+  ASSERT_TRUE(config.ok());
+  std::map<std::string, std::string> actual = {
+      {"server.http_listen", config->server.http_listen},
+      {"server.grpc_listen", config->server.grpc_listen},
+      {"server.drain_grace_seconds", std::to_string(config->server.drain_grace_seconds)},
+      {"server.io_threads", std::to_string(config->server.io_threads)},
+      {"server.idle_timeout_seconds", std::to_string(config->server.idle_timeout_seconds)},
+      {"server.header_timeout_ms", std::to_string(config->server.header_timeout_ms)},
+      {"server.body_timeout_ms", std::to_string(config->server.body_timeout_ms)},
+      {"server.send_timeout_seconds", std::to_string(config->server.send_timeout_seconds)},
+      {"server.max_header_bytes", std::to_string(config->server.max_header_bytes)},
+      {"server.max_header_count", std::to_string(config->server.max_header_count)},
+      {"server.max_connections", std::to_string(config->server.max_connections)},
+      {"server.max_connections_per_ip", std::to_string(config->server.max_connections_per_ip)},
+      {"gateway.auth_cache_ttl_seconds", std::to_string(config->gateway.auth_cache_ttl_seconds)},
+      {"gateway.max_body_bytes", std::to_string(config->gateway.max_body_bytes)},
+      {"gateway.default_max_output_tokens", std::to_string(config->gateway.default_max_output_tokens)},
+      {"gateway.outbox", config->gateway.outbox},
+      {"gateway.settlement_max_attempts", std::to_string(config->gateway.settlement_max_attempts)},
+      {"gateway.image_wait_seconds", std::to_string(config->gateway.image_wait_seconds)},
+      {"auth.database", config->auth.database},
+      {"rate_limiter.store", config->rate_limiter.store},
+      {"rate_limiter.redis_failure", config->rate_limiter.redis_failure},
+      {"rate_limiter.redis_timeout_ms", std::to_string(config->rate_limiter.redis_timeout_ms)},
+      {"billing_ledger.database", config->billing_ledger.database},
+      {"provider_connector.connect_timeout_ms", std::to_string(config->provider_connector.connect_timeout_ms)},
+      {"provider_connector.request_timeout_ms", std::to_string(config->provider_connector.request_timeout_ms)},
+      {"provider_connector.max_connections_per_host",
+       std::to_string(config->provider_connector.max_connections_per_host)},
+      {"provider_connector.media.task_store", config->provider_connector.media.task_store},
+      {"provider_connector.media.workers", std::to_string(config->provider_connector.media.workers)},
+      {"provider_connector.media.max_in_flight", std::to_string(config->provider_connector.media.max_in_flight)},
+      {"provider_connector.media.max_per_key", std::to_string(config->provider_connector.media.max_per_key)},
+      {"provider_connector.media.max_per_deployment",
+       std::to_string(config->provider_connector.media.max_per_deployment)},
+      {"provider_connector.media.lease_seconds", std::to_string(config->provider_connector.media.lease_seconds)},
+      {"provider_connector.media.poll_min_ms", std::to_string(config->provider_connector.media.poll_min_ms)},
+      {"provider_connector.media.poll_max_ms", std::to_string(config->provider_connector.media.poll_max_ms)},
+      {"provider_connector.media.task_timeout_seconds",
+       std::to_string(config->provider_connector.media.task_timeout_seconds)},
+      {"provider_connector.media.result_ttl_hours",
+       std::to_string(config->provider_connector.media.result_ttl_hours)},
+  };
+  int checked = 0;
+  for (const ConfigKey& k : ConfigReference()) {
+    auto it = actual.find(k.path);
+    if (it == actual.end()) continue;
+    EXPECT_EQ(it->second, k.default_value) << k.path;
+    ++checked;
+  }
+  EXPECT_EQ(checked, static_cast<int>(actual.size()));
+  EXPECT_EQ(config->server.reuse_port ? "true" : "false", std::string("false"));
+  EXPECT_TRUE(config->gateway.access_log);
 }
 
 }  // namespace
