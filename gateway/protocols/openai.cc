@@ -645,9 +645,22 @@ namespace {
 
 json::object ModelObject(const routing::v1::Model& m) {
   json::array protocols, capabilities;
-  for (int p : m.supported_protocols())
-    protocols.push_back(json::string(routing::ProtocolName(static_cast<llm::v1::Protocol>(p))));
-  for (const auto& c : m.capabilities()) capabilities.push_back(json::string(c));
+  bool media = false;
+  for (const auto& c : m.capabilities()) {
+    capabilities.push_back(json::string(c));
+    // Embedding and media models answer their own interfaces, named per interface.
+    if (c == "embedding") protocols.push_back(json::string("openai:embeddings"));
+    if (c == "image") protocols.push_back(json::string("openai:image-generations"));
+    media = media || c == "embedding" || c == "image" || c == "video";
+  }
+  for (const auto& c : m.capabilities())
+    if (c == "image" || c == "video") {
+      protocols.push_back(json::string("nexusflow:tasks"));
+      break;
+    }
+  if (!media)
+    for (int p : m.supported_protocols())
+      protocols.push_back(json::string(routing::ProtocolName(static_cast<llm::v1::Protocol>(p))));
   const auto& price = m.price();
   // Media models are priced per image or per second of video, token models per million.
   json::object pricing{{"currency", "USD"}};
