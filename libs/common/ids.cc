@@ -3,7 +3,9 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 
 namespace nexusflow {
@@ -11,6 +13,22 @@ namespace {
 
 void RandomBytes(unsigned char* out, int n) {
   if (RAND_bytes(out, n) != 1) throw std::runtime_error("RAND_bytes failed");
+}
+
+// Identifiers draw from a per-thread block of the same generator's bytes: one RAND_bytes
+// call (whose fixed cost, a provider lookup per call, dwarfs a dozen bytes) serves hundreds
+// of ids. Secrets (API keys) still call RAND_bytes directly.
+void IdBytes(unsigned char* out, int n) {
+  constexpr int kBlock = 4096;
+  thread_local unsigned char block[kBlock];
+  thread_local int used = kBlock;
+  if (used + n > kBlock) {
+    RandomBytes(block, kBlock);
+    used = 0;
+  }
+  std::memcpy(out, block + used, n);
+  std::memset(block + used, 0, n);  // handed out once
+  used += n;
 }
 
 }  // namespace
@@ -28,8 +46,8 @@ std::string HexEncode(std::string_view bytes) {
 
 std::string NewId(std::string_view prefix, int random_bytes) {
   unsigned char buf[64];
-  if (random_bytes > 64) random_bytes = 64;
-  RandomBytes(buf, random_bytes);
+  random_bytes = std::clamp(random_bytes, 0, 64);
+  IdBytes(buf, random_bytes);
   return std::string(prefix) +
          HexEncode(std::string_view(reinterpret_cast<char*>(buf), random_bytes));
 }

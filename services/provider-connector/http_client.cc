@@ -93,7 +93,14 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
       return;
     }
     auto* t = new Transfer{id, std::move(call)};
-    t->easy = curl_easy_init();
+    // A handle of a finished transfer, reset, when there is one: no allocation and
+    // zeroing of a new one per call.
+    if (idle_easy_.empty()) {
+      t->easy = curl_easy_init();
+    } else {
+      t->easy = idle_easy_.back();
+      idle_easy_.pop_back();
+    }
     CURL* e = t->easy;
     curl_easy_setopt(e, CURLOPT_URL, t->call->url.c_str());
     for (const auto& h : t->call->headers) t->headers = curl_slist_append(t->headers, h.c_str());
@@ -148,6 +155,8 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
       Complete(t, CURLE_ABORTED_BY_CALLBACK);
     }
     timer_.cancel();
+    for (CURL* e : idle_easy_) curl_easy_cleanup(e);
+    idle_easy_.clear();
     curl_multi_cleanup(multi_);
     multi_ = nullptr;
     for (auto& [fd, s] : sockets_) Release(*s);
@@ -281,7 +290,12 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
     if (curl_code != CURLE_OK)
       error = t->aborted ? "cancelled" : (t->error[0] ? t->error : curl_easy_strerror(CURLcode(curl_code)));
     curl_multi_remove_handle(multi_, t->easy);
-    curl_easy_cleanup(t->easy);
+    if (!shut_ && idle_easy_.size() < kIdleEasyHandles) {
+      curl_easy_reset(t->easy);
+      idle_easy_.push_back(t->easy);
+    } else {
+      curl_easy_cleanup(t->easy);
+    }
     curl_slist_free_all(t->headers);
     auto call = std::move(t->call);
     active_.erase(t->id);
@@ -296,6 +310,8 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
   bool timer_armed_ = false;
   std::unordered_map<curl_socket_t, std::shared_ptr<Socket>> sockets_;
   std::unordered_map<uint64_t, Transfer*> active_;
+  static constexpr size_t kIdleEasyHandles = 256;
+  std::vector<CURL*> idle_easy_;  // reset handles of finished transfers, for the next ones
 };
 
 namespace {
