@@ -199,6 +199,12 @@ void WriteAccessLog(const HttpRequest& req, int status, double seconds, int64_t 
                     {"duration_us", static_cast<int64_t>(seconds * 1e6)},
                     {"bytes_out", bytes},
                     {"remote", req.remote}};
+  if (*log.chat_protocol) {
+    line["protocol"] = log.chat_protocol;
+    line["stream"] = log.stream;
+  }
+  if (log.first_output_seconds >= 0)
+    line["ttft_us"] = static_cast<int64_t>(log.first_output_seconds * 1e6);
   if (!log.model.empty()) line["model"] = log.model;
   if (!log.account_id.empty()) line["account_id"] = log.account_id;
   if (!log.key_id.empty()) line["key_id"] = log.key_id;
