@@ -6,7 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { BASE_URL, ORIGIN, ADMIN_KEY, adminOk, createAccountWithKey } from './lib.mjs';
+import { BASE_URL, ORIGIN, ADMIN_KEY, adminOk, createAccountWithKey, eventually } from './lib.mjs';
 
 const ROUTES = [
   ['POST', `${BASE_URL}/chat/completions`, { model: 'qwen3-max', messages: 'not a list' }],
@@ -69,7 +69,9 @@ describe('secrets', () => {
     assert.ok(bodies.some((b) => b.status === 400), 'the bad requests reached validation');
     assertNoSecret(bodies, key.key);
     await adminOk('DELETE', `/admin/v1/keys/${key.id}`);
-    const revoked = await bodiesFor(key.key);
+    // Every gateway hears of the revocation within a second (two of them in the scale run).
+    const revoked = await eventually(() => bodiesFor(key.key), (bs) => bs.every((b) => b.status === 401),
+                                     { timeoutMs: 5000, intervalMs: 200 });
     for (const b of revoked) assert.equal(b.status, 401, b.what);
     assertNoSecret(revoked, key.key);
   });
