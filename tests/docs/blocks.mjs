@@ -100,3 +100,17 @@ export function outputMatches(kind, expected, actual) {
   const re = new RegExp(`^${pieces.join('[\\s\\S]*?')}$`);
   return re.test(normalise(kind, actual));
 }
+
+// The model ids a block names: `model: "…"` / `"model": "…"` values and the `{id}` of
+// `/models/{id}` paths (`/v1/models/x`, `/v1beta/models/x:generateContent`).
+export function modelIds(code) {
+  const ids = new Set();
+  for (const m of code.matchAll(/["']?\bmodel["']?\s*:\s*["']([^"'\s]+)["']/g)) ids.add(m[1]);
+  for (const m of code.matchAll(/\/models\/([A-Za-z0-9][A-Za-z0-9._-]*)/g)) ids.add(m[1]);
+  return [...ids];
+}
+
+// The model ids of a catalog file (`routing.models[].id` of deploy/local/nexusflow.yaml).
+export function catalogIds(yamlText) {
+  return new Set([...yamlText.matchAll(/^\s*- id:\s*["']?([^"'\s#]+)/gm)].map((m) => m[1]));
+}

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { outputMatches, runnableBlocks } from './blocks.mjs';
+import { catalogIds, modelIds, outputMatches, runnableBlocks } from './blocks.mjs';
 
 const page = (s) => s.replace(/^\| ?/gm, '');
 
@@ -75,4 +75,13 @@ test('json: whitespace outside strings is ignored, inside strings kept; a change
   assert.ok(!outputMatches('json', shown, real.replace(',"model":"qwen3-max"', '')));
   assert.ok(!outputMatches('json', '{"text": "a b"}', '{"text":"ab"}'));
   assert.ok(outputMatches('json', '{"text": "a \\" b"}', '{ "text" : "a \\" b" }'));
+});
+
+test('the model ids a block names are found in SDK calls, JSON bodies and URL paths', () => {
+  const code = `client.chat.completions.create({ model: "qwen3-max" });
+    curl http://localhost:8080/v1beta/models/gemini-2.5-flash:generateContent -d '{"model": "x-1"}'
+    curl http://localhost:8080/v1/models/deepseek-v4-flash`;
+  assert.deepEqual(modelIds(code).sort(), ['deepseek-v4-flash', 'gemini-2.5-flash', 'qwen3-max', 'x-1']);
+  assert.deepEqual([...catalogIds('routing:\n  models:\n    - id: qwen3-max\n      owned_by: a\n    - id: "wan2.6-t2i"\n')],
+                   ['qwen3-max', 'wan2.6-t2i']);
 });

@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'nod
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { outputMatches, runnableBlocks } from './blocks.mjs';
+import { catalogIds, modelIds, outputMatches, runnableBlocks } from './blocks.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../..');
@@ -21,6 +21,11 @@ const DOCS = path.join(ROOT, 'docs');
 // JavaScript blocks are written here, so `import OpenAI from 'openai'` resolves from
 // tests/e2e/node_modules.
 const JS_DIR = path.join(ROOT, 'tests/e2e/.docs-blocks');
+
+// Every model a runnable block names must be in the catalog tools/run serves, except this
+// one, which error examples use as the model that does not exist.
+const CATALOG = catalogIds(readFileSync(path.join(ROOT, 'deploy/local/nexusflow.yaml'), 'utf8'));
+const UNKNOWN_MODEL = 'no-such-model';
 
 // What a page writes, and what the runner puts in its place.
 const PAGE_ORIGIN = 'http://localhost:8080';
@@ -119,6 +124,13 @@ async function main() {
   for (const file of pages) {
     const page = `docs/${file}`;
     const { blocks, errors } = runnableBlocks(page, readFileSync(path.join(DOCS, file), 'utf8'));
+    for (const b of blocks) {
+      for (const id of modelIds(b.code)) {
+        if (id !== UNKNOWN_MODEL && !CATALOG.has(id)) {
+          errors.push(`${page}:${b.line}: model \`${id}\` is not in deploy/local/nexusflow.yaml`);
+        }
+      }
+    }
     for (const e of errors) failures.push(e);
     for (const e of errors) console.log(`FAIL ${e}`);
     if (blocks.length === 0) {
