@@ -17,7 +17,9 @@ import { catalogIds, modelIds, outputMatches, runnableBlocks } from './blocks.mj
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../..');
-const DOCS = path.join(ROOT, 'docs');
+// NEXUSFLOW_DOCS_DIR: another folder of pages (run-docs.sh checks a broken one with it).
+const DOCS = path.resolve(ROOT, process.env.NEXUSFLOW_DOCS_DIR || 'docs');
+const DOCS_LABEL = path.relative(ROOT, DOCS);
 // JavaScript blocks are written here, so `import OpenAI from 'openai'` resolves from
 // tests/e2e/node_modules.
 const JS_DIR = path.join(ROOT, 'tests/e2e/.docs-blocks');
@@ -122,7 +124,7 @@ async function main() {
   const failures = [];
   const started = Date.now();
   for (const file of pages) {
-    const page = `docs/${file}`;
+    const page = `${DOCS_LABEL}/${file}`;
     const { blocks, errors } = runnableBlocks(page, readFileSync(path.join(DOCS, file), 'utf8'));
     for (const b of blocks) {
       for (const id of modelIds(b.code)) {

@@ -58,6 +58,7 @@ stop_suite() {
   RUN_PID=""
 }
 
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -98,7 +99,8 @@ LOG="$DATA_DIR/tools-run.log"
 export NEXUSFLOW_HTTP_PORT="$HTTP_PORT" NEXUSFLOW_MOCK_PORT="$MOCK_PORT"
 export NEXUSFLOW_GRPC_PORT="$GRPC_PORT" NEXUSFLOW_METRICS_PORT="$METRICS_PORT"
 export NEXUSFLOW_DATA_DIR="$DATA_DIR"
-export NEXUSFLOW_ADMIN_KEY="nf-admin-docs-$(openssl rand -hex 16)"
+NEXUSFLOW_ADMIN_KEY="nf-admin-docs-$(openssl rand -hex 16)"
+export NEXUSFLOW_ADMIN_KEY
 unset NEXUSFLOW_DEMO_KEY
 
 log "starting tools/run (data dir $DATA_DIR)"
@@ -125,7 +127,25 @@ log "up at $origin after ${SECONDS}s"
 set +e
 NEXUSFLOW_DOCS_ORIGIN="$origin" node "$DOCS_DIR/run-docs.mjs" "$@"
 rc=$?
+# The runner must fail a broken page, block by block, with the page and line.
+broken="$(NEXUSFLOW_DOCS_ORIGIN="$origin" NEXUSFLOW_DOCS_DIR=tests/docs/broken node "$DOCS_DIR/run-docs.mjs" 2>&1)"
+broken_rc=$?
 set -e
+missing=()
+for want in "broken.md:16: exited with status 1" \
+            "broken.md:24: output does not match the json output block at line 30" \
+            "broken.md:36: output does not match the json output block at line 40" \
+            "broken.md:46: model \`qwen9-ultra\` is not in deploy/local/nexusflow.yaml" \
+            "5 runnable blocks ran on 1 pages in" "; 4 FAILED:"; do
+  grep -qF -- "$want" <<<"$broken" || missing+=("$want")
+done
+if ((broken_rc != 1 || ${#missing[@]})) || grep -q "broken.md:6:" <<<"$broken"; then
+  log "the runner did not fail tests/docs/broken/broken.md as it should (exit $broken_rc); missing: ${missing[*]:-none}"
+  printf '%s\n' "$broken" >&2
+  rc=1
+else
+  log "tests/docs/broken/broken.md failed as it should: 4 broken blocks found, with their lines"
+fi
 
 stop_suite
 busy="$(listening_ports)"
