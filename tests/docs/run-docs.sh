@@ -27,6 +27,7 @@ for i in 0 1 2 3 4 5; do PORTS+=("$((GRPC_PORT + i))" "$((METRICS_PORT + i))"); 
 DATA_DIR=""
 LOG=""
 RUN_PID=""
+STARTED=0
 
 log() { printf '[docs] %s\n' "$*" >&2; }
 
@@ -64,9 +65,12 @@ cleanup() {
   trap - EXIT INT TERM
   stop_suite
   [[ -n "$DATA_DIR" ]] || exit "$rc"
-  if [[ $rc -ne 0 && -f "$LOG" ]]; then
-    log "FAILED (exit $rc); last 30 lines of $LOG:"
-    tail -n 30 "$LOG" >&2 || true
+  # A suite that did not start: what tools/run said. Blocks that failed: what the gateway logged.
+  local show="$LOG"
+  ((STARTED)) && show="$DATA_DIR/logs/nexusflow.log"
+  if [[ $rc -ne 0 && -f "$show" ]]; then
+    log "FAILED (exit $rc); last 30 lines of $show:"
+    tail -n 30 "$show" >&2 || true
   fi
   if [[ "${NEXUSFLOW_DOCS_KEEP:-0}" == 1 || $rc -ne 0 ]]; then
     log "data dir kept: $DATA_DIR"
@@ -122,6 +126,7 @@ until [[ -s "$DATA_DIR/demo.env" ]] && grep -q '^NEXUSFLOW_DEMO_ACCOUNT=' "$DATA
 done
 origin="http://127.0.0.1:$HTTP_PORT"
 curl -fsS -o /dev/null "$origin/readyz"
+STARTED=1
 log "up at $origin after ${SECONDS}s"
 
 set +e
