@@ -15,8 +15,10 @@ NF_FUZZ_PACKAGES=(clang libclang-rt-14-dev)
 # Servers the tests start for themselves (tools/test ensures them): throwaway Redis for the
 # rate-limiter's Redis store (tools/lib/redis.sh), PostgreSQL for the ledger and key store
 # conformance suites (tools/lib/pg.sh), Prometheus (its server and promtool) and Python's
-# YAML reader for the checks of deploy/prometheus and deploy/grafana (tests/prometheus).
-NF_TEST_PACKAGES=(redis-server postgresql prometheus python3-yaml)
+# YAML reader for the checks of deploy/prometheus and deploy/grafana (tests/prometheus); Go
+# and Sprig for the Helm chart's template renderer, JSON Schema for its values (tests/helm).
+NF_TEST_PACKAGES=(redis-server postgresql prometheus python3-yaml
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-jsonschema)
 
 nf_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
