@@ -8,6 +8,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "libs/common/json_util.h"
 #include "libs/common/money.h"
 #include "libs/common/sse.h"
@@ -643,24 +644,14 @@ std::unique_ptr<ChatRenderer> NewChatRenderer(std::string completion_id, std::st
 
 namespace {
 
+std::string Iso8601Utc(int64_t unix_seconds) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds), absl::UTCTimeZone());
+}
+
 json::object ModelObject(const routing::v1::Model& m) {
   json::array protocols, capabilities;
-  bool media = false;
-  for (const auto& c : m.capabilities()) {
-    capabilities.push_back(json::string(c));
-    // Embedding and media models answer their own interfaces, named per interface.
-    if (c == "embedding") protocols.push_back(json::string("openai:embeddings"));
-    if (c == "image") protocols.push_back(json::string("openai:image-generations"));
-    media = media || c == "embedding" || c == "image" || c == "video";
-  }
-  for (const auto& c : m.capabilities())
-    if (c == "image" || c == "video") {
-      protocols.push_back(json::string("nexusflow:tasks"));
-      break;
-    }
-  if (!media)
-    for (int p : m.supported_protocols())
-      protocols.push_back(json::string(routing::ProtocolName(static_cast<llm::v1::Protocol>(p))));
+  for (const auto& name : routing::InterfaceNames(m)) protocols.push_back(json::string(name));
+  for (const auto& c : m.capabilities()) capabilities.push_back(json::string(c));
   const auto& price = m.price();
   // Media models are priced per image or per second of video, token models per million.
   json::object pricing{{"currency", "USD"}};
@@ -675,16 +666,21 @@ json::object ModelObject(const routing::v1::Model& m) {
     pricing["cache_read"] = FormatUsd(price.cache_read_nano_usd_per_mtok());
     pricing["cache_write"] = FormatUsd(price.cache_write_nano_usd_per_mtok());
   }
-  return json::object{
-      {"id", m.id()},
-      {"object", "model"},
-      {"created", m.created_unix()},
-      {"owned_by", m.owned_by()},
-      {"supported_protocols", std::move(protocols)},
-      {"capabilities", std::move(capabilities)},
-      {"context_window", m.context_window()},
-      {"max_output_tokens", m.max_output_tokens()},
-      {"pricing", std::move(pricing)}};
+  // OpenAI's model object, with the fields the Anthropic SDK's models.list() reads (type,
+  // display_name, created_at) and NexusFlow's own; token limits only where they apply.
+  json::object o{{"id", m.id()},
+                 {"object", "model"},
+                 {"created", m.created_unix()},
+                 {"owned_by", m.owned_by()},
+                 {"type", "model"},
+                 {"display_name", m.id()},
+                 {"created_at", Iso8601Utc(m.created_unix())},
+                 {"supported_protocols", std::move(protocols)},
+                 {"capabilities", std::move(capabilities)}};
+  if (m.context_window() > 0) o["context_window"] = m.context_window();
+  if (m.max_output_tokens() > 0) o["max_output_tokens"] = m.max_output_tokens();
+  o["pricing"] = std::move(pricing);
+  return o;
 }
 
 }  // namespace
@@ -698,7 +694,12 @@ std::string ModelListJson(const routing::v1::CatalogSnapshot& catalog,
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), m.id()) == allowed.end()) continue;
     data.push_back(ModelObject(m));
   }
-  return json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}});
+  // One page: the Anthropic SDK pages by first_id / last_id / has_more.
+  json::object list{{"object", "list"}, {"data", std::move(data)}, {"has_more", false}};
+  const json::array& d = list["data"].as_array();
+  list["first_id"] = d.empty() ? json::value(nullptr) : d.front().as_object().at("id");
+  list["last_id"] = d.empty() ? json::value(nullptr) : d.back().as_object().at("id");
+  return json::serialize(list);
 }
 
 }  // namespace nexusflow::gateway::openai

@@ -64,6 +64,24 @@ pb::CatalogSnapshot Catalog::SnapshotFromConfig(const Config::Routing& config, i
   return snap;
 }
 
+std::vector<std::string> InterfaceNames(const pb::Model& m) {
+  std::vector<std::string> out;
+  bool media = false;
+  for (const auto& c : m.capabilities()) {
+    if (c == "embedding") out.push_back("openai:embeddings");
+    if (c == "image") out.push_back("openai:image-generations");
+    media = media || c == "embedding" || c == "image" || c == "video";
+  }
+  for (const auto& c : m.capabilities())
+    if (c == "image" || c == "video") {
+      out.push_back("nexusflow:tasks");
+      break;
+    }
+  if (!media)
+    for (int p : m.supported_protocols()) out.push_back(ProtocolName(static_cast<llm::v1::Protocol>(p)));
+  return out;
+}
+
 const pb::Model* Catalog::Find(const std::string& model) const {
   auto it = index_.find(model);
   return it == index_.end() ? nullptr : &snapshot_.models(it->second);
@@ -76,8 +94,7 @@ absl::StatusOr<pb::Model> Catalog::Resolve(const std::string& model, llm::v1::Pr
   if (protocol != llm::v1::PROTOCOL_UNSPECIFIED &&
       std::find(m->supported_protocols().begin(), m->supported_protocols().end(), protocol) ==
           m->supported_protocols().end()) {
-    std::vector<std::string> offered;
-    for (int p : m->supported_protocols()) offered.push_back(ProtocolName(static_cast<llm::v1::Protocol>(p)));
+    std::vector<std::string> offered = InterfaceNames(*m);
     return absl::FailedPreconditionError(absl::StrCat(
         "The model `", model, "` is not offered on the ", ProtocolName(protocol),
         " protocol; it is offered on: ", offered.empty() ? "none" : absl::StrJoin(offered, ", "), "."));

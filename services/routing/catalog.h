@@ -36,6 +36,11 @@ class Catalog {
 };
 
 std::string ProtocolName(llm::v1::Protocol protocol);
+
+// The interfaces a model answers on, as /v1/models lists them: its chat protocols
+// ("openai", "anthropic", "gemini"), or for embedding and media models the interface by
+// name ("openai:embeddings", "openai:image-generations", "nexusflow:tasks").
+std::vector<std::string> InterfaceNames(const pb::Model& model);
 llm::v1::Protocol ProtocolFromName(const std::string& name);
 
 }  // namespace nexusflow::routing
