@@ -53,6 +53,23 @@ std::chrono::system_clock::time_point RpcDeadline(int seconds = 10) {
   return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
 }
 
+// How long a task creation without an answer is asked again (a connector restarting).
+constexpr std::chrono::seconds kCreateRetryWindow{10};
+
+// Whether a failed CreateTask may still have made its task: the call may have reached a
+// connector that died or whose answer was lost. Any other code is the connector's answer.
+bool MayHaveCreatedTask(const grpc::Status& s) {
+  switch (s.error_code()) {
+    case grpc::UNAVAILABLE:
+    case grpc::DEADLINE_EXCEEDED:
+    case grpc::CANCELLED:
+    case grpc::UNKNOWN:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 net::awaitable<std::optional<connector::v1::Task>> Gateway::CreateMediaTask(MediaJob& job, HttpExchange& ex,
@@ -107,16 +124,31 @@ net::awaitable<std::optional<connector::v1::Task>> Gateway::CreateMediaTask(Medi
   *req.mutable_candidates() = model->deployments();
   req.set_hold_id(admission.hold_id);
   *req.mutable_price() = model->price();
+  // A creation the connector may have committed without answering (it died, or the answer
+  // was lost) is asked again, waiting for a connector to be there: CreateTask is idempotent
+  // on the request id, so the retry answers the task the first call made, or makes it.
   connector::v1::Task task;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(RpcDeadline());
-  grpc::Status s = co_await AwaitGrpc([&](auto done) {
-    backends_.connector->async()->CreateTask(&ctx, &req, &task, std::move(done));
-  });
+  grpc::Status s;
+  net::steady_timer pause(co_await net::this_coro::executor);
+  std::optional<std::chrono::system_clock::time_point> give_up;  // set by the first failure
+  for (;;) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(give_up ? *give_up : RpcDeadline());
+    if (give_up) ctx.set_wait_for_ready(true);
+    s = co_await AwaitGrpc([&](auto done) {
+      backends_.connector->async()->CreateTask(&ctx, &req, &task, std::move(done));
+    });
+    if (s.ok() || !MayHaveCreatedTask(s)) break;
+    if (!give_up) give_up = std::chrono::system_clock::now() + kCreateRetryWindow;
+    if (std::chrono::system_clock::now() >= *give_up) break;
+    pause.expires_after(std::chrono::milliseconds(200));
+    co_await pause.async_wait(net::use_awaitable);
+  }
   path_.ReleaseLease(admission.lease_id, 0);
   if (!s.ok()) {
-    // No task exists to settle the hold: it goes back now.
-    path_.ReleaseHold(admission.hold_id);
+    // The hold goes back now only when no task exists to settle it; when one may exist, it
+    // settles the hold when it ends, and the hold expires otherwise.
+    if (!MayHaveCreatedTask(s)) path_.ReleaseHold(admission.hold_id);
     error = TaskRpcFailure(s, "");
     co_await SendError(ex, job.protocol, error, log, admission.headers);
     co_return std::nullopt;

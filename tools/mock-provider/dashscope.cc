@@ -4,6 +4,8 @@
 #include <array>
 #include <boost/json.hpp>
 #include <charconv>
+#include <utility>
+#include <vector>
 
 namespace nexusflow::mock {
 namespace {
@@ -348,6 +350,7 @@ DashScopeAnswer DashScopeTasks::Submit(MediaKind kind, std::string_view body,
     // The failure share spread evenly: the k-th task fails when k·P/100 crosses an integer.
     if ((sequence + 1) * options_.fail_percent / 100 > sequence * options_.fail_percent / 100)
       task.fail = true;
+    task.sequence = sequence;
     if (submitted_ % kPruneEvery == 0) Prune(now);
     tasks_.emplace(task_id, std::move(task));
   }
@@ -455,6 +458,27 @@ std::optional<DashScopeAnswer> DashScopeTasks::File(std::string_view path, Clock
   if (!index || *index >= task->produced) return std::nullopt;
   return DashScopeAnswer{200, "image/png",
                          PlaceholderPng(Fnv1a(std::string(task_id) + std::string(name)))};
+}
+
+DashScopeAnswer DashScopeTasks::List(Clock::time_point now) {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<std::uint64_t, json::object>> rows;
+  for (const auto& [id, task] : tasks_) {
+    if (!Find(id, now)) continue;
+    rows.emplace_back(task.sequence,
+                      json::object{{"task_id", id},
+                                   {"kind", task.kind == MediaKind::kImage ? "image" : "video"},
+                                   {"model", task.model},
+                                   {"prompt", task.prompt},
+                                   {"task_status", TaskStatusName(StatusAt(task, now))}});
+  }
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  json::array data;
+  for (auto& row : rows) data.push_back(std::move(row.second));
+  return DashScopeAnswer{
+      200, "application/json",
+      json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}})};
 }
 
 }  // namespace nexusflow::mock

@@ -79,6 +79,10 @@ class DashScopeTasks {
   // GET /mock/dashscope/files/{task_id}/{name}: `{i}.png` of an image task (i < images
   // produced), `video.mp4` of a video task; nullopt → 404.
   std::optional<DashScopeAnswer> File(std::string_view path, Clock::time_point now);
+  // GET /mock/dashscope/tasks: every task kept, in submission order, as
+  // `{"object":"list","data":[{"task_id","kind","model","prompt","task_status"}]}`, so a
+  // test can count how often a job was submitted (never needs the API key).
+  DashScopeAnswer List(Clock::time_point now);
 
  private:
   struct Task {
@@ -94,6 +98,7 @@ class DashScopeTasks {
     std::string video_size;  // "1280*720"
     bool fail = false;
     bool canceled = false;
+    std::uint64_t sequence = 0;  // submission order
   };
 
   TaskStatus StatusAt(const Task& task, Clock::time_point now) const;

@@ -511,6 +511,7 @@ enum class Endpoint {
   kMediaTask,
   kCancelMediaTask,
   kMediaFile,
+  kMediaTaskList,
   kNotFound,
 };
 
@@ -536,6 +537,7 @@ constexpr Route kRoutes[] = {
     {http::verb::get, "/api/v1/tasks/", true, Endpoint::kMediaTask},
     {http::verb::post, "/api/v1/tasks/", true, Endpoint::kCancelMediaTask},  // {id}/cancel
     {http::verb::get, "/mock/dashscope/files/", true, Endpoint::kMediaFile},
+    {http::verb::get, "/mock/dashscope/tasks", false, Endpoint::kMediaTaskList},
 };
 
 constexpr std::pair<std::string_view, Endpoint> kGeminiMethods[] = {
@@ -689,7 +691,7 @@ Answer ImmediateAnswer(const Request& req, std::string_view path, Protocol proto
 bool IsMedia(Endpoint endpoint) {
   return endpoint == Endpoint::kImageSynthesis || endpoint == Endpoint::kVideoSynthesis ||
          endpoint == Endpoint::kMediaTask || endpoint == Endpoint::kCancelMediaTask ||
-         endpoint == Endpoint::kMediaFile;
+         endpoint == Endpoint::kMediaFile || endpoint == Endpoint::kMediaTaskList;
 }
 
 // DashScope's async media endpoints and the result files, at the steady clock's now.
@@ -711,6 +713,9 @@ Answer MediaAnswer(const Request& req, std::string_view path, const RouteMatch& 
       break;
     case Endpoint::kCancelMediaTask:
       answered = tasks.Cancel(route.id, request_id, now);
+      break;
+    case Endpoint::kMediaTaskList:
+      answered = tasks.List(now);
       break;
     default:
       if (std::optional<DashScopeAnswer> file = tasks.File(path, now)) {

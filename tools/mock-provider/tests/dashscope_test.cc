@@ -188,6 +188,34 @@ TEST_F(DashScopeTest, CancelWorksOnlyWhilePending) {
   EXPECT_EQ(tasks_.Cancel("never-issued", "req-7", kStart).status, 400);
 }
 
+TEST_F(DashScopeTest, ListShowsEverySubmissionInOrderWithItsPromptAndStatus) {
+  const std::string first = Submit(MediaKind::kImage, ImageBody("one"));
+  const std::string again = Submit(MediaKind::kImage, ImageBody("one"));
+  const std::string video = Submit(MediaKind::kVideo, VideoBody("two [mock:fail]"), kStart + milliseconds(500));
+  const DashScopeAnswer listed = tasks_.List(kStart + milliseconds(1000));
+  EXPECT_EQ(listed.status, 200);
+  const json::object body = json::parse(listed.body).as_object();
+  EXPECT_EQ(body.at("object").as_string(), "list");
+  const json::array& data = body.at("data").as_array();
+  ASSERT_EQ(data.size(), 3u);
+  EXPECT_EQ(data[0].at("task_id").as_string(), first);
+  EXPECT_EQ(data[1].at("task_id").as_string(), again);
+  EXPECT_EQ(data[2].at("task_id").as_string(), video);
+  EXPECT_EQ(data[0].at("prompt").as_string(), "one");
+  EXPECT_EQ(data[1].at("prompt").as_string(), "one");
+  EXPECT_EQ(data[2].at("prompt").as_string(), "two [mock:fail]");
+  EXPECT_EQ(data[0].at("kind").as_string(), "image");
+  EXPECT_EQ(data[2].at("kind").as_string(), "video");
+  EXPECT_EQ(data[2].at("model").as_string(), "happyhorse-1.0-t2v");
+  EXPECT_EQ(data[0].at("task_status").as_string(), "SUCCEEDED");
+  EXPECT_EQ(data[2].at("task_status").as_string(), "RUNNING");
+  // Forgotten tasks leave the list.
+  const json::object later =
+      json::parse(tasks_.List(kStart + milliseconds(1001) + kTaskRetention).body).as_object();
+  ASSERT_EQ(later.at("data").as_array().size(), 1u);
+  EXPECT_EQ(later.at("data").as_array()[0].at("task_id").as_string(), video);
+}
+
 TEST_F(DashScopeTest, UnknownAndForgottenTasksAnswerUnknown) {
   const json::object unknown = Poll("0385dc79-5ff8-4d82-bcb6-000000000000", kStart);
   EXPECT_EQ(unknown.at("output").at("task_status").as_string(), "UNKNOWN");
