@@ -1,6 +1,7 @@
 #pragma once
 // ProviderConnectorService: canonical chat → provider wire format over HTTP(S), with
 // failover across the candidate deployments before the first byte reaches the caller.
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,7 +39,7 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
                   std::function<void(const grpc::Status&, llm::v1::EmbedResponse)> done);
 
   // Async media tasks (task_service.h): served once a TaskService is given; before, the
-  // task RPCs answer FAILED_PRECONDITION. Starts its workers.
+  // task RPCs answer UNAVAILABLE (the process is starting). Starts its workers.
   void EnableTasks(std::unique_ptr<TaskService> tasks);
   grpc::ServerUnaryReactor* CreateTask(grpc::CallbackServerContext* ctx, const pb::CreateTaskRequest* req,
                                        pb::Task* task) override;
@@ -57,6 +58,8 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
   std::unique_ptr<EventLoops> own_loops_;
   HttpClient http_;
   std::unique_ptr<TaskService> tasks_;  // last member: its workers stop first
+  // What the task RPCs use: set once tasks_ is ready (RPCs may arrive before).
+  std::atomic<TaskService*> tasks_ready_{nullptr};
 };
 
 // Rough prompt size in tokens (about four characters a token), for holds and limits

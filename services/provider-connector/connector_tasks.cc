@@ -18,7 +18,7 @@ auto FinishWith(grpc::ServerUnaryReactor* reactor, Message* out) {
 
 grpc::ServerUnaryReactor* NoTasks(grpc::CallbackServerContext* ctx) {
   auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status(grpc::FAILED_PRECONDITION, "this connector runs no media tasks"));
+  reactor->Finish(grpc::Status(grpc::UNAVAILABLE, "the media task service is starting"));
   return reactor;
 }
 
@@ -27,23 +27,26 @@ grpc::ServerUnaryReactor* NoTasks(grpc::CallbackServerContext* ctx) {
 void ProviderConnectorService::EnableTasks(std::unique_ptr<TaskService> tasks) {
   tasks_ = std::move(tasks);
   tasks_->StartWorkers();
+  tasks_ready_.store(tasks_.get(), std::memory_order_release);
 }
 
 grpc::ServerUnaryReactor* ProviderConnectorService::CreateTask(grpc::CallbackServerContext* ctx,
                                                                const pb::CreateTaskRequest* req, pb::Task* task) {
   NF_REQUIRE_INTERNAL(ctx);
-  if (!tasks_) return NoTasks(ctx);
+  TaskService* tasks = tasks_ready_.load(std::memory_order_acquire);
+  if (!tasks) return NoTasks(ctx);
   auto* reactor = ctx->DefaultReactor();
-  tasks_->Create(*req, FinishWith(reactor, task));
+  tasks->Create(*req, FinishWith(reactor, task));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* ProviderConnectorService::GetTask(grpc::CallbackServerContext* ctx,
                                                             const pb::GetTaskRequest* req, pb::Task* task) {
   NF_REQUIRE_INTERNAL(ctx);
-  if (!tasks_) return NoTasks(ctx);
+  TaskService* tasks = tasks_ready_.load(std::memory_order_acquire);
+  if (!tasks) return NoTasks(ctx);
   auto* reactor = ctx->DefaultReactor();
-  tasks_->Get(*req, FinishWith(reactor, task));
+  tasks->Get(*req, FinishWith(reactor, task));
   return reactor;
 }
 
@@ -51,18 +54,20 @@ grpc::ServerUnaryReactor* ProviderConnectorService::ListTasks(grpc::CallbackServ
                                                               const pb::ListTasksRequest* req,
                                                               pb::ListTasksResponse* resp) {
   NF_REQUIRE_INTERNAL(ctx);
-  if (!tasks_) return NoTasks(ctx);
+  TaskService* tasks = tasks_ready_.load(std::memory_order_acquire);
+  if (!tasks) return NoTasks(ctx);
   auto* reactor = ctx->DefaultReactor();
-  tasks_->List(*req, FinishWith(reactor, resp));
+  tasks->List(*req, FinishWith(reactor, resp));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* ProviderConnectorService::CancelTask(grpc::CallbackServerContext* ctx,
                                                                const pb::CancelTaskRequest* req, pb::Task* task) {
   NF_REQUIRE_INTERNAL(ctx);
-  if (!tasks_) return NoTasks(ctx);
+  TaskService* tasks = tasks_ready_.load(std::memory_order_acquire);
+  if (!tasks) return NoTasks(ctx);
   auto* reactor = ctx->DefaultReactor();
-  tasks_->Cancel(*req, FinishWith(reactor, task));
+  tasks->Cancel(*req, FinishWith(reactor, task));
   return reactor;
 }
 
@@ -70,9 +75,10 @@ grpc::ServerUnaryReactor* ProviderConnectorService::GetTaskContent(grpc::Callbac
                                                                    const pb::GetTaskContentRequest* req,
                                                                    pb::TaskContent* content) {
   NF_REQUIRE_INTERNAL(ctx);
-  if (!tasks_) return NoTasks(ctx);
+  TaskService* tasks = tasks_ready_.load(std::memory_order_acquire);
+  if (!tasks) return NoTasks(ctx);
   auto* reactor = ctx->DefaultReactor();
-  tasks_->Content(*req, FinishWith(reactor, content));
+  tasks->Content(*req, FinishWith(reactor, content));
   return reactor;
 }
 

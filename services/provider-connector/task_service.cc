@@ -455,21 +455,28 @@ class TaskService::Worker {
     return nullptr;
   }
 
-  bool Poll(Active& a, const TaskPlan& plan) {
+  // The upstream job's state; nullopt when the upstream did not answer usably (the caller
+  // retries later).
+  std::optional<DashScopePoll> FetchJob(const Active& a, const TaskPlan& plan) {
     const TaskPlan::Deployment* d = DeploymentOf(a, plan);
     const ProviderConfig* p = d ? Provider(d->provider) : nullptr;
-    if (!p) return Fail(a, "internal_error", "the task's deployment is no longer configured");
+    if (!p) return std::nullopt;
     const auto start = std::chrono::steady_clock::now();
     MediaHttp::Reply r = http_.Call(absl::StrCat(p->base_url, "/api/v1/tasks/", a.task.upstream_job_id),
                                     Headers(*p, false), nullptr, kUpstreamCallTimeoutMs);
     PollHistogram(d->provider, "poll")
         .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    if (!r.transport_error.empty() || r.status != 200) {
-      a.next = RetryAt(a);
-      return false;
-    }
+    if (!r.transport_error.empty() || r.status != 200) return std::nullopt;
     auto poll = ParseDashScopePoll(r.body);
-    if (!poll.ok()) {
+    if (!poll.ok()) return std::nullopt;
+    return std::move(*poll);
+  }
+
+  bool Poll(Active& a, const TaskPlan& plan) {
+    if (!DeploymentOf(a, plan) || !Provider(DeploymentOf(a, plan)->provider))
+      return Fail(a, "internal_error", "the task's deployment is no longer configured");
+    std::optional<DashScopePoll> poll = FetchJob(a, plan);
+    if (!poll) {
       a.next = RetryAt(a);
       return false;
     }
@@ -483,6 +490,13 @@ class TaskService::Worker {
       return false;
     }
     if (poll->status == v1::TASK_STATUS_CANCELED) return CancelNow(a, plan);
+    return EndAsUpstream(a, plan, *poll);
+  }
+
+  // The upstream job ended (succeeded or failed): settle what it produced (or release the
+  // hold), then end the task the same way.
+  bool EndAsUpstream(Active& a, const TaskPlan& plan, const DashScopePoll& job) {
+    const DashScopePoll* poll = &job;
     // Billed for what the upstream reports, never for more than was asked (the hold).
     TaskUsage usage;
     usage.images = poll->usage.image_count();
@@ -582,6 +596,17 @@ class TaskService::Worker {
   // The owner asked to cancel (or the upstream canceled): cancel the upstream job while it
   // may still be pending, release the hold, end `canceled`.
   bool CancelNow(Active& a, const TaskPlan& plan) {
+    if (!a.task.upstream_job_id.empty() && DeploymentOf(a, plan)) {
+      // A job that already ended is not canceled: it ends as the upstream says (a worker
+      // may have settled it before it died, and a cancel would then leave a charged task
+      // without its result). Until the upstream answers, the cancel waits.
+      std::optional<DashScopePoll> job = FetchJob(a, plan);
+      if (!job) {
+        a.next = RetryAt(a);
+        return false;
+      }
+      if (job->final && job->status != v1::TASK_STATUS_CANCELED) return EndAsUpstream(a, plan, *job);
+    }
     if (!a.task.upstream_job_id.empty()) {
       const TaskPlan::Deployment* d = DeploymentOf(a, plan);
       if (const ProviderConfig* p = d ? Provider(d->provider) : nullptr) {
