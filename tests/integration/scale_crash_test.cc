@@ -756,9 +756,9 @@ TEST_F(ScaleCrashTest, TokensPerMinuteAcrossTwoGatewaysAndLimitersNeverAdmitMore
   Key key = CreateKey(account, "unlimited", {{"tpm", kLimit}});
   ASSERT_FALSE(key.id.empty());
 
-  // Requests of one size, half streamed: one ASCII message of fixed length (the gateway
-  // estimates it as the mock counts it, 4 + ceil(bytes / 4)) and exactly max_tokens words,
-  // so each is admitted at the tokens it uses.
+  // Requests of one size, half streamed: a prompt in Chinese (a token a character, as
+  // tokenizers count it: more than a guess of four bytes a token) and exactly max_tokens
+  // words.
   constexpr int kRequests = 120, kWords = 40;
   struct Tpm {
     bool stream;
@@ -769,8 +769,8 @@ TEST_F(ScaleCrashTest, TokensPerMinuteAcrossTwoGatewaysAndLimitersNeverAdmitMore
   auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < kRequests; ++i) {
     clients.emplace_back([&, i] {
-      char text[64];
-      snprintf(text, sizeof text, "tokens %03d [mock:words=%d]", i, kWords);
+      char text[96];
+      snprintf(text, sizeof text, "你好世界你好世界 %03d [mock:words=%d]", i, kWords);
       calls[i].stream = i % 2 == 1;
       calls[i].ex = Http("POST", "/v1/chat/completions", ChatBody(calls[i].stream, kWords, text),
                          {"Authorization: Bearer " + key.secret});
@@ -780,11 +780,13 @@ TEST_F(ScaleCrashTest, TokensPerMinuteAcrossTwoGatewaysAndLimitersNeverAdmitMore
   auto span = std::chrono::steady_clock::now() - start;
 
   int admitted = 0, denied = 0;
+  int64_t most_remaining = -1;  // x-ratelimit-remaining-tokens of the burst's first admission
   for (const auto& c : calls) {
     if (c.ex.status == 200) {
       ++admitted;
       Answer a = c.stream ? ReadStream(c.ex.body) : ReadJson(c.ex.body);
       EXPECT_TRUE(a.whole) << c.ex.body;
+      most_remaining = std::max<int64_t>(most_remaining, std::atoll(c.ex.header("x-ratelimit-remaining-tokens").c_str()));
       continue;
     }
     ++denied;
@@ -808,16 +810,16 @@ TEST_F(ScaleCrashTest, TokensPerMinuteAcrossTwoGatewaysAndLimitersNeverAdmitMore
     EXPECT_EQ(used, each) << "requests of one size";
     tokens += used;
   }
+  int64_t counted = kLimit - most_remaining;  // what the limiter counted for one request
+  std::cerr << admitted << " of " << kRequests << " admitted, " << each << " tokens each (counted " << counted
+            << " at admission), " << tokens << " in all; limit " << kLimit << "\n";
   // Every admission lies within the burst; each 60 s of it admits at most the limit. (The
   // burst takes a second or two: one window.)
-  std::cerr << admitted << " of " << kRequests << " admitted, " << each << " tokens each, " << tokens
-            << " in all; limit " << kLimit << "\n";
   int64_t windows = std::chrono::duration_cast<std::chrono::seconds>(span).count() / 60 + 1;
   EXPECT_LE(tokens, kLimit * windows) << admitted << " requests of " << each << " tokens";
-  // Each request counted exactly what it used, so one window takes exactly as many as fit.
-  if (windows == 1) {
-    EXPECT_EQ(admitted, kLimit / each) << each << " tokens each";
-  }
+  // A request is admitted at no less than it uses, and as many are admitted as fit by that.
+  EXPECT_GE(counted, each);
+  EXPECT_GE(admitted, kLimit / counted);
   EXPECT_EQ(VerifyLedger(), 0);
 }
 
