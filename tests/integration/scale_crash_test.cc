@@ -796,6 +796,18 @@ TEST_F(ScaleCrashTest, TokensPerMinuteAcrossTwoGatewaysAndLimitersNeverAdmitMore
   }
   EXPECT_GT(admitted, 0);
   EXPECT_GT(denied, 0) << "the burst never reached the limit";
+  // The burst went through both gateways, and each asked both limiters.
+  for (int g = 0; g < kGateways; ++g)
+    EXPECT_GT(GatewayMetric(g, "nexusflow_gateway_http_requests_total{code=\"200\",route=\"chat_completions\"}") +
+                  GatewayMetric(g, "nexusflow_gateway_http_requests_total{code=\"429\",route=\"chat_completions\"}"),
+              0)
+        << GatewayName(g) << " took no part";
+  for (int r = 0; r < kReplicas; ++r)
+    EXPECT_GT(MetricValue(Metrics(ServiceMetricsPort("rate-limiter", r)),
+                          "nexusflow_grpc_server_handled_total{code=\"OK\",method=\"Acquire\","
+                          "service=\"nexusflow.ratelimit.v1.RateLimiterService\"}"),
+              0)
+        << ServiceName("rate-limiter", r) << " took no part";
 
   // Counted from the ledger: what the admitted requests used.
   auto records = Usage(account);
