@@ -12,8 +12,9 @@
 //   balance drops by exactly the sum of the usage records; `nexusflow ledger verify` passes.
 // - Tokens per minute across the two gateways and two limiters: of a burst on one key, the
 //   usage records never sum to more than the key's TPM limit in a window.
-// - rate_limiter.redis_failure: closed: with Redis stopped every request is answered 503
-//   with retry-after in its caller's protocol; once Redis is back the limits hold again.
+// - rate_limiter.redis_failure: closed: with Redis stopped mid-load every new request is
+//   answered 503 with retry-after in its caller's protocol, while the streams admitted
+//   before run to their end and are charged; once Redis is back the limits hold again.
 //
 // Ports (fixed, below the ephemeral range): HTTP 21080; gateway gRPC 21090 and 21100,
 // /metrics 21300 and 21310; services' gRPC 21091–21095 and 21101–21105, /metrics
@@ -857,8 +858,32 @@ TEST_F(ScaleCrashTest, FailClosedAnswers503InTheCallersProtocolWhileRedisIsDownA
   EXPECT_EQ(over.status, 429) << over.body;
   EXPECT_NE(over.body.find("requests per minute"), std::string::npos) << over.body;
   EXPECT_FALSE(over.header("retry-after").empty());
-  size_t charged = Usage(account).size();
-  EXPECT_EQ(charged, 10u);
+  EXPECT_EQ(Usage(account).size(), 10u);
+
+  // Streams admitted before Redis goes: they run to their end, and are charged.
+  constexpr int kStreams = 8;
+  std::vector<Exchange> streams(kStreams);
+  std::atomic<int> streaming{0};
+  std::vector<std::thread> clients;
+  struct JoinAll {
+    std::vector<std::thread>& threads;
+    ~JoinAll() {
+      for (auto& t : threads)
+        if (t.joinable()) t.join();
+    }
+  } join_all{clients};
+  for (int i = 0; i < kStreams; ++i) {
+    clients.emplace_back([&, i] {
+      bool counted = false;
+      streams[i] = Http("POST", "/v1/chat/completions",
+                        ChatBody(true, 100, "admitted " + std::to_string(i) + " [mock:words=40][mock:chunk-delay=100]"),
+                        {"Authorization: Bearer " + probe.secret}, 60, [&](const std::string& body) {
+                          if (!counted && ReadStream(body).words > 0) counted = true, ++streaming;
+                          return true;
+                        });
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] { return streaming == kStreams; }, 30)) << "the streams did not start";
 
   // Redis down: every request, whatever its key and protocol, is refused with 503 and a
   // retry-after, in the error shape of its protocol; none is charged. Several of each, so
@@ -911,7 +936,12 @@ TEST_F(ScaleCrashTest, FailClosedAnswers503InTheCallersProtocolWhileRedisIsDownA
     }
   }
   EXPECT_EQ(unavailable, 4 * 2 * 4) << "every refusal is counted as unavailable";
-  EXPECT_EQ(Usage(account).size(), charged) << "a refused request was charged";
+  for (auto& t : clients) t.join();
+  for (const auto& r : streams) {
+    EXPECT_EQ(r.status, 200);
+    EXPECT_TRUE(ReadStream(r.body).whole) << r.body;
+  }
+  EXPECT_EQ(Usage(account).size(), 10u + kStreams) << "a refused request was charged, or an admitted one not";
 
   // Redis back (empty: the minute starts afresh). Once every gateway and limiter reaches
   // it again, the free key gets exactly its ten, then 429.
