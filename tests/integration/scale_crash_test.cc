@@ -63,10 +63,14 @@ constexpr int kReplicas = 2;
 constexpr int kGateways = 2;
 constexpr char kAdminKey[] = "nf-admin-scale-crash-test";
 constexpr char kInternalToken[] = "nf-internal-scale-crash-test";
+// Models of deploy/local/nexusflow.yaml with their prices, nano-USD per million tokens
+// (input, output): qwen3-max's upstream speaks OpenAI, so an OpenAI caller's stream is
+// relayed as the upstream wrote it; claude-haiku-4-5's speaks Anthropic, so it is
+// translated and rendered by the gateway.
 constexpr char kModel[] = "qwen3-max";
-// qwen3-max in deploy/local/nexusflow.yaml: USD 1.20 / 6.00 per million tokens.
-constexpr int64_t kInputPrice = 1'200'000'000;
-constexpr int64_t kOutputPrice = 6'000'000'000;
+constexpr char kTranslatedModel[] = "claude-haiku-4-5";
+const std::map<std::string, std::pair<int64_t, int64_t>> kPrices = {
+    {kModel, {1'200'000'000, 6'000'000'000}}, {kTranslatedModel, {1'000'000'000, 5'000'000'000}}};
 const std::vector<std::string> kTargets = {"auth", "routing", "rate-limiter", "billing-ledger",
                                            "provider-connector"};
 
@@ -285,8 +289,8 @@ Answer ReadJson(const std::string& body) {
   return a;
 }
 
-std::string ChatBody(bool stream, int max_tokens, const std::string& text) {
-  json::object body{{"model", kModel},
+std::string ChatBody(bool stream, int max_tokens, const std::string& text, const char* model = kModel) {
+  json::object body{{"model", model},
                     {"stream", stream},
                     {"max_tokens", max_tokens},
                     {"messages", json::array{json::object{{"role", "user"}, {"content", text}}}}};
@@ -296,8 +300,9 @@ std::string ChatBody(bool stream, int max_tokens, const std::string& text) {
 
 // __int128 ceil of the price formula (services/billing-ledger/pricing.cc) for plain input
 // and output.
-int64_t ExpectedCost(int64_t input, int64_t output) {
-  __int128 sum = static_cast<__int128>(input) * kInputPrice + static_cast<__int128>(output) * kOutputPrice;
+int64_t ExpectedCost(const std::string& model, int64_t input, int64_t output) {
+  const auto& [in, out] = kPrices.at(model);
+  __int128 sum = static_cast<__int128>(input) * in + static_cast<__int128>(output) * out;
   return static_cast<int64_t>((sum + 999'999) / 1'000'000);
 }
 
@@ -554,6 +559,7 @@ struct Call {
   std::string key_id, key;
   bool stream = false;
   int hang_up_after = 0;  // words; 0 = reads to the end
+  const char* model = kModel;
   std::string text;
   Exchange ex;
   Answer answer;
@@ -563,8 +569,8 @@ void Send(Call& c) {
   std::function<bool(const std::string&)> on_data;
   if (c.hang_up_after > 0)
     on_data = [&c](const std::string& body) { return ReadStream(body).words < c.hang_up_after; };
-  c.ex = Http("POST", "/v1/chat/completions", ChatBody(c.stream, 500, c.text), {"Authorization: Bearer " + c.key},
-              90, on_data);
+  c.ex = Http("POST", "/v1/chat/completions", ChatBody(c.stream, 500, c.text, c.model),
+              {"Authorization: Bearer " + c.key}, 90, on_data);
   c.answer = c.stream && c.ex.status == 200 ? ReadStream(c.ex.body) : ReadJson(c.ex.body);
 }
 
@@ -575,7 +581,8 @@ TEST_F(ScaleCrashTest, KilledBillingGatewayAndConnectorUnderLoadLoseNoChargeAndD
   const int64_t before = Balance(account).balance_nano_usd();
 
   // Each request has a key of its own, so its usage record is found by key even when its
-  // client never learned the request id. The kinds, by index:
+  // client never learned the request id. Every other ten go to the translated model. The
+  // kinds, by index:
   //   0, 1  a long stream (12 s)                 5  sync, answered after 7 s
   //   2     a stream of 4 s                      6  sync, answered after 11 s
   //   3     a stream whose client hangs up       7  sync, upstream 500 (before output)
@@ -587,6 +594,7 @@ TEST_F(ScaleCrashTest, KilledBillingGatewayAndConnectorUnderLoadLoseNoChargeAndD
     c.key_id = key.id;
     c.key = key.secret;
     std::string tag = "w" + std::to_string(wave) + " r" + std::to_string(i) + " ";
+    if ((i / 10) % 2 == 1) c.model = kTranslatedModel;  // every kind on both paths
     switch (i % 10) {
       case 0:
       case 1: c.stream = true, c.text = tag + "[mock:words=120][mock:chunk-delay=100]"; break;
@@ -690,9 +698,10 @@ TEST_F(ScaleCrashTest, KilledBillingGatewayAndConnectorUnderLoadLoseNoChargeAndD
   for (const auto& rec : records) {
     by_key[rec.key_id()].push_back(rec);
     EXPECT_TRUE(request_ids.insert(rec.request_id()).second) << "charged twice: " << rec.request_id();
-    EXPECT_EQ(rec.price().input_nano_usd_per_mtok(), kInputPrice);
-    EXPECT_EQ(rec.price().output_nano_usd_per_mtok(), kOutputPrice);
-    EXPECT_EQ(rec.cost_nano_usd(), ExpectedCost(rec.usage().input_tokens(), rec.usage().output_tokens()))
+    ASSERT_TRUE(kPrices.count(rec.model())) << rec.model();
+    EXPECT_EQ(rec.price().input_nano_usd_per_mtok(), kPrices.at(rec.model()).first);
+    EXPECT_EQ(rec.price().output_nano_usd_per_mtok(), kPrices.at(rec.model()).second);
+    EXPECT_EQ(rec.cost_nano_usd(), ExpectedCost(rec.model(), rec.usage().input_tokens(), rec.usage().output_tokens()))
         << rec.request_id();
     sum += rec.cost_nano_usd();
   }
