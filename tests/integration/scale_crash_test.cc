@@ -65,12 +65,13 @@ constexpr char kAdminKey[] = "nf-admin-scale-crash-test";
 constexpr char kInternalToken[] = "nf-internal-scale-crash-test";
 // Models of deploy/local/nexusflow.yaml with their prices, nano-USD per million tokens
 // (input, output): qwen3-max's upstream speaks OpenAI, so an OpenAI caller's stream is
-// relayed as the upstream wrote it; claude-haiku-4-5's speaks Anthropic, so it is
-// translated and rendered by the gateway.
+// relayed as the upstream wrote it; claude-haiku-4-5's speaks Anthropic and
+// gemini-2.5-flash's Gemini, so theirs are translated and rendered by the gateway.
 constexpr char kModel[] = "qwen3-max";
-constexpr char kTranslatedModel[] = "claude-haiku-4-5";
-const std::map<std::string, std::pair<int64_t, int64_t>> kPrices = {
-    {kModel, {1'200'000'000, 6'000'000'000}}, {kTranslatedModel, {1'000'000'000, 5'000'000'000}}};
+const char* const kModels[] = {kModel, "claude-haiku-4-5", "gemini-2.5-flash"};
+const std::map<std::string, std::pair<int64_t, int64_t>> kPrices = {{kModel, {1'200'000'000, 6'000'000'000}},
+                                                                    {"claude-haiku-4-5", {1'000'000'000, 5'000'000'000}},
+                                                                    {"gemini-2.5-flash", {300'000'000, 2'500'000'000}}};
 const std::vector<std::string> kTargets = {"auth", "routing", "rate-limiter", "billing-ledger",
                                            "provider-connector"};
 
@@ -581,7 +582,7 @@ TEST_F(ScaleCrashTest, KilledBillingGatewayAndConnectorUnderLoadLoseNoChargeAndD
   const int64_t before = Balance(account).balance_nano_usd();
 
   // Each request has a key of its own, so its usage record is found by key even when its
-  // client never learned the request id. Every other ten go to the translated model. The
+  // client never learned the request id. Each ten go to the next of the three models. The
   // kinds, by index:
   //   0, 1  a long stream (12 s)                 5  sync, answered after 7 s
   //   2     a stream of 4 s                      6  sync, answered after 11 s
@@ -594,7 +595,7 @@ TEST_F(ScaleCrashTest, KilledBillingGatewayAndConnectorUnderLoadLoseNoChargeAndD
     c.key_id = key.id;
     c.key = key.secret;
     std::string tag = "w" + std::to_string(wave) + " r" + std::to_string(i) + " ";
-    if ((i / 10) % 2 == 1) c.model = kTranslatedModel;  // every kind on both paths
+    c.model = kModels[(i / 10) % 3];  // every kind through each upstream protocol
     switch (i % 10) {
       case 0:
       case 1: c.stream = true, c.text = tag + "[mock:words=120][mock:chunk-delay=100]"; break;
