@@ -15,10 +15,13 @@
 // - rate_limiter.redis_failure: closed: with Redis stopped mid-load every new request is
 //   answered 503 with retry-after in its caller's protocol, while the streams admitted
 //   before run to their end and are charged; once Redis is back the limits hold again.
+// - One limiter cut off from Redis while the other is not: the releases it cannot carry
+//   out reach the other, so no concurrency slot leaks.
 //
 // Ports (fixed, below the ephemeral range): HTTP 21080; gateway gRPC 21090 and 21100,
 // /metrics 21300 and 21310; services' gRPC 21091–21095 and 21101–21105, /metrics
-// 21301–21305 and 21311–21315; mock provider 21110; PostgreSQL 21120; Redis 21121.
+// 21301–21305 and 21311–21315; mock provider 21110; PostgreSQL 21120; Redis 21121 (21122:
+// an address where no Redis listens).
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <grpcpp/create_channel.h>
@@ -415,7 +418,8 @@ class ScaleCrashTest : public ::testing::Test {
     return pid;
   }
 
-  void StartService(const std::string& target, int replica) {
+  void StartService(const std::string& target, int replica,
+                    const std::vector<std::pair<std::string, std::string>>& env = {}) {
     int port = ServicePort(target, replica);
     ASSERT_FALSE(Listening(port)) << "port " << port << " is taken";
     pids_[ServiceName(target, replica)] =
@@ -423,7 +427,7 @@ class ScaleCrashTest : public ::testing::Test {
               {g_binary, "--config=" + g_config, "--target=" + target,
                "--grpc-listen=127.0.0.1:" + std::to_string(port),
                "--metrics-listen=127.0.0.1:" + std::to_string(ServiceMetricsPort(target, replica))},
-              {});
+              env);
     ASSERT_TRUE(WaitFor([port] { return Listening(port); }, 30)) << ServiceName(target, replica) << " did not start";
   }
 
@@ -863,7 +867,10 @@ TEST_F(ScaleCrashTest, FailClosedAnswers503InTheCallersProtocolWhileRedisIsDownA
   };
 
   // Redis up: the free key's ten, then 429 naming the limit.
-  for (int i = 0; i < 10; ++i) ASSERT_EQ(chat(free).status, 200);
+  for (int i = 0; i < 10; ++i) {
+    auto r = chat(free);
+    ASSERT_EQ(r.status, 200) << "curl " << r.code << ": " << r.body;
+  }
   auto over = chat(free);
   EXPECT_EQ(over.status, 429) << over.body;
   EXPECT_NE(over.body.find("requests per minute"), std::string::npos) << over.body;
@@ -964,20 +971,63 @@ TEST_F(ScaleCrashTest, FailClosedAnswers503InTheCallersProtocolWhileRedisIsDownA
       },
       30))
       << "requests are still refused with Redis back";
+  // (A limiter still reconnecting, its backoff at most 2 s, answers 503: asked again.)
   int ok = 0, limited = 0;
-  for (int i = 0; i < 12; ++i) {
+  std::string seen;
+  for (int i = 0; i < 100 && ok + limited < 12; ++i) {
     auto r = chat(free);
     if (r.status == 200) ++ok;
     if (r.status == 429) ++limited;
+    if (r.status == 503) Pause(100);
+    seen += std::to_string(r.status) + (r.status == 200 ? "" : " " + r.body) + "\n";
   }
-  EXPECT_EQ(ok, 10);
-  EXPECT_EQ(limited, 2);
+  EXPECT_EQ(ok, 10) << seen;
+  EXPECT_EQ(limited, 2) << seen;
 
   auto records = Usage(account);
   int64_t sum = 0;
   for (const auto& r : records) sum += r.cost_nano_usd();
   EXPECT_EQ(before - Balance(account).balance_nano_usd(), sum);
   EXPECT_EQ(VerifyLedger(), 0);
+}
+
+TEST_F(ScaleCrashTest, ALeaseReleasedThroughALimiterThatCannotReachRedisIsReleasedThroughTheOther) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  // The second limiter loses its Redis (an address where none listens) and stays up: the
+  // gateways keep calling it in turn with the first.
+  ASSERT_NO_FATAL_FAILURE(Kill(ServiceName("rate-limiter", 1)));
+  ASSERT_NO_FATAL_FAILURE(StartService("rate-limiter", 1,
+                                       {{"NEXUSFLOW_RATE_LIMITER_STORE", "redis://127.0.0.1:" +
+                                                                             std::to_string(kRedisPort + 1)}}));
+  std::string account = CreateAccount("scale-release", "10.00");
+  ASSERT_FALSE(account.empty());
+  Key key = CreateKey(account, "unlimited", {{"concurrency", 2}});
+  Key warm = CreateKey(account, "unlimited", {{"concurrency", 1000}});
+  ASSERT_FALSE(key.id.empty() || warm.id.empty());
+  // Until the gateways reach the restarted limiter again (it admits without Redis).
+  auto fail_open = [] {
+    return MetricValue(Metrics(ServiceMetricsPort("rate-limiter", 1)), "nexusflow_ratelimit_fail_open_total");
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        Http("POST", "/v1/chat/completions", ChatBody(false, 5, "warm [mock:words=2]"),
+             {"Authorization: Bearer " + warm.secret});
+        return fail_open() > 0;
+      },
+      30))
+      << "the gateways never called the second limiter";
+  double warmed = fail_open();
+
+  // One request at a time: never two in flight, so never over a concurrency of 2, however
+  // many. (Admissions by the second limiter are not counted: fail-open.)
+  std::string refused;
+  for (int i = 0; i < 16; ++i) {
+    auto r = Http("POST", "/v1/chat/completions", ChatBody(i % 2 == 1, 5, "one at a time [mock:words=2]"),
+                  {"Authorization: Bearer " + key.secret});
+    if (r.status != 200) refused += std::to_string(i) + ": " + std::to_string(r.status) + " " + r.body + "\n";
+  }
+  EXPECT_TRUE(refused.empty()) << refused;
+  EXPECT_GT(fail_open(), warmed) << "the second limiter took no part";
 }
 
 }  // namespace
