@@ -338,11 +338,15 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   admission.identity = &job.identity;
   admission.model = &job.model;
   admission.protocol = protocol;
+  // The lease and the hold both count an upper bound of the tokens (hold_estimate.h), not
+  // the best guess: the hold so that it covers the charge, the lease so that the requests
+  // admitted within a minute never use more than its TPM (the release replaces the bound
+  // with the actual count). Without max_tokens the output counts at release.
+  const int64_t prompt_bound = PromptTokenBound(job.request, job.model.context_window());
+  const int64_t output_bound = OutputTokenBound(job.request, max_output);
   admission.estimated_tokens =
-      job.prompt_estimate + (job.request.sampling().has_max_output_tokens() ? max_output : 0);
-  // The hold is an upper bound of the charge (hold_estimate.h), not the best guess.
-  admission.hold_nano_usd = billing::MaxCostNanoUsd(PromptTokenBound(job.request, job.model.context_window()),
-                                                    OutputTokenBound(job.request, max_output), job.model.price());
+      prompt_bound + (job.request.sampling().has_max_output_tokens() ? output_bound : 0);
+  admission.hold_nano_usd = billing::MaxCostNanoUsd(prompt_bound, output_bound, job.model.price());
   bool admitted = co_await Admit(admission, ex, log);
   job.lease_id = admission.lease_id;
   job.hold_id = admission.hold_id;

@@ -1,7 +1,9 @@
 #pragma once
 // What a billing hold reserves: an upper bound of the tokens a request can be charged, so
 // that the hold covers the settlement and concurrent requests cannot drive a balance below
-// zero. (Rate limits admit on a best guess instead: connector::EstimatePromptTokens.)
+// zero. A chat request's rate-limit lease counts the same bound against the TPM limit (the
+// prompt, plus the output when max tokens are given), so the requests admitted within a
+// minute never use more than the limit; its release replaces it with the actual count.
 //
 // Prompt bound, in tokens:
 //   text (messages, system, tool calls and results, thinking, tool definitions, plain-text

@@ -122,6 +122,15 @@ std::shared_ptr<grpc::Channel> DialTarget(const std::string& address, const std:
     // robin, a replica that goes away is skipped until it is back.
     args.SetLoadBalancingPolicyName("round_robin");
   }
+  // Releases are fire and forget on the request path, and idempotent: one that a replica
+  // could not carry out (UNAVAILABLE: it is going away, or cannot reach its store) is
+  // retried, round robin taking it to the next replica. Lost, a lease would hold its
+  // concurrency slot, and a hold its money, until it expires.
+  args.SetServiceConfigJSON(R"({"methodConfig":[{
+    "name":[{"service":"nexusflow.ratelimit.v1.RateLimiterService","method":"Release"},
+            {"service":"nexusflow.billing.v1.BillingLedgerService","method":"ReleaseHold"}],
+    "retryPolicy":{"maxAttempts":5,"initialBackoff":"0.05s","maxBackoff":"1s",
+                   "backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}]})");
   std::string target = address.find(',') != std::string::npos ? "ipv4:" + address : address;
   return grpc::experimental::CreateCustomChannelWithInterceptors(target, grpc::InsecureChannelCredentials(), args,
                                                                  TokenInterceptors(token));

@@ -358,7 +358,10 @@ absl::Status AnthropicDecoder::FeedEvent(std::string_view event, std::string_vie
   if (type == "message_delta") {
     // Every block has ended by now, even when an upstream left out a content_block_stop.
     while (!pending_input_.empty()) FlushPendingInput(pending_input_.begin()->first, out);
-    if (const auto* u = JsonField(v, "usage"); u && u->is_object()) MergeUsage(*u);
+    if (const auto* u = JsonField(v, "usage"); u && u->is_object()) {
+      MergeUsage(*u);
+      output_counted_ = true;
+    }
     if (const auto* d = JsonField(v, "delta"); d && d->is_object()) SetFinish(*d, out);
   }
   return absl::OkStatus();
@@ -404,6 +407,7 @@ absl::Status AnthropicDecoder::FeedResponse(std::string_view body, std::vector<l
   if (const auto* u = JsonField(v, "usage"); u && u->is_object()) {
     usage_ = UsageFromAnthropic(*u);
     has_usage_ = true;
+    output_counted_ = true;
   }
   SetFinish(v, out);
   return absl::OkStatus();
@@ -417,6 +421,13 @@ void AnthropicDecoder::Finish(std::vector<llmpb::ChatEvent>& out) {
     llmpb::ChatEvent e;
     e.mutable_finish()->set_reason(llmpb::FINISH_REASON_STOP);
     out.push_back(std::move(e));
+  }
+  if (has_usage_ && !output_counted_) {
+    // Cut before message_delta (an error event, a dropped connection): the input counts
+    // are message_start's, the output is counted from what arrived, like an answer
+    // without usage.
+    usage_.set_output_tokens(std::max(usage_.output_tokens(), (output_chars_ + 3) / 4));
+    usage_estimated_ = true;
   }
   AppendFinalUsage(has_usage_, usage_, prompt_estimate_, output_chars_, &usage_estimated_, out);
 }

@@ -45,6 +45,9 @@ class AnthropicDecoder : public UpstreamDecoder {
   bool finished_ = false;
   bool closed_ = false;
   bool has_usage_ = false;
+  // message_delta (or a whole response) gave the output count; message_start's is a
+  // placeholder (Anthropic sends 1), not what the answer produced.
+  bool output_counted_ = false;
   bool usage_estimated_ = false;
   llm::v1::Usage usage_;
   std::map<int64_t, int> tool_index_;  // content block index → dense tool index

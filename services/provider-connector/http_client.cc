@@ -120,7 +120,11 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    // No CURLOPT_PIPEWAIT: with it, a call that finds the upstream's first connection still
+    // connecting is parked until that connection proves able to multiplex, and one that
+    // turns out HTTP/1.1 never does: the parked calls then start only when some other call
+    // on this loop ends, which for a stream can be minutes. Without it they open
+    // connections of their own; HTTP/2 connections are still shared once established.
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &Multi::OpenSocket);

@@ -412,6 +412,20 @@ TEST(AnthropicDecoderTest, NoUsageIsEstimatedFromWhatArrived) {
   EXPECT_FALSE(d.FeedEvent("content_block_delta", "{not json", ev).ok());
 }
 
+TEST(AnthropicDecoderTest, AStreamCutBeforeMessageDeltaCountsTheOutputThatArrived) {
+  AnthropicDecoder d(11);
+  std::vector<ChatEvent> ev;
+  ASSERT_TRUE(d.FeedEvent("message_start",
+                          R"({"type":"message_start","message":{"id":"msg_5","usage":{"input_tokens":25,"output_tokens":1}}})", ev).ok());
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(d.FeedEvent("content_block_delta",
+                            R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"abcdefgh"}})", ev).ok());
+  d.Finish(ev);  // the stream ended (an error, a dropped connection) without message_delta
+  EXPECT_TRUE(d.usage_estimated());
+  EXPECT_EQ(ev.back().usage().input_tokens(), 25);   // message_start's, as reported
+  EXPECT_EQ(ev.back().usage().output_tokens(), 20);  // 80 characters arrived, not the placeholder 1
+}
+
 TEST(AnthropicCodecTest, CallCarriesVersionKeyAndBetas) {
   ProviderConfig p;
   p.kind = "anthropic";
