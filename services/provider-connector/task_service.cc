@@ -4,6 +4,7 @@
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -654,6 +655,7 @@ void TaskService::StartWorkers() {
   if (!workers_.empty()) return;
   for (int i = 0; i < config_.media.workers; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
   stats_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "nf-media-stats");
     std::unique_lock lock(mu_);
     while (!stopping_) {
       lock.unlock();
@@ -690,6 +692,8 @@ void TaskService::Wake() {
 }
 
 void TaskService::WorkerLoop(int index) {
+  // Named so that per-thread CPU (top -H, /proc/PID/task) tells media from the event loops.
+  pthread_setname_np(pthread_self(), absl::StrCat("nf-media-", index).c_str());
   Worker worker(*this, index);
   std::unique_lock lock(mu_);
   while (!stopping_) {

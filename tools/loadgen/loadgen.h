@@ -32,8 +32,20 @@ struct SlowlorisOptions {
   bool reconnect = false;   // replace a connection the server closed with a new one
 };
 
+struct TasksOptions {
+  std::string url;     // http://host:port/v1/tasks: POSTed to create, `url/{id}` polled
+  std::string target;  // the path of url (set by RunTasks)
+  std::string key;     // sent as `Authorization: Bearer <key>`; empty → no header
+  std::string body;    // the JSON posted to create one task
+  int tasks = 100;        // tasks created, each once
+  int connections = 32;   // concurrent keep-alive connections, creating then polling
+  int poll_ms = 3000;     // a task is polled this long after its creation or last poll
+  double duration_s = 60;  // nothing starts after this; tasks not final then are reported
+};
+
 int RunStream(const StreamOptions& options);
 int RunSlowloris(const SlowlorisOptions& options);
+int RunTasks(const TasksOptions& options);
 
 // Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the soft limit in force.
 std::uint64_t RaiseFileLimit();

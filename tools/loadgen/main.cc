@@ -3,10 +3,11 @@
 //   --mode=stream     N concurrent streaming chat requests (SSE), with time to first content,
 //                     gaps between frames, [DONE], status and bytes per stream.
 //   --mode=slowloris  N connections that never finish their request headers.
+//   --mode=tasks      N async media tasks created (POST /v1/tasks) and polled until final.
 //
-// Tour: main.cc (flags), stream_mode.cc, slowloris_mode.cc, core.{h,cc} (histogram, SSE
+// Tour: main.cc (flags), stream_mode.cc, slowloris_mode.cc, tasks_mode.cc, core.{h,cc} (histogram, SSE
 // scanner, URL parser: the library nexusflow_loadgen_core, unit-tested in tests/).
-// Both modes stop by themselves and print one JSON object on stdout; see README.md.
+// Every mode stops by themselves and print one JSON object on stdout; see README.md.
 #include <sys/resource.h>
 
 #include <charconv>
@@ -37,6 +38,7 @@ namespace {
 
 using nexusflow::loadgen::SlowlorisOptions;
 using nexusflow::loadgen::StreamOptions;
+using nexusflow::loadgen::TasksOptions;
 
 void PrintUsage(std::ostream& out) {
   out << "usage:\n"
@@ -46,6 +48,9 @@ void PrintUsage(std::ostream& out) {
          "  nexusflow-loadgen --mode=slowloris --host=127.0.0.1 --port=P --connections=N\n"
          "      [--interval-ms=1000] --duration-s=S [--ramp-s=0] [--threads=1]\n"
          "      [--path=/v1/chat/completions] [--reconnect=0]\n"
+         "  nexusflow-loadgen --mode=tasks --url=http://127.0.0.1:PORT/v1/tasks --key=KEY\n"
+         "      (--body=JSON | --body-file=PATH) --tasks=N --duration-s=S [--connections=32]\n"
+         "      [--poll-ms=3000]\n"
          "Prints one JSON object on stdout when done.\n";
 }
 
@@ -77,6 +82,7 @@ int main(int argc, char** argv) {
   std::string mode;
   StreamOptions stream;
   SlowlorisOptions slow;
+  TasksOptions tasks;
   std::string body_file;
   bool have_body = false;
   bool have_duration = false;
@@ -121,7 +127,13 @@ int main(int argc, char** argv) {
       stream.streams = static_cast<int>(n);
     } else if (name == "connections") {
       ok = ParseInt(value, 1, 1000000, n);
-      slow.connections = static_cast<int>(n);
+      slow.connections = tasks.connections = static_cast<int>(n);
+    } else if (name == "tasks") {
+      ok = ParseInt(value, 1, 1000000, n);
+      tasks.tasks = static_cast<int>(n);
+    } else if (name == "poll-ms") {
+      ok = ParseInt(value, 1, 3600 * 1000, n);
+      tasks.poll_ms = static_cast<int>(n);
     } else if (name == "threads") {
       ok = ParseInt(value, 1, 256, n);
       stream.threads = slow.threads = static_cast<int>(n);
@@ -136,7 +148,7 @@ int main(int argc, char** argv) {
       slow.interval_ms = static_cast<int>(n);
     } else if (name == "duration-s") {
       ok = ParseSeconds(value, 86400, s);
-      stream.duration_s = slow.duration_s = s;
+      stream.duration_s = slow.duration_s = tasks.duration_s = s;
       have_duration = true;
     } else if (name == "ramp-s") {
       ok = ParseSeconds(value, 86400, s);
@@ -162,18 +174,18 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  if (mode == "stream") {
-    if (!body_file.empty()) {
-      std::ifstream in(body_file, std::ios::binary);
-      if (!in) {
-        std::cerr << "loadgen: cannot read " << body_file << '\n';
-        return 2;
-      }
-      std::ostringstream text;
-      text << in.rdbuf();
-      stream.body = text.str();
-      have_body = true;
+  if ((mode == "stream" || mode == "tasks") && !body_file.empty()) {
+    std::ifstream in(body_file, std::ios::binary);
+    if (!in) {
+      std::cerr << "loadgen: cannot read " << body_file << '\n';
+      return 2;
     }
+    std::ostringstream text;
+    text << in.rdbuf();
+    stream.body = text.str();
+    have_body = true;
+  }
+  if (mode == "stream") {
     if (stream.url.empty() || !have_body) {
       std::cerr << "loadgen: --mode=stream needs --url and --body (or --body-file)\n";
       return 2;
@@ -187,7 +199,17 @@ int main(int argc, char** argv) {
     }
     return nexusflow::loadgen::RunSlowloris(slow);
   }
-  std::cerr << "loadgen: --mode must be stream or slowloris\n";
+  if (mode == "tasks") {
+    if (stream.url.empty() || !have_body) {
+      std::cerr << "loadgen: --mode=tasks needs --url and --body (or --body-file)\n";
+      return 2;
+    }
+    tasks.url = stream.url;
+    tasks.key = stream.key;
+    tasks.body = stream.body;
+    return nexusflow::loadgen::RunTasks(tasks);
+  }
+  std::cerr << "loadgen: --mode must be stream, slowloris or tasks\n";
   PrintUsage(std::cerr);
   return 2;
 }
