@@ -377,6 +377,14 @@ net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Conne
           ec == net::error::eof || ec == net::error::connection_reset ||
           ec == net::error::operation_aborted)
         break;
+      if (ec == http::error::body_limit) {
+        // The headers are complete and announce a body over the limit (Content-Length):
+        // refused before a byte of it is read, in the path's protocol.
+        FillRequest(parser.get(), remote, req);
+        Exchange ex(*shared, *conn, buffer, parser, req, false);
+        co_await ex.SendError(413, "Request body too large.", "request_too_large");
+        break;
+      }
       if (parser.got_some() || ec == http::error::header_limit) {
         // What the path is, if it got that far, decides the error's protocol.
         req.path = "/";

@@ -665,6 +665,8 @@ json::object ModelObject(const routing::v1::Model& m) {
     pricing["output"] = FormatUsd(price.output_nano_usd_per_mtok());
     pricing["cache_read"] = FormatUsd(price.cache_read_nano_usd_per_mtok());
     pricing["cache_write"] = FormatUsd(price.cache_write_nano_usd_per_mtok());
+    if (price.cache_write_1h_nano_usd_per_mtok() > 0)
+      pricing["cache_write_1h"] = FormatUsd(price.cache_write_1h_nano_usd_per_mtok());
   }
   // OpenAI's model object, with the fields the Anthropic SDK's models.list() reads (type,
   // display_name, created_at) and NexusFlow's own; token limits only where they apply.

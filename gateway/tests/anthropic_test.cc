@@ -910,8 +910,11 @@ TEST(AnthropicStreamTest, AnErrorAfterTheStartIsAnErrorEvent) {
       NewMessagesRenderer("m", "x")->StreamError(HttpError(504, "upstream timed out")),
       Ev("error",
          R"({"type":"error","error":{"type":"timeout_error","message":"upstream timed out"}})"));
+  // Every upstream deployment failed: PROTOCOLS.md §0 gives Anthropic callers overloaded_error.
   EXPECT_EQ(NewMessagesRenderer("m", "x")->StreamError(HttpError(502, "boom")),
-            Ev("error", R"({"type":"error","error":{"type":"api_error","message":"boom"}})"));
+            Ev("error", R"({"type":"error","error":{"type":"overloaded_error","message":"boom"}})"));
+  EXPECT_EQ(NewMessagesRenderer("m", "x")->StreamError(HttpError(500, "bug")),
+            Ev("error", R"({"type":"error","error":{"type":"api_error","message":"bug"}})"));
 }
 
 TEST(AnthropicStreamTest, ContentBeforeAStartEventStillOpensTheMessage) {

@@ -70,7 +70,7 @@ Row RowFor(int status) {
     case 429: return {"rate_limit_error", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED"};
     case 499: return {"invalid_request_error", "cancelled", "invalid_request_error", "CANCELLED"};
     case 501: return {"invalid_request_error", "not_implemented", "api_error", "UNIMPLEMENTED"};
-    case 502: return {"server_error", "upstream_error", "api_error", "UNAVAILABLE"};
+    case 502: return {"server_error", "upstream_error", "overloaded_error", "UNAVAILABLE"};
     case 503: return {"server_error", "service_unavailable", "overloaded_error", "UNAVAILABLE"};
     case 504: return {"server_error", "timeout", "timeout_error", "DEADLINE_EXCEEDED"};
     case 529: return {"server_error", "overloaded", "overloaded_error", "UNAVAILABLE"};

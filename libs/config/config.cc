@@ -170,7 +170,7 @@ void ParseModel(const YAML::Node& n, const std::string& p, ModelConfig& m) {
   std::string pp = Sub(p, "pricing");
   if (!n["pricing"]) Fail(p, "missing 'pricing'");
   const YAML::Node& pr = n["pricing"];
-  ExpectMap(pr, pp, {"input", "output", "cache_read", "cache_write", "image", "video_second"});
+  ExpectMap(pr, pp, {"input", "output", "cache_read", "cache_write", "cache_write_1h", "image", "video_second"});
   // Media models are priced per image or per second of video (USD), token models per
   // million tokens.
   if (pr["image"]) m.price.image = ReadUsdPerMtok(pr["image"], Sub(pp, "image"));
@@ -184,6 +184,9 @@ void ParseModel(const YAML::Node& n, const std::string& p, ModelConfig& m) {
   m.price.cache_write = pr["cache_write"]
                             ? ReadUsdPerMtok(pr["cache_write"], Sub(pp, "cache_write"))
                             : m.price.input * 5 / 4;
+  m.price.cache_write_1h = pr["cache_write_1h"]
+                               ? ReadUsdPerMtok(pr["cache_write_1h"], Sub(pp, "cache_write_1h"))
+                               : m.price.input * 2;
   std::string dp = Sub(p, "deployments");
   if (!n["deployments"] || !n["deployments"].IsSequence() || n["deployments"].size() == 0)
     Fail(dp, "expected a non-empty list of deployments");

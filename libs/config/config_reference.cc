@@ -84,6 +84,8 @@ const std::vector<ConfigKey>& ConfigReference() {
       {"routing.models[].pricing.output", "USD per million tokens", "0", "\"1.20\"", "Output, reasoning included."},
       {"routing.models[].pricing.cache_read", "USD per million tokens", "0.1 × input", "\"0.04\"", "Cached input read."},
       {"routing.models[].pricing.cache_write", "USD per million tokens", "1.25 × input", "\"0.50\"", "Cache write."},
+      {"routing.models[].pricing.cache_write_1h", "USD per million tokens", "2 × input", "\"0.80\"",
+       "Cache write with a 1-hour lifetime (Anthropic `ttl: \"1h\"`)."},
       {"routing.models[].pricing.image", "USD per image", "0", "\"0.03\"", "Per image produced (image models)."},
       {"routing.models[].pricing.video_second", "USD per second", "0", "\"0.10\"", "Per second of video produced (video models)."},
       {"routing.models[].deployments", "list", "", "", "Where it runs, tried in priority order, weighted within a priority."},

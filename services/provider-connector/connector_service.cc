@@ -160,7 +160,8 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       writer_->Finish(grpc::Status::OK);
       return;
     }
-    err->set_http_status(last_timed_out_ ? 504 : (last_status_ == 429 ? 429 : 502));
+    // 529 only when the upstream itself said it is overloaded (Anthropic's status).
+    err->set_http_status(last_timed_out_ ? 504 : (last_status_ == 429 || last_status_ == 529 ? last_status_ : 502));
     err->set_code(last_timed_out_ ? "upstream_timeout" : "upstream_unavailable");
     err->set_message(absl::StrCat("All upstream deployments failed: ",
                                   errors_.empty() ? "no deployment" : absl::StrJoin(errors_, "; ")));

@@ -49,6 +49,7 @@ pb::CatalogSnapshot Catalog::SnapshotFromConfig(const Config::Routing& config, i
     price->set_output_nano_usd_per_mtok(m.price.output);
     price->set_cache_read_nano_usd_per_mtok(m.price.cache_read);
     price->set_cache_write_nano_usd_per_mtok(m.price.cache_write);
+    price->set_cache_write_1h_nano_usd_per_mtok(m.price.cache_write_1h);
     price->set_image_nano_usd(m.price.image);
     price->set_video_second_nano_usd(m.price.video_second);
     for (const auto& d : m.deployments) {

@@ -396,6 +396,24 @@ async function firstResponse(conn, ms, what) {
 }
 
 describe('body refused before it is read', () => {
+  test('a Content-Length over the body limit is a 413 in the path\'s protocol, before any body byte', async () => {
+    for (const [path, type] of [['/v1/chat/completions', 'invalid_request_error'], ['/v1/messages', 'request_too_large']]) {
+      const conn = await RawHttp.open();
+      try {
+        conn.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${DEMO_KEY}\r\n` +
+                   'Content-Type: application/json\r\nContent-Length: 20000000\r\n\r\n');
+        assert.ok(await conn.waitUntil(() => conn.responses().length > 0, 5000), `${path}: no answer ${conn.preview()}`);
+        const [res] = conn.responses();
+        assert.equal(res.status, 413, `${path}: ${conn.preview()}`);
+        const body = JSON.parse(res.body.toString());
+        assert.equal(body.error.type, type, `${path}: ${conn.preview()}`);
+        assert.equal(conn.bytesWritten < 1000, true);
+      } finally {
+        conn.destroy();
+      }
+    }
+  });
+
   test('a wrong key with a 10 MB body is answered 401 before any body byte is sent, then closed',
        { timeout: 10_000 }, async () => {
     const conn = await RawHttp.open();
