@@ -184,9 +184,9 @@ void ParseModel(const YAML::Node& n, const std::string& p, ModelConfig& m) {
   m.price.cache_write = pr["cache_write"]
                             ? ReadUsdPerMtok(pr["cache_write"], Sub(pp, "cache_write"))
                             : m.price.input * 5 / 4;
-  m.price.cache_write_1h = pr["cache_write_1h"]
-                               ? ReadUsdPerMtok(pr["cache_write_1h"], Sub(pp, "cache_write_1h"))
-                               : m.price.input * 2;
+  // 0: 1-hour writes cost what 5-minute writes cost (providers without 1-hour caching).
+  m.price.cache_write_1h =
+      pr["cache_write_1h"] ? ReadUsdPerMtok(pr["cache_write_1h"], Sub(pp, "cache_write_1h")) : 0;
   std::string dp = Sub(p, "deployments");
   if (!n["deployments"] || !n["deployments"].IsSequence() || n["deployments"].size() == 0)
     Fail(dp, "expected a non-empty list of deployments");

@@ -32,7 +32,7 @@ struct PriceConfig {
   int64_t output = 0;
   int64_t cache_read = 0;   // default 0.1x input
   int64_t cache_write = 0;  // default 1.25x input
-  int64_t cache_write_1h = 0;  // 1-hour cache write, default 2x input
+  int64_t cache_write_1h = 0;  // 1-hour cache write; 0 = priced like cache_write
   int64_t image = 0;         // nano-USD per image produced (image models)
   int64_t video_second = 0;  // nano-USD per second of video produced (video models)
 };
