@@ -299,7 +299,7 @@ Config ParseRoot(const YAML::Node& root) {
   if (const YAML::Node& pc = root["provider_connector"]) {
     std::string p = "provider_connector";
     ExpectMap(pc, p, {"connect_timeout_ms", "request_timeout_ms", "max_connections_per_host",
-                      "providers"});
+                      "max_attempts", "retry_deadline_ms", "circuit_breaker", "providers"});
     auto& out = c.provider_connector;
     if (pc["connect_timeout_ms"])
       out.connect_timeout_ms = ReadInt(pc["connect_timeout_ms"], Sub(p, "connect_timeout_ms"), 1, 600000);
@@ -308,6 +308,28 @@ Config ParseRoot(const YAML::Node& root) {
     if (pc["max_connections_per_host"])
       out.max_connections_per_host =
           ReadInt(pc["max_connections_per_host"], Sub(p, "max_connections_per_host"), 1, 65536);
+    auto read = [](const YAML::Node& n, const std::string& path, const char* key, int& v, int64_t lo, int64_t hi) {
+      if (n[key]) v = static_cast<int>(ReadInt(n[key], Sub(path, key), lo, hi));
+    };
+    read(pc, p, "max_attempts", out.max_attempts, 1, 100);
+    read(pc, p, "retry_deadline_ms", out.retry_deadline_ms, 0, 86400000);
+    if (const YAML::Node& cb = pc["circuit_breaker"]) {
+      std::string cp = Sub(p, "circuit_breaker");
+      ExpectMap(cb, cp, {"consecutive_failures", "error_percent", "window_seconds", "min_requests",
+                         "open_ms", "max_open_ms", "max_retry_after_ms", "half_open_probes",
+                         "slow_first_byte_ms"});
+      auto& b = out.circuit_breaker;
+      read(cb, cp, "consecutive_failures", b.consecutive_failures, 0, 1000000);
+      read(cb, cp, "error_percent", b.error_percent, 0, 100);
+      read(cb, cp, "window_seconds", b.window_seconds, 1, 3600);
+      read(cb, cp, "min_requests", b.min_requests, 1, 1000000);
+      read(cb, cp, "open_ms", b.open_ms, 1, 86400000);
+      read(cb, cp, "max_open_ms", b.max_open_ms, 1, 86400000);
+      read(cb, cp, "max_retry_after_ms", b.max_retry_after_ms, 0, 86400000);
+      read(cb, cp, "half_open_probes", b.half_open_probes, 1, 1000);
+      read(cb, cp, "slow_first_byte_ms", b.slow_first_byte_ms, 0, 86400000);
+      if (b.max_open_ms < b.open_ms) Fail(Sub(cp, "max_open_ms"), "must be at least open_ms");
+    }
     if (const YAML::Node& provs = pc["providers"]) {
       if (!provs.IsMap()) Fail(Sub(p, "providers"), "expected a mapping of provider names");
       for (const auto& kv : provs) {
