@@ -9,6 +9,7 @@
 #include "libs/loop/event_loops.h"
 #include "libs/rpc/stream_writer.h"
 #include "nexusflow/connector/v1/connector.grpc.pb.h"
+#include "services/provider-connector/deployment_health.h"
 #include "services/provider-connector/http_client.h"
 
 namespace nexusflow::connector {
@@ -36,10 +37,17 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
   void StartEmbed(const pb::EmbedCall& call,
                   std::function<void(const grpc::Status&, llm::v1::EmbedResponse)> done);
 
+  // This replica's circuit breakers (deployment_health.h).
+  grpc::ServerUnaryReactor* ListDeploymentHealth(grpc::CallbackServerContext* ctx,
+                                                 const pb::ListDeploymentHealthRequest* request,
+                                                 pb::ListDeploymentHealthResponse* response) override;
+  DeploymentHealth& health() { return health_; }
+
  private:
   Config::ProviderConnector config_;
   std::unique_ptr<EventLoops> own_loops_;
   HttpClient http_;
+  DeploymentHealth health_;
 };
 
 // Rough prompt size in tokens (about four characters a token), for holds and limits

@@ -280,6 +280,12 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
     bool timed_out = curl_code == CURLE_OPERATION_TIMEDOUT;
     if (curl_code != CURLE_OK)
       error = t->aborted ? "cancelled" : (t->error[0] ? t->error : curl_easy_strerror(CURLcode(curl_code)));
+    for (auto [name, out] : {std::pair{"Retry-After", &t->call->retry_after},
+                             std::pair{"retry-after-ms", &t->call->retry_after_ms}}) {
+      curl_header* h = nullptr;
+      if (status > 0 && curl_easy_header(t->easy, name, 0, CURLH_HEADER, -1, &h) == CURLHE_OK && h)
+        *out = h->value;
+    }
     curl_multi_remove_handle(multi_, t->easy);
     curl_easy_cleanup(t->easy);
     curl_slist_free_all(t->headers);

@@ -35,6 +35,9 @@ struct HttpCall {
   std::function<BodyAction(long status, std::string_view bytes)> on_body;
   // Once, at the end. `transport_error` is empty on a complete HTTP exchange (any status).
   std::function<void(long status, const std::string& transport_error, bool timed_out)> on_done;
+  // Set before on_done: the response's Retry-After and retry-after-ms values, if it sent them.
+  std::string retry_after;
+  std::string retry_after_ms;
 };
 
 class HttpClient {
