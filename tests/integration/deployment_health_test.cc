@@ -3,7 +3,8 @@
 // "duo@west" (the mock's /d/east and /d/west base URLs). The mock's control endpoint makes
 // east fail, stall or ask to wait; clients never see an error, east is ejected after a
 // bounded number of failures, shows as open in GET /admin/v1/deployments and on /metrics,
-// and comes back once it recovers.
+// and comes back once it recovers. A second model, "trio", splits traffic 3:1 by weight
+// inside its best priority tier.
 //
 // Ports (fixed for this test): gateway HTTP 23080, gRPC 23090, mock provider 23100.
 #include <curl/curl.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -137,13 +139,22 @@ class DeploymentHealthTest : public ::testing::Test {
         << "  providers:\n"
         << "    east: {kind: openai, base_url: \"" << mock << "/d/east/v1\", api_key: up-key}\n"
         << "    west: {kind: openai, base_url: \"" << mock << "/d/west/v1\", api_key: up-key}\n"
+        << "    south: {kind: openai, base_url: \"" << mock << "/d/south/v1\", api_key: up-key}\n"
         << "routing:\n  models:\n"
         << "    - id: duo\n"
         << "      capabilities: [chat]\n"
         << "      context_window: 8192\n"
         << "      max_output_tokens: 256\n"
         << "      pricing: {input: \"1.00\", output: \"2.00\"}\n"
-        << "      deployments: [{provider: east, model: duo-east}, {provider: west, model: duo-west}]\n";
+        << "      deployments: [{provider: east, model: duo-east}, {provider: west, model: duo-west}]\n"
+        << "    - id: trio\n"
+        << "      capabilities: [chat]\n"
+        << "      context_window: 8192\n"
+        << "      max_output_tokens: 256\n"
+        << "      pricing: {input: \"1.00\", output: \"2.00\"}\n"
+        << "      deployments: [{provider: east, model: trio-east, weight: 3},\n"
+        << "                    {provider: west, model: trio-west, weight: 1},\n"
+        << "                    {provider: south, model: trio, priority: 1}]\n";
     pids_.push_back(Spawn("mock", {g_mock, "--port=" + std::to_string(kMockPort), "--api-key=up-key"}));
     ASSERT_TRUE(WaitFor([] { return Listening(kMockPort); }, 30));
     pids_.push_back(Spawn("nexusflow", {g_binary, "--config=" + config, "--target=all"}));
@@ -188,8 +199,8 @@ class DeploymentHealthTest : public ::testing::Test {
   }
 
   // One chat request; its HTTP status.
-  long Chat(bool stream = false) {
-    std::string body = std::string(R"({"model":"duo","max_tokens":32,"stream":)") + (stream ? "true" : "false") +
+  long Chat(bool stream = false, const std::string& model = "duo") {
+    std::string body = R"({"model":")" + model + R"(","max_tokens":32,"stream":)" + (stream ? "true" : "false") +
                        R"(,"messages":[{"role":"user","content":"hello [mock:words=4]"}]})";
     auto r = Http("POST", Gateway("/v1/chat/completions"), body, key_);
     if (r.status != 200) ADD_FAILURE() << "HTTP " << r.status << ": " << r.body;
@@ -282,6 +293,25 @@ TEST_F(DeploymentHealthTest, AFailingDeploymentIsEjectedWithoutClientErrorsAndCo
   MockDeployment east3 = MockCounts("east");
   EXPECT_GT(east3.requests, east2.requests);
   EXPECT_EQ(east3.failed, east2.failed);
+}
+
+TEST_F(DeploymentHealthTest, WeightsThreeToOneSplitFourThousandRequestsWithinFivePercent) {
+  // trio: east weight 3 and west weight 1 in the first tier, south alone in the second.
+  constexpr int kThreads = 4, kEach = 1000;
+  std::vector<std::thread> clients;
+  std::atomic<int> failed{0};
+  for (int t = 0; t < kThreads; ++t)
+    clients.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i)
+        if (Chat(false, "trio") != 200) ++failed;
+    });
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(failed.load(), 0);
+  MockDeployment east = MockCounts("east"), west = MockCounts("west");
+  EXPECT_EQ(east.requests + west.requests, kThreads * kEach);
+  EXPECT_NEAR(static_cast<double>(east.requests), 3000, 150);
+  EXPECT_NEAR(static_cast<double>(west.requests), 1000, 150);
+  EXPECT_EQ(MockCounts("south").requests, 0);  // a worse tier while the best one is healthy
 }
 
 TEST_F(DeploymentHealthTest, AnUpstreamRetryAfterKeepsTheDeploymentOutUntilThen) {
