@@ -605,15 +605,15 @@ int64_t EstimatePromptTokens(const llm::v1::ChatRequest& request) {
 
 ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnector& config,
                                                    EventLoops& loops)
-    : config_(config), http_(loops, config.max_connections_per_host), health_(config.circuit_breaker) {
+    : config_(config), health_(config.circuit_breaker), http_(loops, config.max_connections_per_host) {
   Metrics();
 }
 
 ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnector& config)
     : config_(config),
       own_loops_(std::make_unique<EventLoops>(1)),
-      http_(*own_loops_, config.max_connections_per_host),
-      health_(config.circuit_breaker) {
+      health_(config.circuit_breaker),
+      http_(*own_loops_, config.max_connections_per_host) {
   Metrics();
 }
 

@@ -46,8 +46,9 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
  private:
   Config::ProviderConnector config_;
   std::unique_ptr<EventLoops> own_loops_;
-  HttpClient http_;
+  // Outlives http_: calls that http_ ends as it goes report to it.
   DeploymentHealth health_;
+  HttpClient http_;
 };
 
 // Rough prompt size in tokens (about four characters a token), for holds and limits
