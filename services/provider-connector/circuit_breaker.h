@@ -11,9 +11,9 @@
 // success closes the circuit, a failure opens it again for longer. Whatever the state, an
 // upstream's retry-after keeps the deployment out until then (at most max_retry_after_ms).
 //
-// Failures are connect errors, timeouts, 429, 5xx, a broken stream and, when
-// `slow_first_byte_ms` is set, a first byte later than that. Not thread-safe: the owner
-// (DeploymentHealth) locks.
+// Failures are connect errors, timeouts, 429, 5xx, 401/403 (our credential refused), a
+// broken stream and, when `slow_first_byte_ms` is set, a first byte later than that. Not
+// thread-safe: the owner (DeploymentHealth) locks.
 #include <chrono>
 #include <cstdint>
 #include <functional>

@@ -333,7 +333,8 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     } else if (!transport_error.empty()) {
       o.failure = true;
       o.error = timed_out ? "timeout" : absl::StrCat("transport error: ", transport_error);
-    } else if (status == 429 || status >= 500) {
+    } else if (status == 429 || status >= 500 || status == 401 || status == 403) {
+      // 401 and 403: the upstream refuses our credential, a fault of the deployment.
       o.failure = true;
       o.error = absl::StrCat("HTTP ", status);
     }
@@ -512,7 +513,7 @@ class EmbedAttempt : public std::enable_shared_from_this<EmbedAttempt> {
       health_.Abandon(deployment_, ticket_);
     } else {
       CircuitBreaker::Outcome o;
-      o.failure = !transport_error.empty() || status == 429 || status >= 500;
+      o.failure = !transport_error.empty() || status == 429 || status >= 500 || status == 401 || status == 403;
       o.error = !transport_error.empty() ? (timed_out ? "timeout" : absl::StrCat("transport error: ", transport_error))
                                          : absl::StrCat("HTTP ", status);
       if (transport_error.empty()) o.first_byte = std::chrono::steady_clock::now() - sent_at_;

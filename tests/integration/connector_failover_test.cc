@@ -197,6 +197,24 @@ TEST_F(ConnectorFailoverTest, NoMoreDeploymentsAreTriedThanTheRequestsBudget) {
   EXPECT_EQ(events.front().start().provider(), "live");
 }
 
+TEST_F(ConnectorFailoverTest, ADeploymentWhoseKeyIsRefusedIsEjectedAndTrafficMovesOn) {
+  // Our credential refused is not retried (the caller gets 502 at once), but it is the
+  // deployment's fault: after five in a row (the default) it is out.
+  for (int i = 0; i < 5; ++i) {
+    auto events = Chat({"badkey", "live"}, "hello", false);
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].error().http_status(), 502);
+  }
+  auto events = Chat({"badkey", "live"}, "hello", false);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.front().start().provider(), "live");
+  auto health = service_->health().List();
+  ASSERT_EQ(health.deployments_size(), 2);
+  EXPECT_EQ(health.deployments(0).deployment_id(), "m@badkey");
+  EXPECT_EQ(health.deployments(0).state(), v1::CIRCUIT_STATE_OPEN);
+  EXPECT_EQ(health.deployments(0).last_error(), "HTTP 401");
+}
+
 TEST_F(ConnectorFailoverTest, AnUpstreamRetryAfterIsHonouredAndPassedOn) {
   ASSERT_EQ(MockControl("PUT", "limited", R"({"status":429,"retry_after":"120"})"), 200);
   auto first = Chat({"limited"}, "hello", false);
