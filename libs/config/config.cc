@@ -299,7 +299,8 @@ Config ParseRoot(const YAML::Node& root) {
   if (const YAML::Node& pc = root["provider_connector"]) {
     std::string p = "provider_connector";
     ExpectMap(pc, p, {"connect_timeout_ms", "request_timeout_ms", "max_connections_per_host",
-                      "max_attempts", "retry_deadline_ms", "circuit_breaker", "providers"});
+                      "max_attempts", "retry_deadline_ms", "first_byte_timeout_ms", "circuit_breaker",
+                      "providers"});
     auto& out = c.provider_connector;
     if (pc["connect_timeout_ms"])
       out.connect_timeout_ms = ReadInt(pc["connect_timeout_ms"], Sub(p, "connect_timeout_ms"), 1, 600000);
@@ -313,6 +314,7 @@ Config ParseRoot(const YAML::Node& root) {
     };
     read(pc, p, "max_attempts", out.max_attempts, 1, 100);
     read(pc, p, "retry_deadline_ms", out.retry_deadline_ms, 0, 86400000);
+    read(pc, p, "first_byte_timeout_ms", out.first_byte_timeout_ms, 0, 86400000);
     if (const YAML::Node& cb = pc["circuit_breaker"]) {
       std::string cp = Sub(p, "circuit_breaker");
       ExpectMap(cb, cp, {"consecutive_failures", "error_percent", "window_seconds", "min_requests",

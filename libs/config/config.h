@@ -129,6 +129,9 @@ struct Config {
     // attempt starts later than retry_deadline_ms after the request came.
     int max_attempts = 3;
     int retry_deadline_ms = 20000;
+    // An upstream that has not begun its response (status line) within this is a timeout
+    // (failover, and a failure for its breaker); 0 = only request_timeout_ms.
+    int first_byte_timeout_ms = 0;
     CircuitBreakerConfig circuit_breaker;
     std::map<std::string, ProviderConfig> providers;
   } provider_connector;

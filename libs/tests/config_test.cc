@@ -140,7 +140,7 @@ TEST(ConfigTest, RetryBudgetAndCircuitBreaker) {
   EXPECT_EQ(defaults->routing.models[0].deployments[0].priority, 0);
   std::string text = kMinimal;
   text.replace(text.find("provider_connector:\n"), 20,
-               "provider_connector:\n  max_attempts: 2\n  retry_deadline_ms: 900\n"
+               "provider_connector:\n  max_attempts: 2\n  retry_deadline_ms: 900\n  first_byte_timeout_ms: 700\n"
                "  circuit_breaker: {consecutive_failures: 0, error_percent: 25, window_seconds: 30,"
                " min_requests: 8, open_ms: 100, max_open_ms: 800, max_retry_after_ms: 5000,"
                " half_open_probes: 2, slow_first_byte_ms: 3000}\n");
@@ -149,6 +149,7 @@ TEST(ConfigTest, RetryBudgetAndCircuitBreaker) {
   const auto& pc = c->provider_connector;
   EXPECT_EQ(pc.max_attempts, 2);
   EXPECT_EQ(pc.retry_deadline_ms, 900);
+  EXPECT_EQ(pc.first_byte_timeout_ms, 700);
   EXPECT_EQ(pc.circuit_breaker.consecutive_failures, 0);
   EXPECT_EQ(pc.circuit_breaker.error_percent, 25);
   EXPECT_EQ(pc.circuit_breaker.window_seconds, 30);

@@ -142,6 +142,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       relay_event_ = std::move(wire.relay_event);
       http_call->connect_timeout_ms = config_.connect_timeout_ms;
       http_call->timeout_ms = config_.request_timeout_ms;
+      http_call->first_byte_timeout_ms = config_.first_byte_timeout_ms;
       auto self = shared_from_this();
       http_call->on_body = [self](long status, std::string_view bytes) {
         if (status < 300 && self->stream_) {
@@ -480,6 +481,7 @@ class EmbedAttempt : public std::enable_shared_from_this<EmbedAttempt> {
       http_call->body = BuildOpenAiEmbedBody(call_.request(), dep.upstream_model());
       http_call->connect_timeout_ms = config_.connect_timeout_ms;
       http_call->timeout_ms = config_.request_timeout_ms;
+      http_call->first_byte_timeout_ms = config_.first_byte_timeout_ms;
       auto self = shared_from_this();
       http_call->on_body = [self](long, std::string_view bytes) {
         if (self->body_.size() + bytes.size() > kMaxResponseBody) return BodyAction::kAbort;

@@ -133,7 +133,8 @@ class DeploymentHealthTest : public ::testing::Test {
         << "rate_limiter:\n  plans:\n    unlimited: {}\n"
         << "provider_connector:\n"
         << "  connect_timeout_ms: 1000\n"
-        << "  request_timeout_ms: 1500\n"
+        << "  request_timeout_ms: 10000\n"
+        << "  first_byte_timeout_ms: 1000\n"
         << "  max_attempts: 2\n"
         << "  circuit_breaker: {consecutive_failures: 3, error_percent: 0, open_ms: 300, max_open_ms: 1200}\n"
         << "  providers:\n"
@@ -333,6 +334,7 @@ TEST_F(DeploymentHealthTest, AnUpstreamRetryAfterKeepsTheDeploymentOutUntilThen)
   EXPECT_EQ(east.at("last_error").as_string(), "HTTP 429");
 }
 
+// The stall outlasts first_byte_timeout_ms (1 s), not request_timeout_ms (10 s).
 TEST_F(DeploymentHealthTest, AStalledDeploymentTimesOutIntoAnotherAndIsEjected) {
   SetFault("east", R"({"stall_ms":5000})");
   ASSERT_TRUE(WaitFor(
