@@ -374,9 +374,11 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   if (!got || (chunk.events(0).has_error())) {
     // Failed before any output: nothing is charged.
     HttpError e;
+    int retry_after_seconds = 1;
     if (got) {
       const auto& err = chunk.events(0).error();
       e = {err.http_status() ? err.http_status() : 502, err.message(), "", ""};
+      retry_after_seconds = std::max(1, err.retry_after_seconds());
       while (co_await stream.Next(&chunk)) {
       }
       (void)chat->Finish();
@@ -387,7 +389,7 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
     }
     undo();
     HeaderList headers = job.headers;
-    if (e.status == 429) headers.emplace_back("retry-after", "1");
+    if (e.status == 429) headers.emplace_back("retry-after", std::to_string(retry_after_seconds));
     co_return co_await SendError(ex, protocol, e, log, headers);
   }
   HeaderList headers = job.headers;

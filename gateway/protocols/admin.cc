@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -94,6 +95,61 @@ std::string UsageListJson(const billing::v1::ListUsageResponse& resp) {
   json::object body{{"object", "list"}, {"data", std::move(data)}, {"has_more", resp.has_more()}};
   if (resp.has_more()) body["next_after"] = resp.records(resp.records_size() - 1).request_id();
   return json::serialize(body);
+}
+
+// GET /admin/v1/deployments: every deployment of the catalog with its circuit as the
+// connector replica that answered sees it (a deployment it never called is closed).
+std::string DeploymentListJson(const routing::Catalog* catalog,
+                               const connector::v1::ListDeploymentHealthResponse& health) {
+  std::map<std::string, const connector::v1::DeploymentHealth*> by_id;
+  for (const auto& h : health.deployments()) by_id[h.deployment_id()] = &h;
+  auto time_or_null = [](bool has, const google::protobuf::Timestamp& t) {
+    if (!has) return json::value(nullptr);
+    return json::value(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ",
+                                        absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos()),
+                                        absl::UTCTimeZone()));
+  };
+  auto state_name = [](connector::v1::CircuitState s) {
+    switch (s) {
+      case connector::v1::CIRCUIT_STATE_HALF_OPEN: return "half_open";
+      case connector::v1::CIRCUIT_STATE_OPEN: return "open";
+      default: return "closed";
+    }
+  };
+  auto entry = [&](const std::string& id, const std::string& provider, json::object out) {
+    out["id"] = id;
+    out["object"] = "deployment";
+    out["provider"] = provider;
+    const connector::v1::DeploymentHealth* h = by_id.count(id) ? by_id[id] : nullptr;
+    connector::v1::DeploymentHealth none;
+    if (!h) h = &none;
+    out["state"] = state_name(h->state());
+    out["ejections"] = h->ejections();
+    out["consecutive_failures"] = h->consecutive_failures();
+    out["window"] = json::object{{"requests", h->window_requests()}, {"failures", h->window_failures()}};
+    out["next_probe_at"] = time_or_null(h->has_next_probe_at(), h->next_probe_at());
+    out["retry_after_until"] = time_or_null(h->has_retry_after_until(), h->retry_after_until());
+    out["first_byte_seconds"] = h->first_byte_seconds();
+    out["last_error"] = h->last_error().empty() ? json::value(nullptr) : json::value(h->last_error());
+    out["changed_at"] = time_or_null(h->has_changed_at(), h->changed_at());
+    by_id.erase(id);
+    return out;
+  };
+  json::array data;
+  if (catalog) {
+    for (const auto& m : catalog->snapshot().models())
+      for (const auto& d : m.deployments())
+        data.push_back(entry(d.id(), d.provider(),
+                             json::object{{"model", m.id()},
+                                          {"upstream_model", d.upstream_model()},
+                                          {"priority", d.priority()},
+                                          {"weight", d.weight()}}));
+  }
+  // Called before but no longer in the catalog.
+  std::vector<std::pair<std::string, std::string>> rest;
+  for (const auto& [id, h] : by_id) rest.emplace_back(id, h->provider());
+  for (const auto& [id, provider] : rest) data.push_back(entry(id, provider, json::object{{"model", nullptr}}));
+  return json::serialize(json::object{{"object", "list"}, {"replica", health.replica()}, {"data", std::move(data)}});
 }
 
 template <class Fn>
@@ -268,6 +324,17 @@ void Gateway::HandleAdminRoute(const HttpRequest& req, ResponseWriter& w, Reques
     auto s = Call([&](grpc::ClientContext& c) { return backends_.billing->ListUsage(&c, r, &resp); });
     if (!s.ok()) return fail(s);
     return SendJson(w, 200, UsageListJson(resp), log);
+  }
+  // /admin/v1/deployments
+  if (parts.size() == 1 && parts[0] == "deployments" && req.method == "GET") {
+    audit.action = "deployment.list";
+    connector::v1::ListDeploymentHealthResponse resp;
+    auto s = Call([&](grpc::ClientContext& c) {
+      return backends_.connector->ListDeploymentHealth(&c, connector::v1::ListDeploymentHealthRequest(), &resp);
+    });
+    if (!s.ok()) return fail(s);
+    auto catalog = catalog_.Get();
+    return SendJson(w, 200, DeploymentListJson(catalog.get(), resp), log);
   }
   // /admin/v1/keys
   if (parts.size() == 1 && parts[0] == "keys" && req.method == "POST") {

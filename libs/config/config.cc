@@ -318,6 +318,7 @@ Config ParseRoot(const YAML::Node& root) {
   if (const YAML::Node& pc = root["provider_connector"]) {
     std::string p = "provider_connector";
     ExpectMap(pc, p, {"connect_timeout_ms", "request_timeout_ms", "max_connections_per_host",
+                      "max_attempts", "retry_deadline_ms", "first_byte_timeout_ms", "circuit_breaker",
                       "providers", "media"});
     auto& out = c.provider_connector;
     if (pc["connect_timeout_ms"])
@@ -347,6 +348,29 @@ Config ParseRoot(const YAML::Node& root) {
       read("task_timeout_seconds", m.task_timeout_seconds, 10, 7 * 86400);
       read("result_ttl_hours", m.result_ttl_hours, 1, 24 * 30);
       if (m.poll_max_ms < m.poll_min_ms) Fail(Sub(mp, "poll_max_ms"), "must not be below poll_min_ms");
+    }
+    auto read = [](const YAML::Node& n, const std::string& path, const char* key, int& v, int64_t lo, int64_t hi) {
+      if (n[key]) v = static_cast<int>(ReadInt(n[key], Sub(path, key), lo, hi));
+    };
+    read(pc, p, "max_attempts", out.max_attempts, 1, 100);
+    read(pc, p, "retry_deadline_ms", out.retry_deadline_ms, 0, 86400000);
+    read(pc, p, "first_byte_timeout_ms", out.first_byte_timeout_ms, 0, 86400000);
+    if (const YAML::Node& cb = pc["circuit_breaker"]) {
+      std::string cp = Sub(p, "circuit_breaker");
+      ExpectMap(cb, cp, {"consecutive_failures", "error_percent", "window_seconds", "min_requests",
+                         "open_ms", "max_open_ms", "max_retry_after_ms", "half_open_probes",
+                         "slow_first_byte_ms"});
+      auto& b = out.circuit_breaker;
+      read(cb, cp, "consecutive_failures", b.consecutive_failures, 0, 1000000);
+      read(cb, cp, "error_percent", b.error_percent, 0, 100);
+      read(cb, cp, "window_seconds", b.window_seconds, 1, 3600);
+      read(cb, cp, "min_requests", b.min_requests, 1, 1000000);
+      read(cb, cp, "open_ms", b.open_ms, 1, 86400000);
+      read(cb, cp, "max_open_ms", b.max_open_ms, 1, 86400000);
+      read(cb, cp, "max_retry_after_ms", b.max_retry_after_ms, 0, 86400000);
+      read(cb, cp, "half_open_probes", b.half_open_probes, 1, 1000);
+      read(cb, cp, "slow_first_byte_ms", b.slow_first_byte_ms, 0, 86400000);
+      if (b.max_open_ms < b.open_ms) Fail(Sub(cp, "max_open_ms"), "must be at least open_ms");
     }
     if (const YAML::Node& provs = pc["providers"]) {
       if (!provs.IsMap()) Fail(Sub(p, "providers"), "expected a mapping of provider names");

@@ -22,8 +22,21 @@ struct PlanLimits {
 struct DeploymentConfig {
   std::string provider;        // key of provider_connector.providers
   std::string upstream_model;  // model name at the provider
-  int weight = 1;
-  int priority = 0;
+  int weight = 1;    // share of traffic among the healthy deployments of its priority tier
+  int priority = 0;  // lower is preferred: a tier is used while none better is healthy
+};
+
+// When a deployment is ejected and how it comes back (provider-connector, per replica).
+struct CircuitBreakerConfig {
+  int consecutive_failures = 5;  // failures in a row that eject; 0 = never by count
+  int error_percent = 50;        // failure share in the window that ejects; 0 = never by share
+  int window_seconds = 10;       // the error-share window
+  int min_requests = 20;         // outcomes the window needs before its share counts
+  int open_ms = 5000;            // first ejection; each one in a row doubles it
+  int max_open_ms = 60000;       // cap of an ejection's length
+  int max_retry_after_ms = 300000;  // cap of an honoured upstream retry-after
+  int half_open_probes = 1;      // requests let through at once to probe an ejected one
+  int slow_first_byte_ms = 0;    // a first byte later than this counts as a failure; 0 = off
 };
 
 // Prices in nano-USD per million tokens.
@@ -120,6 +133,14 @@ struct Config {
     int connect_timeout_ms = 5000;
     int request_timeout_ms = 600000;
     int max_connections_per_host = 20000;  // upstream HTTP/1.1 connections = concurrent calls
+    // Retries before the first byte: deployments tried per request at most, and no new
+    // attempt starts later than retry_deadline_ms after the request came.
+    int max_attempts = 3;
+    int retry_deadline_ms = 20000;
+    // An upstream that has not begun its response (status line) within this is a timeout
+    // (failover, and a failure for its breaker); 0 = only request_timeout_ms.
+    int first_byte_timeout_ms = 0;
+    CircuitBreakerConfig circuit_breaker;
     std::map<std::string, ProviderConfig> providers;
     // Async media tasks (images, video): their own store, workers, HTTP connections and
     // concurrency, never chat's.

@@ -134,6 +134,52 @@ TEST(ConfigTest, GatewayOutboxAndSettlementAttempts) {
   EXPECT_NE(zero.status().message().find("gateway.settlement_max_attempts"), std::string::npos);
 }
 
+TEST(ConfigTest, RetryBudgetAndCircuitBreaker) {
+  auto defaults = ParseConfig(kMinimal);
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->provider_connector.max_attempts, 3);
+  EXPECT_EQ(defaults->provider_connector.circuit_breaker.consecutive_failures, 5);
+  EXPECT_EQ(defaults->routing.models[0].deployments[0].weight, 1);
+  EXPECT_EQ(defaults->routing.models[0].deployments[0].priority, 0);
+  std::string text = kMinimal;
+  text.replace(text.find("provider_connector:\n"), 20,
+               "provider_connector:\n  max_attempts: 2\n  retry_deadline_ms: 900\n  first_byte_timeout_ms: 700\n"
+               "  circuit_breaker: {consecutive_failures: 0, error_percent: 25, window_seconds: 30,"
+               " min_requests: 8, open_ms: 100, max_open_ms: 800, max_retry_after_ms: 5000,"
+               " half_open_probes: 2, slow_first_byte_ms: 3000}\n");
+  auto c = ParseConfig(text);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto& pc = c->provider_connector;
+  EXPECT_EQ(pc.max_attempts, 2);
+  EXPECT_EQ(pc.retry_deadline_ms, 900);
+  EXPECT_EQ(pc.first_byte_timeout_ms, 700);
+  EXPECT_EQ(pc.circuit_breaker.consecutive_failures, 0);
+  EXPECT_EQ(pc.circuit_breaker.error_percent, 25);
+  EXPECT_EQ(pc.circuit_breaker.window_seconds, 30);
+  EXPECT_EQ(pc.circuit_breaker.min_requests, 8);
+  EXPECT_EQ(pc.circuit_breaker.open_ms, 100);
+  EXPECT_EQ(pc.circuit_breaker.max_open_ms, 800);
+  EXPECT_EQ(pc.circuit_breaker.max_retry_after_ms, 5000);
+  EXPECT_EQ(pc.circuit_breaker.half_open_probes, 2);
+  EXPECT_EQ(pc.circuit_breaker.slow_first_byte_ms, 3000);
+  std::string bad_text = kMinimal;
+  bad_text.replace(bad_text.find("provider_connector:\n"), 20,
+                   "provider_connector:\n  circuit_breaker: {error_percent: 150}\n");
+  auto bad = ParseConfig(bad_text);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("provider_connector.circuit_breaker.error_percent"), std::string::npos)
+      << bad.status();
+  auto shorter = ParseConfig(R"(
+provider_connector:
+  circuit_breaker: {open_ms: 1000, max_open_ms: 10}
+  providers:
+    mock: {kind: openai, base_url: "http://x"}
+)");
+  ASSERT_FALSE(shorter.ok());
+  EXPECT_NE(shorter.status().message().find("provider_connector.circuit_breaker.max_open_ms"), std::string::npos)
+      << shorter.status();
+}
+
 }  // namespace
 }  // namespace nexusflow
 

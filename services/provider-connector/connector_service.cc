@@ -12,6 +12,7 @@
 #include "libs/loop/event_loops.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/stream_writer.h"
+#include "services/provider-connector/deployment_health.h"
 #include "services/provider-connector/embed.h"
 #include "services/provider-connector/openai_upstream.h"
 
@@ -62,10 +63,11 @@ constexpr size_t kMaxSseEvent = 4 << 20;
 // Drives one Chat RPC through its candidates. Lives until the last callback.
 class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
  public:
-  ChatAttempt(const Config::ProviderConnector& config, HttpClient& http,
+  ChatAttempt(const Config::ProviderConnector& config, HttpClient& http, DeploymentHealth& health,
               const pb::ChatCall& call, std::shared_ptr<StreamSink<pb::ChatChunk>> writer)
       : config_(config),
         http_(http),
+        health_(health),
         call_(call),
         writer_(std::move(writer)),
         prompt_estimate_(EstimatePromptTokens(call.request())) {}
@@ -83,33 +85,51 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       if (self->paused_ && self->transfer_id_) self->http_.Resume(self->transfer_id_);
       self->paused_ = false;
     });
+    order_ = health_.Order(call_.candidates());
+    started_at_ = health_.now();
     Next();
   }
 
  private:
   void Next() {
     std::lock_guard<std::mutex> lock(mu_);
-    while (candidate_ < call_.candidates_size()) {
-      const auto& dep = call_.candidates(candidate_);
+    while (position_ < order_.indexes.size()) {
+      const auto& dep = call_.candidates(order_.indexes[position_]);
       auto prov = config_.providers.find(dep.provider());
       if (prov == config_.providers.end()) {
         errors_.push_back(absl::StrCat(dep.provider(), ": not configured"));
-        ++candidate_;
+        ++position_;
         continue;
       }
       const UpstreamCodec* codec = CodecForKind(prov->second.kind);
       if (!codec) {
         errors_.push_back(absl::StrCat(dep.provider(), ": no codec for kind '", prov->second.kind, "'"));
-        ++candidate_;
+        ++position_;
         continue;
       }
       if (auto why = UnservableElement(call_.request(), codec->protocol())) {
         unservable_ = std::move(*why);
-        ++unservable_count_;
         errors_.push_back(absl::StrCat(dep.provider(), ": ", unservable_));
-        ++candidate_;
+        ++position_;
         continue;
       }
+      // The request's retry budget: attempts, and a deadline for starting another.
+      if (attempts_ >= config_.max_attempts) {
+        errors_.push_back(absl::StrCat("no attempt left after ", attempts_));
+        break;
+      }
+      if (attempts_ > 0 &&
+          health_.now() - started_at_ >= std::chrono::milliseconds(config_.retry_deadline_ms)) {
+        errors_.push_back(absl::StrCat("retry deadline of ", config_.retry_deadline_ms, " ms passed"));
+        break;
+      }
+      ticket_ = health_.Admit(dep, order_.panic);
+      if (!ticket_) {
+        errors_.push_back(absl::StrCat(dep.provider(), ": ejected"));
+        ++position_;
+        continue;
+      }
+      ++attempts_;
       provider_ = dep.provider();
       deployment_ = dep.id();
       codec_ = codec;
@@ -127,6 +147,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       relay_event_ = std::move(wire.relay_event);
       http_call->connect_timeout_ms = config_.connect_timeout_ms;
       http_call->timeout_ms = config_.request_timeout_ms;
+      http_call->first_byte_timeout_ms = config_.first_byte_timeout_ms;
       auto self = shared_from_this();
       http_call->on_body = [self](long status, std::string_view bytes) {
         if (status < 300 && self->stream_) {
@@ -139,8 +160,10 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
         }
         return self->OnBody(status, bytes) ? BodyAction::kContinue : BodyAction::kAbort;
       };
-      http_call->on_done = [self](long status, const std::string& err, bool timed_out) {
-        self->OnDone(status, err, timed_out);
+      // The call outlives its on_done (the client holds it while calling).
+      http_call->on_done = [self, wire_call = http_call.get()](long status, const std::string& err,
+                                                                 bool timed_out) {
+        self->OnDone(status, err, timed_out, *wire_call);
       };
       sent_at_ = std::chrono::steady_clock::now();
       first_byte_ = false;
@@ -151,7 +174,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     // Every candidate failed before answering.
     ChatEvent e;
     auto* err = e.mutable_error();
-    if (unservable_count_ > 0 && unservable_count_ == call_.candidates_size()) {
+    if (attempts_ == 0 && !unservable_.empty() && AllUnservable()) {
       // No deployment speaks what the request needs: the caller's to change.
       err->set_http_status(400);
       err->set_code("invalid_request");
@@ -160,11 +183,25 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
       writer_->Finish(grpc::Status::OK);
       return;
     }
-    // 529 only when the upstream itself said it is overloaded (Anthropic's status).
-    err->set_http_status(last_timed_out_ ? 504 : (last_status_ == 429 || last_status_ == 529 ? last_status_ : 502));
-    err->set_code(last_timed_out_ ? "upstream_timeout" : "upstream_unavailable");
-    err->set_message(absl::StrCat("All upstream deployments failed: ",
-                                  errors_.empty() ? "no deployment" : absl::StrJoin(errors_, "; ")));
+    auto wait = health_.RetryAfterLeft(call_.candidates());
+    if (attempts_ == 0 && wait > std::chrono::seconds(0)) {
+      // Every deployment asked us to wait (retry-after): not tried before then.
+      err->set_http_status(429);
+      err->set_code("upstream_rate_limited");
+      err->set_message("Every upstream deployment of this model asked to wait before it is tried again.");
+      err->set_retry_after_seconds(static_cast<int32_t>(
+          std::chrono::ceil<std::chrono::seconds>(wait).count()));
+    } else {
+      // 529 only when the upstream itself said it is overloaded (Anthropic's status).
+      err->set_http_status(last_timed_out_ ? 504
+                                           : (last_status_ == 429 || last_status_ == 529 ? last_status_ : 502));
+      err->set_code(last_timed_out_ ? "upstream_timeout" : "upstream_unavailable");
+      err->set_message(absl::StrCat("All upstream deployments failed: ",
+                                    errors_.empty() ? "no deployment" : absl::StrJoin(errors_, "; ")));
+      if (last_status_ == 429 && wait > std::chrono::seconds(0))
+        err->set_retry_after_seconds(static_cast<int32_t>(
+            std::chrono::ceil<std::chrono::seconds>(wait).count()));
+    }
     err->set_retryable(true);
     Send(std::move(e));
     writer_->Finish(grpc::Status::OK);
@@ -173,9 +210,9 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   bool OnBody(long status, std::string_view bytes) {
     if (!first_byte_) {
       first_byte_ = true;
+      first_byte_after_ = std::chrono::steady_clock::now() - sent_at_;
       HistogramFor(Metrics().ttfb, {{"provider", provider_}, {"deployment", deployment_}})
-          .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_)
-                       .count());
+          .Observe(std::chrono::duration<double>(first_byte_after_).count());
     }
     if (status >= 300) {
       if (body_.size() < kMaxErrorBody) body_.append(bytes.substr(0, kMaxErrorBody - body_.size()));
@@ -218,11 +255,12 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     return !writer_->cancelled();
   }
 
-  void OnDone(long status, const std::string& transport_error, bool timed_out) {
+  void OnDone(long status, const std::string& transport_error, bool timed_out, const HttpCall& wire) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       transfer_id_ = 0;
       if (cancelled_) {
+        health_.Abandon(deployment_, ticket_);
         writer_->Finish(grpc::Status::CANCELLED);
         return;
       }
@@ -235,6 +273,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
         .Increment();
     HistogramFor(Metrics().duration, {{"provider", provider_}, {"deployment", deployment_}})
         .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_).count());
+    RecordHealth(status, transport_error, timed_out, wire);
     // Once bytes were relayed as they are, another deployment cannot take over.
     bool started = (decoder_ && decoder_->started()) || relayed_;
     if (!transport_error.empty() && protocol_error_.empty()) {
@@ -288,9 +327,45 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     last_timed_out_ = timed_out;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      ++candidate_;
+      ++position_;
     }
     Next();
+  }
+
+  // What this attempt says of its deployment's health.
+  void RecordHealth(long status, const std::string& transport_error, bool timed_out, const HttpCall& wire) {
+    CircuitBreaker::Outcome o;
+    if (first_byte_) o.first_byte = first_byte_after_;
+    if (!protocol_error_.empty()) {
+      o.failure = true;
+      o.error = "protocol error";
+    } else if (transport_error == "cancelled") {
+      // Aborted on our side (the consumer went away): no verdict on the deployment.
+      return health_.Abandon(deployment_, ticket_);
+    } else if (!transport_error.empty()) {
+      o.failure = true;
+      o.error = timed_out ? "timeout" : absl::StrCat("transport error: ", transport_error);
+    } else if (status == 429 || status >= 500 || status == 401 || status == 403) {
+      // 401 and 403: the upstream refuses our credential, a fault of the deployment.
+      o.failure = true;
+      o.error = absl::StrCat("HTTP ", status);
+    }
+    o.retry_after = ParseRetryAfter(wire.retry_after, wire.retry_after_ms,
+                                    std::chrono::duration_cast<std::chrono::seconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+    health_.Record(deployment_, ticket_, o);
+  }
+
+  // Whether no candidate could take this request as it is (a 400, not an outage).
+  bool AllUnservable() const {
+    for (const auto& dep : call_.candidates()) {
+      auto prov = config_.providers.find(dep.provider());
+      if (prov == config_.providers.end()) return false;
+      const UpstreamCodec* codec = CodecForKind(prov->second.kind);
+      if (!codec || !UnservableElement(call_.request(), codec->protocol())) return false;
+    }
+    return true;
   }
 
   // The answer had started: report the error in-stream, and bill what was produced.
@@ -325,6 +400,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
 
   const Config::ProviderConnector& config_;
   HttpClient& http_;
+  DeploymentHealth& health_;
   pb::ChatCall call_;
   std::shared_ptr<StreamSink<pb::ChatChunk>> writer_;
 
@@ -350,14 +426,18 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   bool paused_ = false;  // the transfer waits for the consumer's drain
   bool passthrough_ = false;  // the answer is relayed as the upstream wrote it
   std::string unservable_;     // what the last skipped deployment could not take
-  int unservable_count_ = 0;   // deployments skipped for it
+  CandidateOrder order_;       // the candidates in the order to try
+  size_t position_ = 0;        // in order_
+  int attempts_ = 0;           // upstream calls started
+  CircuitBreaker::Clock::time_point started_at_;
+  CircuitBreaker::Ticket ticket_;  // the current attempt's pass through its circuit
   std::function<bool(std::string_view, std::string_view)> relay_event_;  // event by event
   bool relayed_ = false;      // some of it was
   uint64_t transfer_id_ = 0;
-  int candidate_ = 0;
   bool stream_ = false;
   bool first_byte_ = false;
   std::chrono::steady_clock::time_point sent_at_;
+  std::chrono::steady_clock::duration first_byte_after_{};
   std::string provider_;
   std::string deployment_;
   std::string body_;
@@ -372,12 +452,16 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
 class EmbedAttempt : public std::enable_shared_from_this<EmbedAttempt> {
  public:
   using Done = std::function<void(const grpc::Status&, llm::v1::EmbedResponse)>;
-  EmbedAttempt(const Config::ProviderConnector& config, HttpClient& http, const pb::EmbedCall& call, Done done)
-      : config_(config), http_(http), call_(call), done_(std::move(done)) {}
+  EmbedAttempt(const Config::ProviderConnector& config, HttpClient& http, DeploymentHealth& health,
+               const pb::EmbedCall& call, Done done)
+      : config_(config), http_(http), health_(health), call_(call), done_(std::move(done)) {
+    order_ = health_.Order(call_.candidates());
+    started_at_ = health_.now();
+  }
 
   void Next() {
-    while (candidate_ < call_.candidates_size()) {
-      const auto& dep = call_.candidates(candidate_++);
+    while (position_ < order_.indexes.size()) {
+      const auto& dep = call_.candidates(order_.indexes[position_++]);
       auto prov = config_.providers.find(dep.provider());
       if (prov == config_.providers.end()) {
         errors_.push_back(absl::StrCat(dep.provider(), ": not configured"));
@@ -385,6 +469,17 @@ class EmbedAttempt : public std::enable_shared_from_this<EmbedAttempt> {
       }
       if (prov->second.kind != "openai") {
         errors_.push_back(absl::StrCat(dep.provider(), ": a ", prov->second.kind, " provider has no embeddings endpoint"));
+        continue;
+      }
+      if (attempted_ >= config_.max_attempts ||
+          (attempted_ > 0 &&
+           health_.now() - started_at_ >= std::chrono::milliseconds(config_.retry_deadline_ms))) {
+        errors_.push_back("no attempt left");
+        break;
+      }
+      ticket_ = health_.Admit(dep, order_.panic);
+      if (!ticket_) {
+        errors_.push_back(absl::StrCat(dep.provider(), ": ejected"));
         continue;
       }
       provider_ = dep.provider();
@@ -397,32 +492,51 @@ class EmbedAttempt : public std::enable_shared_from_this<EmbedAttempt> {
       http_call->body = BuildOpenAiEmbedBody(call_.request(), dep.upstream_model());
       http_call->connect_timeout_ms = config_.connect_timeout_ms;
       http_call->timeout_ms = config_.request_timeout_ms;
+      http_call->first_byte_timeout_ms = config_.first_byte_timeout_ms;
       auto self = shared_from_this();
       http_call->on_body = [self](long, std::string_view bytes) {
         if (self->body_.size() + bytes.size() > kMaxResponseBody) return BodyAction::kAbort;
         self->body_.append(bytes);
         return BodyAction::kContinue;
       };
-      http_call->on_done = [self](long status, const std::string& err, bool timed_out) {
-        self->OnDone(status, err, timed_out);
+      http_call->on_done = [self, wire_call = http_call.get()](long status, const std::string& err,
+                                                                 bool timed_out) {
+        self->OnDone(status, err, timed_out, *wire_call);
       };
+      sent_at_ = std::chrono::steady_clock::now();
       body_.clear();
       http_.Start(std::move(http_call));
       return;
     }
     grpc::StatusCode code = timed_out_ ? grpc::DEADLINE_EXCEEDED : grpc::UNAVAILABLE;
-    if (last_status_ == 429) code = grpc::RESOURCE_EXHAUSTED;
+    if (last_status_ == 429 ||
+        (attempted_ == 0 && health_.RetryAfterLeft(call_.candidates()) > std::chrono::seconds(0)))
+      code = grpc::RESOURCE_EXHAUSTED;
     if (!errors_.empty() && last_status_ == 0 && !timed_out_ && attempted_ == 0) code = grpc::FAILED_PRECONDITION;
     Finish(grpc::Status(code, absl::StrCat("All upstream deployments failed: ",
                                            errors_.empty() ? "no deployment" : absl::StrJoin(errors_, "; "))));
   }
 
  private:
-  void OnDone(long status, const std::string& transport_error, bool timed_out) {
+  void OnDone(long status, const std::string& transport_error, bool timed_out, const HttpCall& wire) {
     ++attempted_;
     std::string outcome = transport_error.empty() ? std::to_string(status) : timed_out ? "timeout" : "transport_error";
     CounterFor(Metrics().upstream, {{"provider", provider_}, {"deployment", deployment_}, {"outcome", outcome}})
         .Increment();
+    if (transport_error == "cancelled") {
+      health_.Abandon(deployment_, ticket_);
+    } else {
+      CircuitBreaker::Outcome o;
+      o.failure = !transport_error.empty() || status == 429 || status >= 500 || status == 401 || status == 403;
+      o.error = !transport_error.empty() ? (timed_out ? "timeout" : absl::StrCat("transport error: ", transport_error))
+                                         : absl::StrCat("HTTP ", status);
+      if (transport_error.empty()) o.first_byte = std::chrono::steady_clock::now() - sent_at_;
+      o.retry_after = ParseRetryAfter(wire.retry_after, wire.retry_after_ms,
+                                      std::chrono::duration_cast<std::chrono::seconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+      health_.Record(deployment_, ticket_, o);
+    }
     if (!transport_error.empty() || status == 429 || status >= 500) {
       timed_out_ = timed_out;
       last_status_ = transport_error.empty() ? status : 0;
@@ -449,9 +563,14 @@ class EmbedAttempt : public std::enable_shared_from_this<EmbedAttempt> {
 
   const Config::ProviderConnector& config_;
   HttpClient& http_;
+  DeploymentHealth& health_;
   pb::EmbedCall call_;
   Done done_;
-  int candidate_ = 0;
+  CandidateOrder order_;
+  size_t position_ = 0;
+  CircuitBreaker::Clock::time_point started_at_;
+  std::chrono::steady_clock::time_point sent_at_;
+  CircuitBreaker::Ticket ticket_;
   int attempted_ = 0;
   std::string provider_;
   std::string deployment_;
@@ -469,7 +588,7 @@ void ProviderConnectorService::StartEmbed(
     done(grpc::Status(grpc::INVALID_ARGUMENT, "no candidate deployments or no input"), llm::v1::EmbedResponse());
     return;
   }
-  std::make_shared<EmbedAttempt>(config_, http_, call, std::move(done))->Next();
+  std::make_shared<EmbedAttempt>(config_, http_, health_, call, std::move(done))->Next();
 }
 
 grpc::ServerUnaryReactor* ProviderConnectorService::Embed(grpc::CallbackServerContext* ctx,
@@ -501,13 +620,14 @@ int64_t EstimatePromptTokens(const llm::v1::ChatRequest& request) {
 
 ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnector& config,
                                                    EventLoops& loops)
-    : config_(config), http_(loops, config.max_connections_per_host) {
+    : config_(config), health_(config.circuit_breaker), http_(loops, config.max_connections_per_host) {
   Metrics();
 }
 
 ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnector& config)
     : config_(config),
       own_loops_(std::make_unique<EventLoops>(1)),
+      health_(config.circuit_breaker),
       http_(*own_loops_, config.max_connections_per_host) {
   Metrics();
 }
@@ -520,8 +640,18 @@ void ProviderConnectorService::StartChat(const pb::ChatCall& call,
     sink->Finish(grpc::Status(grpc::INVALID_ARGUMENT, "no candidate deployments"));
     return;
   }
-  auto attempt = std::make_shared<ChatAttempt>(config_, http_, call, std::move(sink));
+  auto attempt = std::make_shared<ChatAttempt>(config_, http_, health_, call, std::move(sink));
   attempt->Begin();
+}
+
+grpc::ServerUnaryReactor* ProviderConnectorService::ListDeploymentHealth(
+    grpc::CallbackServerContext* ctx, const pb::ListDeploymentHealthRequest*,
+    pb::ListDeploymentHealthResponse* response) {
+  NF_REQUIRE_INTERNAL(ctx);
+  *response = health_.List();
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 grpc::ServerWriteReactor<pb::ChatChunk>* ProviderConnectorService::Chat(

@@ -10,6 +10,7 @@
 #include "libs/loop/event_loops.h"
 #include "libs/rpc/stream_writer.h"
 #include "nexusflow/connector/v1/connector.grpc.pb.h"
+#include "services/provider-connector/deployment_health.h"
 #include "services/provider-connector/http_client.h"
 #include "services/provider-connector/task_service.h"
 
@@ -52,10 +53,17 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
   grpc::ServerUnaryReactor* GetTaskContent(grpc::CallbackServerContext* ctx,
                                            const pb::GetTaskContentRequest* req,
                                            pb::TaskContent* content) override;
+  // This replica's circuit breakers (deployment_health.h).
+  grpc::ServerUnaryReactor* ListDeploymentHealth(grpc::CallbackServerContext* ctx,
+                                                 const pb::ListDeploymentHealthRequest* request,
+                                                 pb::ListDeploymentHealthResponse* response) override;
+  DeploymentHealth& health() { return health_; }
 
  private:
   Config::ProviderConnector config_;
   std::unique_ptr<EventLoops> own_loops_;
+  // Outlives http_: calls that http_ ends as it goes report to it.
+  DeploymentHealth health_;
   HttpClient http_;
   std::unique_ptr<TaskService> tasks_;  // last member: its workers stop first
   // What the task RPCs use: set once tasks_ is ready (RPCs may arrive before).

@@ -36,6 +36,8 @@ struct Transfer {
   curl_slist* headers = nullptr;
   char error[CURL_ERROR_SIZE] = {0};
   bool aborted = false;
+  std::unique_ptr<net::steady_timer> first_byte_timer = nullptr;  // armed until the first header line
+  bool first_byte_timed_out = false;
 };
 
 // One socket curl asked us to watch.
@@ -65,6 +67,16 @@ size_t OnWrite(char* data, size_t size, size_t n, void* user) {
   }
   t->aborted = true;
   return 0;  // aborts the transfer
+}
+
+// The first header line arrived: the first-byte limit is met.
+size_t OnHeader(char*, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  if (t->first_byte_timer) {
+    t->first_byte_timer->cancel();
+    t->first_byte_timer.reset();
+  }
+  return size * n;
 }
 
 }  // namespace
@@ -131,6 +143,16 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, this);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, &Multi::CloseSocket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, this);
+    if (t->call->first_byte_timeout_ms > 0) {
+      curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, OnHeader);
+      curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+      t->first_byte_timer = std::make_unique<net::steady_timer>(io_);
+      t->first_byte_timer->expires_after(std::chrono::milliseconds(t->call->first_byte_timeout_ms));
+      // By id: the transfer may be gone when the wait ends.
+      t->first_byte_timer->async_wait([self = shared_from_this(), id](boost::system::error_code ec) {
+        if (!ec) self->FirstByteTimeout(id);
+      });
+    }
     active_[id] = t;
     curl_multi_add_handle(multi_, e);  // arms the timer: the transfer starts from the loop
   }
@@ -140,6 +162,13 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
     if (it == active_.end()) return;
     it->second->aborted = true;
     Complete(it->second, CURLE_ABORTED_BY_CALLBACK);
+  }
+
+  void FirstByteTimeout(uint64_t id) {
+    auto it = active_.find(id);
+    if (it == active_.end() || !it->second->first_byte_timer) return;
+    it->second->first_byte_timed_out = true;
+    Complete(it->second, CURLE_OPERATION_TIMEDOUT);
   }
 
   void Resume(uint64_t id) {
@@ -293,6 +322,14 @@ class HttpClient::Multi : public std::enable_shared_from_this<Multi> {
     bool timed_out = curl_code == CURLE_OPERATION_TIMEDOUT;
     if (curl_code != CURLE_OK)
       error = t->aborted ? "cancelled" : (t->error[0] ? t->error : curl_easy_strerror(CURLcode(curl_code)));
+    if (t->first_byte_timed_out)
+      error = "no response within " + std::to_string(t->call->first_byte_timeout_ms) + " ms";
+    for (auto [name, out] : {std::pair{"Retry-After", &t->call->retry_after},
+                             std::pair{"retry-after-ms", &t->call->retry_after_ms}}) {
+      curl_header* h = nullptr;
+      if (status > 0 && curl_easy_header(t->easy, name, 0, CURLH_HEADER, -1, &h) == CURLHE_OK && h)
+        *out = h->value;
+    }
     curl_multi_remove_handle(multi_, t->easy);
     if (!shut_ && idle_easy_.size() < kIdleEasyHandles) {
       curl_easy_reset(t->easy);

@@ -31,10 +31,16 @@ struct HttpCall {
   bool get = false;
   long connect_timeout_ms = 5000;
   long timeout_ms = 600000;  // whole transfer
+  // No response byte (its status line) within this ends the call timed out; 0 = no limit
+  // but timeout_ms.
+  long first_byte_timeout_ms = 0;
   // Body bytes as they arrive (status is known by then).
   std::function<BodyAction(long status, std::string_view bytes)> on_body;
   // Once, at the end. `transport_error` is empty on a complete HTTP exchange (any status).
   std::function<void(long status, const std::string& transport_error, bool timed_out)> on_done;
+  // Set before on_done: the response's Retry-After and retry-after-ms values, if it sent them.
+  std::string retry_after;
+  std::string retry_after_ms;
 };
 
 class HttpClient {

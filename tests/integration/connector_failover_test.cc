@@ -2,6 +2,7 @@
 // before the first byte, upstream errors after it, and usage on every answer.
 #include <gtest/gtest.h>
 
+#include "tests/integration/http_get.h"
 #include "tests/integration/ports.h"
 
 #include <netinet/in.h>
@@ -45,15 +46,48 @@ class ConnectorFailoverTest : public ::testing::Test {
     waitpid(pid_, nullptr, 0);
   }
 
-  void SetUp() override {
+  void SetUp() override { Start(3); }
+
+  void Start(int max_attempts) {
+    service_.reset();
     Config::ProviderConnector config;
     config.connect_timeout_ms = 1000;
     config.request_timeout_ms = 10000;
-    std::string live = "http://127.0.0.1:" + std::to_string(port_) + "/v1";
+    config.max_attempts = max_attempts;
+    std::string mock = "http://127.0.0.1:" + std::to_string(port_);
     config.providers["dead"] = {"openai", "http://127.0.0.1:1/v1", ""};
-    config.providers["live"] = {"openai", live, "up-key"};
-    config.providers["badkey"] = {"openai", live, "wrong"};
+    config.providers["live"] = {"openai", mock + "/v1", "up-key"};
+    config.providers["badkey"] = {"openai", mock + "/v1", "wrong"};
+    // Deployments of the mock a test sets faults on (its control endpoint).
+    config.providers["limited"] = {"openai", mock + "/d/limited/v1", "up-key"};
     service_ = std::make_unique<ProviderConnectorService>(config);
+  }
+
+  // PUT (a fault) or DELETE on the mock's control endpoint; the HTTP status.
+  static long MockControl(const std::string& method, const std::string& deployment,
+                          const std::string& body = "") {
+    CURL* c = curl_easy_init();
+    std::string url = "http://127.0.0.1:" + std::to_string(port_) + "/mock/deployments/" + deployment;
+    std::string ignored;
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    if (!body.empty()) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, nexusflow::testing::AppendToString);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &ignored);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    return status;
+  }
+  // Requests the mock received for a deployment.
+  static int64_t MockRequests(const std::string& deployment) {
+    std::string body = nexusflow::testing::HttpGet("http://127.0.0.1:" + std::to_string(port_) + "/mock/deployments");
+    std::string key = "\"name\":\"" + deployment + "\"";
+    size_t at = body.find(key);
+    if (at == std::string::npos) return 0;
+    at = body.find("\"requests\":", at);
+    return std::strtoll(body.c_str() + at + 11, nullptr, 10);
   }
 
   // Runs a chat over `providers` and returns its events.
@@ -68,11 +102,13 @@ class ConnectorFailoverTest : public ::testing::Test {
     auto* msg = req->add_messages();
     msg->set_role(llm::v1::ROLE_USER);
     msg->add_parts()->set_text(text);
-    for (const auto& p : providers) {
+    // One priority tier each, so they are tried in the order given.
+    for (size_t i = 0; i < providers.size(); ++i) {
       auto* d = call.add_candidates();
-      d->set_id("m@" + p);
-      d->set_provider(p);
+      d->set_id("m@" + providers[i]);
+      d->set_provider(providers[i]);
       d->set_upstream_model("m");
+      d->set_priority(static_cast<int>(i));
     }
     auto sink = std::make_shared<LocalStream<pb::ChatChunk>>();
     service_->StartChat(call, sink);
@@ -145,6 +181,62 @@ TEST_F(ConnectorFailoverTest, DropMidStreamReportsAnErrorAndBillsWhatWasProduced
   EXPECT_FALSE(Text(events).empty());
   ASSERT_TRUE(events.back().has_usage());  // estimated from what arrived
   EXPECT_GT(events.back().usage().output_tokens(), 0);
+}
+
+TEST_F(ConnectorFailoverTest, NoMoreDeploymentsAreTriedThanTheRequestsBudget) {
+  Start(2);
+  auto events = Chat({"dead", "dead", "live"}, "hello", false);
+  ASSERT_EQ(events.size(), 1u);
+  ASSERT_TRUE(events[0].has_error());
+  EXPECT_EQ(events[0].error().http_status(), 502);
+  EXPECT_NE(events[0].error().message().find("no attempt left after 2"), std::string::npos)
+      << events[0].error().message();
+  Start(3);
+  events = Chat({"dead", "dead", "live"}, "hello", false);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.front().start().provider(), "live");
+}
+
+TEST_F(ConnectorFailoverTest, ADeploymentWhoseKeyIsRefusedIsEjectedAndTrafficMovesOn) {
+  // Our credential refused is not retried (the caller gets 502 at once), but it is the
+  // deployment's fault: after five in a row (the default) it is out.
+  for (int i = 0; i < 5; ++i) {
+    auto events = Chat({"badkey", "live"}, "hello", false);
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].error().http_status(), 502);
+  }
+  auto events = Chat({"badkey", "live"}, "hello", false);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.front().start().provider(), "live");
+  auto health = service_->health().List();
+  ASSERT_EQ(health.deployments_size(), 2);
+  EXPECT_EQ(health.deployments(0).deployment_id(), "m@badkey");
+  EXPECT_EQ(health.deployments(0).state(), v1::CIRCUIT_STATE_OPEN);
+  EXPECT_EQ(health.deployments(0).last_error(), "HTTP 401");
+}
+
+TEST_F(ConnectorFailoverTest, AnUpstreamRetryAfterIsHonouredAndPassedOn) {
+  ASSERT_EQ(MockControl("PUT", "limited", R"({"status":429,"retry_after":"120"})"), 200);
+  auto first = Chat({"limited"}, "hello", false);
+  ASSERT_TRUE(first[0].has_error());
+  EXPECT_EQ(first[0].error().http_status(), 429);
+  int64_t asked = MockRequests("limited");
+  EXPECT_EQ(asked, 1);
+  // Not tried again before the retry-after ends: the answer comes without an upstream call
+  // and says how long to wait.
+  auto second = Chat({"limited"}, "hello", false);
+  ASSERT_TRUE(second[0].has_error());
+  EXPECT_EQ(second[0].error().http_status(), 429);
+  EXPECT_EQ(second[0].error().code(), "upstream_rate_limited");
+  EXPECT_GT(second[0].error().retry_after_seconds(), 60);
+  EXPECT_LE(second[0].error().retry_after_seconds(), 120);
+  // Another deployment takes the request meanwhile.
+  auto third = Chat({"limited", "live"}, "hello", false);
+  ASSERT_FALSE(third.empty());
+  EXPECT_EQ(third.front().start().provider(), "live");
+  EXPECT_EQ(MockRequests("limited"), asked);
+  EXPECT_EQ(service_->health().List().deployments(0).deployment_id(), "m@limited");
+  ASSERT_EQ(MockControl("DELETE", "limited"), 200);
 }
 
 }  // namespace

@@ -24,11 +24,13 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/json.hpp>
 
 #include "anthropic.h"
 #include "chat.h"
 #include "dashscope.h"
 #include "embeddings.h"
+#include "faults.h"
 #include "gemini.h"
 #include "prompt_cache.h"
 #include "stream_stats.h"
@@ -84,6 +86,7 @@ struct ServerState {
   MockOptions options;
   PromptCache cache;
   std::unique_ptr<DashScopeTasks> media_tasks;  // DashScope's async image and video tasks
+  DeploymentFaults faults;  // per-deployment faults set through /mock/deployments
 };
 
 // The value of `name` in the query string of `target` (not percent-decoded).
@@ -261,15 +264,21 @@ Answer ErrorAnswer(Protocol protocol, const RequestError& error, std::string_vie
 // GCC 12 miscompiles temporaries with destructors inside a co_await expression (they may be
 // freed twice), so the coroutines here only ever co_await calls whose arguments are named
 // objects or trivially destructible values.
+// `retry_after` is sent as Retry-After; when empty a 429 carries "1".
 asio::awaitable<bool> Respond(beast::tcp_stream& stream, const Request& req, Protocol protocol,
-                              const std::string& request_id, Answer& answer) {
+                              const std::string& request_id, Answer& answer,
+                              std::string_view retry_after = {}) {
   http::response<http::string_body> res;
   res.version(req.version());
   res.result(answer.status);
   res.set(http::field::content_type, answer.content_type);
   res.set("x-request-id", request_id);
   if (CodecFor(protocol).request_id_header) res.set("request-id", request_id);
-  if (answer.status == 429) res.set(http::field::retry_after, "1");
+  if (!retry_after.empty()) {
+    res.set(http::field::retry_after, retry_after);
+  } else if (answer.status == 429) {
+    res.set(http::field::retry_after, "1");
+  }
   res.keep_alive(req.keep_alive());
   res.body() = std::move(answer.body);
   res.prepare_payload();
@@ -512,6 +521,9 @@ enum class Endpoint {
   kCancelMediaTask,
   kMediaFile,
   kMediaTaskList,
+  kDeployments,
+  kSetDeploymentFault,
+  kClearDeploymentFault,
   kNotFound,
 };
 
@@ -538,6 +550,9 @@ constexpr Route kRoutes[] = {
     {http::verb::post, "/api/v1/tasks/", true, Endpoint::kCancelMediaTask},  // {id}/cancel
     {http::verb::get, "/mock/dashscope/files/", true, Endpoint::kMediaFile},
     {http::verb::get, "/mock/dashscope/tasks", false, Endpoint::kMediaTaskList},
+    {http::verb::get, "/mock/deployments", false, Endpoint::kDeployments},
+    {http::verb::put, "/mock/deployments/", true, Endpoint::kSetDeploymentFault},
+    {http::verb::delete_, "/mock/deployments/", true, Endpoint::kClearDeploymentFault},
 };
 
 constexpr std::pair<std::string_view, Endpoint> kGeminiMethods[] = {
@@ -731,14 +746,47 @@ Answer MediaAnswer(const Request& req, std::string_view path, const RouteMatch& 
   return answer;
 }
 
+// The control endpoint: GET /mock/deployments, PUT and DELETE /mock/deployments/{name}.
+Answer ControlAnswer(const Request& req, const RouteMatch& route, ServerState& state) {
+  if (route.endpoint == Endpoint::kSetDeploymentFault) {
+    if (std::optional<std::string> error = state.faults.Set(route.id, req.body())) {
+      return Answer{400, "application/json",
+                    boost::json::serialize(boost::json::object{{"error", *error}})};
+    }
+  } else if (route.endpoint == Endpoint::kClearDeploymentFault) {
+    state.faults.Clear(route.id);
+  }
+  return Answer{200, "application/json", state.faults.Body()};
+}
+
+bool IsControl(Endpoint endpoint) {
+  return endpoint == Endpoint::kDeployments || endpoint == Endpoint::kSetDeploymentFault ||
+         endpoint == Endpoint::kClearDeploymentFault;
+}
+
 // Routes one request; returns whether the connection stays open.
 asio::awaitable<bool> HandleRequest(beast::tcp_stream& stream, beast::flat_buffer& buffer,
                                     const Request& req, ServerState& state) {
   const std::string request_id = "req_" + RandomHex(24);
   const std::string_view target = View(req.target());
-  const std::string_view path = target.substr(0, target.find('?'));
+  // /d/{deployment}/… is deployment {deployment}'s base URL; the rest routes as usual.
+  const auto [deployment, path] = SplitDeployment(target.substr(0, target.find('?')));
   const Protocol protocol = ProtocolOf(path);
   const RouteMatch route = MatchRoute(req.method(), path);
+
+  if (IsControl(route.endpoint)) {
+    Answer control = ControlAnswer(req, route, state);
+    co_return co_await Respond(stream, req, protocol, request_id, control);
+  }
+  if (IsCompletion(route.endpoint) || route.endpoint == Endpoint::kEmbeddings) {
+    const FaultDecision fault = state.faults.Next(deployment);
+    co_await Sleep(fault.stall_ms);
+    if (fault.status >= 400) {
+      Answer failed = ErrorAnswer(protocol, ForcedStatusError(fault.status), request_id);
+      const std::string_view retry_after = fault.retry_after;
+      co_return co_await Respond(stream, req, protocol, request_id, failed, retry_after);
+    }
+  }
 
   const Codec& codec = CodecFor(protocol);
   std::optional<KeyFailure> key_failure;

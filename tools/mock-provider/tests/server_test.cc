@@ -489,6 +489,58 @@ TEST_F(MockServerTest, GeminiKeysAndForcedStatus) {
   EXPECT_EQ(status_of(res), "NOT_FOUND");
 }
 
+// /d/{name}/… is deployment {name}; the control endpoint fails a share of its requests with
+// a status and a retry-after, in each protocol's error shape, and lifts the fault again.
+TEST_F(MockServerTest, ControlEndpointFailsAShareOfADeploymentsRequestsUntilItRecovers) {
+  const std::string chat = R"({"model":"m","messages":[{"role":"user","content":"hi"}]})";
+  HttpResponse res = Exchange(port_, "PUT", "/mock/deployments/ctl-east", "",
+                              R"({"status":503,"percent":50,"retry_after":"7"})");
+  ASSERT_EQ(res.status, 200) << res.body;
+  std::vector<int> statuses;
+  for (int i = 0; i < 6; ++i) {
+    res = Exchange(port_, "POST", "/d/ctl-east/v1/chat/completions", kOpenAiHeaders, chat);
+    statuses.push_back(res.status);
+    if (res.status == 503) {
+      EXPECT_NE(res.head.find("Retry-After: 7"), std::string::npos) << res.head;
+      EXPECT_EQ(json::parse(res.body).at("error").at("type").as_string(), "server_error");
+    }
+  }
+  EXPECT_EQ(statuses, (std::vector<int>{200, 503, 200, 503, 200, 503}));
+  // Another deployment, and the same routes in other protocols, are their own.
+  res = Exchange(port_, "POST", "/d/ctl-west/v1/chat/completions", kOpenAiHeaders, chat);
+  EXPECT_EQ(res.status, 200);
+  ASSERT_EQ(Exchange(port_, "PUT", "/mock/deployments/ctl-east", "", R"({"status":500})").status, 200);
+  res = Exchange(port_, "POST", "/d/ctl-east/v1/messages", kAnthropicHeaders, MessagesBody("x", false));
+  EXPECT_EQ(res.status, 500);
+  EXPECT_EQ(json::parse(res.body).at("error").at("type").as_string(), "api_error");
+  res = Exchange(port_, "POST", "/d/ctl-east/v1beta/models/g:generateContent", kGeminiHeaders, GeminiBody("x"));
+  EXPECT_EQ(res.status, 500);
+  EXPECT_EQ(json::parse(res.body).at("error").at("status").as_string(), "INTERNAL");
+
+  res = Exchange(port_, "DELETE", "/mock/deployments/ctl-east", "");
+  ASSERT_EQ(res.status, 200);
+  res = Exchange(port_, "POST", "/d/ctl-east/v1/chat/completions", kOpenAiHeaders, chat);
+  EXPECT_EQ(res.status, 200);
+
+  res = Exchange(port_, "GET", "/mock/deployments", "");
+  ASSERT_EQ(res.status, 200);
+  json::object east, west;
+  const json::value listed = json::parse(res.body);
+  for (const auto& d : listed.at("deployments").as_array()) {
+    if (d.at("name") == "ctl-east") east = d.as_object();
+    if (d.at("name") == "ctl-west") west = d.as_object();
+  }
+  ASSERT_FALSE(east.empty()) << res.body;
+  EXPECT_EQ(east.at("requests").as_int64(), 9);
+  EXPECT_EQ(east.at("failed").as_int64(), 5);
+  EXPECT_TRUE(east.at("fault").is_null());
+  EXPECT_EQ(west.at("requests").as_int64(), 1);
+  EXPECT_EQ(west.at("failed").as_int64(), 0);
+
+  EXPECT_EQ(Exchange(port_, "PUT", "/mock/deployments/ctl-east", "", R"({"percent":10})").status, 400);
+  EXPECT_EQ(Exchange(port_, "PUT", "/mock/deployments/ctl-east", "", R"({"status":200})").status, 400);
+}
+
 // [mock:drop-after] cuts each protocol's stream; with [mock:status] as well, the protocol's
 // error event comes first (after a 200 has started).
 TEST_F(MockServerTest, DropAfterAndMidStreamErrorsInEveryProtocol) {
