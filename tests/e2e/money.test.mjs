@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  ORIGIN, RUN_ID, openai, admin, adminOk, createAccountWithKey, accountMoney, nanoToUsd, eventually,
+  ORIGIN, RUN_ID, MOCK_URL, openai, admin, adminOk, createAccountWithKey, accountMoney, nanoToUsd, eventually,
 } from './lib.mjs';
 
 // A PNG header: all a tokenizer (and the gateway) reads of its size.
@@ -135,6 +135,52 @@ describe('limits across replicas', () => {
     const last = await send('after');
     assert.equal(last.status, 429, last.body);
     assert.match(last.body, /requests per minute/);
+  });
+
+  test('a 60-a-minute key hit by 200 requests at once gets exactly 60 through', async () => {
+    const { account } = await createAccountWithKey({ name: 'e2e-rpm-60', credit: '5.00' });
+    // Its own limits: 60 a minute, and no concurrency cap in the way of the count.
+    const key = await adminOk('POST', '/admin/v1/keys',
+                              { account_id: account.id, name: 'sixty', limits: { rpm: 60, concurrency: 1000 } }, 201);
+    const send = (i) => fetch(`${ORIGIN}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key.key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'qwen3-max', max_tokens: 5,
+                             messages: [{ role: 'user', content: `sixty ${i} [mock:words=2]` }] }),
+    }).then(async (r) => ({ status: r.status, retry: r.headers.get('retry-after'), body: await r.text() }));
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => send(i)));
+    const ok = results.filter((r) => r.status === 200).length;
+    const limited = results.filter((r) => r.status === 429);
+    assert.equal(ok, 60, results.filter((r) => r.status !== 200).slice(0, 3).map((r) => `${r.status} ${r.body}`).join('; '));
+    assert.equal(limited.length, 140);
+    for (const r of limited) {
+      assert.match(r.body, /requests per minute/);
+      assert.ok(Number(r.retry) >= 1, `429 without retry-after: ${r.body}`);
+    }
+    assert.equal((await send('after')).status, 429);
+  });
+
+  test('a concurrency limit of 5: the upstream never has a sixth stream of the key open', async () => {
+    const { account } = await createAccountWithKey({ name: 'e2e-concurrency-5', credit: '1.00' });
+    const key = await adminOk('POST', '/admin/v1/keys',
+                              { account_id: account.id, name: 'five-at-once', limits: { concurrency: 5 } }, 201);
+    await fetch(`${MOCK_URL}/mock/stats/reset-peak`, { method: 'POST' });
+    // Each admitted stream stays open at the mock for about 1.5 s: all 20 arrive meanwhile.
+    const send = (i) => fetch(`${ORIGIN}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key.key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'qwen3-max', stream: true, max_tokens: 20,
+                             messages: [{ role: 'user', content: `five ${i} [mock:words=8][mock:chunk-delay=200]` }] }),
+    }).then(async (r) => ({ status: r.status, body: await r.text() }));
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => send(i)));
+    const served = results.filter((r) => r.status === 200).length;
+    assert.equal(served, 5, results.map((r) => r.status).join(','));
+    for (const r of results.filter((x) => x.status !== 200)) {
+      assert.equal(r.status, 429);
+      assert.match(r.body, /concurrent requests/);
+    }
+    const stats = await (await fetch(`${MOCK_URL}/mock/stats`)).json();
+    assert.equal(stats.peak_open_streams, 5, JSON.stringify(stats));
   });
 
   test("a key's own limits override its plan's", async () => {

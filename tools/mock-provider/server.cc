@@ -505,6 +505,7 @@ asio::awaitable<bool> StreamReply(beast::tcp_stream& stream, beast::flat_buffer&
 enum class Endpoint {
   kHealth,
   kStats,
+  kResetPeak,
   kModels,
   kModel,
   kChatCompletions,
@@ -537,6 +538,7 @@ struct Route {
 constexpr Route kRoutes[] = {
     {http::verb::get, "/healthz", false, Endpoint::kHealth},
     {http::verb::get, "/mock/stats", false, Endpoint::kStats},
+    {http::verb::post, "/mock/stats/reset-peak", false, Endpoint::kResetPeak},
     {http::verb::get, "/v1/models", false, Endpoint::kModels},
     {http::verb::get, "/v1/models/", true, Endpoint::kModel},
     {http::verb::post, "/v1/chat/completions", false, Endpoint::kChatCompletions},
@@ -659,6 +661,9 @@ Answer ImmediateAnswer(const Request& req, std::string_view path, Protocol proto
     case Endpoint::kHealth:
       return Answer{200, "text/plain; charset=utf-8", "ok"};
     case Endpoint::kStats:
+      return Answer{200, "application/json", StreamStatsBody(ProcessStreamStats().Snapshot())};
+    case Endpoint::kResetPeak:
+      ProcessStreamStats().ResetPeak();
       return Answer{200, "application/json", StreamStatsBody(ProcessStreamStats().Snapshot())};
     case Endpoint::kModels:
       return Answer{200, "application/json", ModelListBody()};

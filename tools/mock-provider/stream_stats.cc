@@ -5,6 +5,7 @@
 namespace nexusflow::mock {
 
 void StreamStats::Ended(StreamEnd end) {
+  open_.fetch_sub(1);
   switch (end) {
     case StreamEnd::kCompleted:
       completed_.fetch_add(1);
@@ -28,6 +29,7 @@ StreamCounts StreamStats::Snapshot() const {
   counts.started = started_.load();
   counts.open = std::max<std::int64_t>(
       0, counts.started - counts.completed - counts.aborted - counts.dropped);
+  counts.peak_open = peak_.load();
   return counts;
 }
 
@@ -47,6 +49,8 @@ std::string StreamStatsBody(const StreamCounts& counts) {
   body += std::to_string(counts.aborted);
   body += ",\"streams_dropped\":";
   body += std::to_string(counts.dropped);
+  body += ",\"peak_open_streams\":";
+  body += std::to_string(counts.peak_open);
   body += '}';
   return body;
 }

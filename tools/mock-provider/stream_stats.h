@@ -20,14 +20,23 @@ struct StreamCounts {
   std::int64_t completed = 0;
   std::int64_t aborted = 0;
   std::int64_t dropped = 0;
+  std::int64_t peak_open = 0;  // most streams open at once since the last ResetPeak
 };
 
 // Lock-free counters; any thread may update or read them. `open` is derived
 // (started − completed − aborted − dropped), so it can never drift from the others.
 class StreamStats {
  public:
-  void Started() { started_.fetch_add(1); }
+  void Started() {
+    started_.fetch_add(1);
+    const std::int64_t now_open = open_.fetch_add(1) + 1;
+    std::int64_t peak = peak_.load();
+    while (now_open > peak && !peak_.compare_exchange_weak(peak, now_open)) {
+    }
+  }
   void Ended(StreamEnd end);
+  // Starts a new peak from the streams open now.
+  void ResetPeak() { peak_.store(open_.load()); }
   // The end counters are read before `started`, so `open` is never negative.
   StreamCounts Snapshot() const;
 
@@ -36,6 +45,8 @@ class StreamStats {
   std::atomic<std::int64_t> completed_{0};
   std::atomic<std::int64_t> aborted_{0};
   std::atomic<std::int64_t> dropped_{0};
+  std::atomic<std::int64_t> open_{0};  // for the peak only
+  std::atomic<std::int64_t> peak_{0};
 };
 
 // The counters every connection of this process reports to.
@@ -62,7 +73,7 @@ class StreamTracker {
 };
 
 // `{"open_streams":N,"streams_started":N,"streams_completed":N,"streams_aborted":N,
-//   "streams_dropped":N}`
+//   "streams_dropped":N,"peak_open_streams":N}`
 std::string StreamStatsBody(const StreamCounts& counts);
 
 }  // namespace nexusflow::mock

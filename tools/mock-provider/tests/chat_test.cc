@@ -247,7 +247,7 @@ TEST(StreamStats, CountsEveryEnding) {
   StreamStats stats;
   EXPECT_EQ(StreamStatsBody(stats.Snapshot()),
             R"({"open_streams":0,"streams_started":0,"streams_completed":0,)"
-            R"("streams_aborted":0,"streams_dropped":0})");
+            R"("streams_aborted":0,"streams_dropped":0,"peak_open_streams":0})");
   for (int i = 0; i < 4; ++i) stats.Started();
   stats.Ended(StreamEnd::kCompleted);
   stats.Ended(StreamEnd::kAborted);
@@ -260,7 +260,14 @@ TEST(StreamStats, CountsEveryEnding) {
   EXPECT_EQ(c.open, 1);
   EXPECT_EQ(StreamStatsBody(c),
             R"({"open_streams":1,"streams_started":4,"streams_completed":1,)"
-            R"("streams_aborted":1,"streams_dropped":1})");
+            R"("streams_aborted":1,"streams_dropped":1,"peak_open_streams":4})");
+  // The peak starts again from what is open now, and rises with the next start.
+  stats.ResetPeak();
+  EXPECT_EQ(stats.Snapshot().peak_open, 1);
+  stats.Started();
+  stats.Started();
+  stats.Ended(StreamEnd::kCompleted);
+  EXPECT_EQ(stats.Snapshot().peak_open, 3);
 }
 
 TEST(StreamStats, TrackerCountsOnceAndAbortsWhenNeverEnded) {

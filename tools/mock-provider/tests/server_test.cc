@@ -247,7 +247,7 @@ pid_t MockServerTest::pid_ = 0;
 
 TEST_F(MockServerTest, StatsNeedNoKeyAndCountACompletedStream) {
   const json::object before = Stats();
-  EXPECT_EQ(before.size(), 5u);
+  EXPECT_EQ(before.size(), 6u);
   EXPECT_EQ(before.at("open_streams").as_int64(), 0);
   int fd = Connect(port_);
   ASSERT_GE(fd, 0);
