@@ -82,6 +82,7 @@ class RunningProcess : public Process {
     }
     ServerHost::Options grpc_options;
     grpc_options.internal_token = config.server.internal_token;
+    grpc_options.admin_rpc_token = config.server.admin_rpc_token;
     grpc_options.reflection = config.server.grpc_reflection;
     if (auto s = host_.Start(config.server.grpc_listen, grpc_options); !s.ok()) return s;
     host_.SetServing(true);

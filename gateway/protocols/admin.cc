@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "gateway/gateway.h"
 #include "libs/common/json_util.h"
+#include "libs/rpc/internal_auth.h"
 #include "libs/common/money.h"
 #include "services/routing/catalog.h"
 
@@ -156,6 +157,8 @@ template <class Fn>
 grpc::Status Call(Fn fn) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  // The gateway's identity: the admin RPCs answer to nothing else.
+  if (!AdminRpcToken().empty()) ctx.AddMetadata(kAdminTokenHeader, AdminRpcToken());
   return fn(ctx);
 }
 

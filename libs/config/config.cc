@@ -118,7 +118,7 @@ void ParseServer(const YAML::Node& n, const std::string& p, Config::Server& s) {
                    "io_threads", "idle_timeout_seconds", "header_timeout_ms", "body_timeout_ms",
                    "send_timeout_seconds", "max_header_bytes", "max_header_count",
                    "max_connections", "max_connections_per_ip", "reuse_port", "internal_token",
-                   "grpc_reflection"});
+                   "admin_rpc_token", "grpc_reflection"});
   if (n["http_listen"]) s.http_listen = ReadAddress(n["http_listen"], Sub(p, "http_listen"), false);
   if (n["grpc_listen"]) s.grpc_listen = ReadAddress(n["grpc_listen"], Sub(p, "grpc_listen"), false);
   if (n["metrics_listen"])
@@ -144,6 +144,13 @@ void ParseServer(const YAML::Node& n, const std::string& p, Config::Server& s) {
       Fail(Sub(p, "internal_token"), "at least 16 characters");
     for (char c : s.internal_token)
       if (c <= ' ' || c > '~') Fail(Sub(p, "internal_token"), "printable ASCII without spaces");
+  }
+  if (n["admin_rpc_token"]) {
+    s.admin_rpc_token = ReadString(n["admin_rpc_token"], Sub(p, "admin_rpc_token"));
+    if (!s.admin_rpc_token.empty() && s.admin_rpc_token.size() < 16)
+      Fail(Sub(p, "admin_rpc_token"), "at least 16 characters");
+    for (char c : s.admin_rpc_token)
+      if (c <= ' ' || c > '~') Fail(Sub(p, "admin_rpc_token"), "printable ASCII without spaces");
   }
   if (n["grpc_reflection"]) s.grpc_reflection = ReadBool(n["grpc_reflection"], Sub(p, "grpc_reflection"));
 }

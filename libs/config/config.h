@@ -87,6 +87,9 @@ struct Config {
     bool reuse_port = false;          // SO_REUSEPORT on http_listen: gateways share one port
     // Internal gRPC: callers present this token; required when grpc_listen is not loopback.
     std::string internal_token;
+    // The gateway's identity for the admin RPCs (accounts, credits, keys): given to the
+    // gateway, auth and billing-ledger only. Empty: the internal token suffices.
+    std::string admin_rpc_token;
     bool grpc_reflection = false;     // serve gRPC server reflection
   } server;
   // Where each target is reached when it runs in another process.

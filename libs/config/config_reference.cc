@@ -36,6 +36,9 @@ const std::vector<ConfigKey>& ConfigReference() {
       {"server.reuse_port", "bool", "false", "false", "SO_REUSEPORT on `http_listen`: several gateways share one port."},
       {"server.internal_token", "string, ≥ 16 printable characters", "", "change-me-internal-token",
        "Internal gRPC calls must present it; required when `grpc_listen` is not loopback."},
+      {"server.admin_rpc_token", "string, ≥ 16 printable characters", "", "change-me-admin-rpc-token",
+       "The gateway's identity for the admin RPCs (accounts, credits, keys). Give it to the gateway, auth and "
+       "billing-ledger only; empty: the internal token suffices."},
       {"server.grpc_reflection", "bool", "false", "false", "Serve gRPC server reflection."},
       // services
       {"services", "section", "", "",

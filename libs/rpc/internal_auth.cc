@@ -11,6 +11,18 @@ std::string& Token() {
   return token;
 }
 
+std::string& AdminToken() {
+  static std::string token;
+  return token;
+}
+
+bool Carries(const grpc::CallbackServerContext* ctx, const char* header, const std::string& token) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find(header);
+  if (it == md.end() || it->second.size() != token.size()) return false;
+  return CRYPTO_memcmp(it->second.data(), token.data(), token.size()) == 0;
+}
+
 }  // namespace
 
 void SetInternalToken(const std::string& token) { Token() = token; }
@@ -18,11 +30,20 @@ const std::string& InternalToken() { return Token(); }
 
 bool InternalCallAllowed(const grpc::CallbackServerContext* ctx) {
   const std::string& token = Token();
-  if (token.empty()) return true;
-  const auto& md = ctx->client_metadata();
-  auto it = md.find(kInternalTokenHeader);
-  if (it == md.end() || it->second.size() != token.size()) return false;
-  return CRYPTO_memcmp(it->second.data(), token.data(), token.size()) == 0;
+  return token.empty() || Carries(ctx, kInternalTokenHeader, token);
+}
+
+void SetAdminRpcToken(const std::string& token) { AdminToken() = token; }
+const std::string& AdminRpcToken() { return AdminToken(); }
+
+bool AdminCallAllowed(const grpc::CallbackServerContext* ctx) {
+  const std::string& token = AdminToken();
+  return token.empty() || Carries(ctx, kAdminTokenHeader, token);
+}
+
+grpc::Status AdminCallRefused() {
+  return grpc::Status(grpc::PERMISSION_DENIED,
+                      "admin RPCs answer only to the gateway (server.admin_rpc_token)");
 }
 
 grpc::Status InternalCallRefused() {

@@ -1,8 +1,11 @@
 #pragma once
 // Internal gRPC is closed: every RPC of the five services answers only to callers that
 // present the process's internal token (a Kubernetes Secret shared by the deployments) as
-// the x-nexusflow-internal-token metadata. The token is the gateway's identity: the admin
-// RPCs (accounts, credits, keys) answer to nothing else. The standard health service stays
+// the x-nexusflow-internal-token metadata. The admin RPCs (accounts, credits, keys) also
+// need the gateway's own identity when one is configured (server.admin_rpc_token, as
+// x-nexusflow-admin-token): a secret given to the gateway, which presents it, and to auth and
+// billing-ledger, which check it — never to routing, the rate limiter or the connector, so
+// none of those can credit an account or make a key. The standard health service stays
 // open for probes. Channels made by DialTarget and ServerHost::InProcessChannel send the
 // token. With no token configured every call is allowed, and ServerHost then listens on
 // loopback only.
@@ -19,6 +22,7 @@
 namespace nexusflow {
 
 inline constexpr char kInternalTokenHeader[] = "x-nexusflow-internal-token";
+inline constexpr char kAdminTokenHeader[] = "x-nexusflow-admin-token";
 
 // Set once at start (before serving).
 void SetInternalToken(const std::string& token);
@@ -28,6 +32,13 @@ const std::string& InternalToken();
 bool InternalCallAllowed(const grpc::CallbackServerContext* ctx);
 
 grpc::Status InternalCallRefused();
+
+// The admin identity: set once at start; empty = admin RPCs need only the internal token.
+void SetAdminRpcToken(const std::string& token);
+const std::string& AdminRpcToken();
+// An internal call that also carries the admin token (when one is configured).
+bool AdminCallAllowed(const grpc::CallbackServerContext* ctx);
+grpc::Status AdminCallRefused();
 
 template <class T>
 grpc::ServerWriteReactor<T>* RefuseStream() {
@@ -43,6 +54,21 @@ grpc::ServerWriteReactor<T>* RefuseStream() {
     if (!::nexusflow::InternalCallAllowed(ctx)) {                    \
       auto* refused_ = (ctx)->DefaultReactor();                      \
       refused_->Finish(::nexusflow::InternalCallRefused());          \
+      return refused_;                                               \
+    }                                                                \
+  } while (0)
+
+// For the admin RPCs: the internal token and the gateway's admin identity.
+#define NF_REQUIRE_ADMIN(ctx)                                        \
+  do {                                                               \
+    if (!::nexusflow::InternalCallAllowed(ctx)) {                    \
+      auto* refused_ = (ctx)->DefaultReactor();                      \
+      refused_->Finish(::nexusflow::InternalCallRefused());          \
+      return refused_;                                               \
+    }                                                                \
+    if (!::nexusflow::AdminCallAllowed(ctx)) {                       \
+      auto* refused_ = (ctx)->DefaultReactor();                      \
+      refused_->Finish(::nexusflow::AdminCallRefused());             \
       return refused_;                                               \
     }                                                                \
   } while (0)

@@ -72,6 +72,7 @@ absl::Status ServerHost::Start(const std::string& address, const Options& option
         "(credits, keys): set the token, or listen on loopback"));
   token_ = options.internal_token;
   SetInternalToken(token_);
+  SetAdminRpcToken(options.admin_rpc_token);
   grpc::EnableDefaultHealthCheckService(true);
   if (options.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

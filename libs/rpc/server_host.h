@@ -22,6 +22,7 @@ class ServerHost {
   void AddService(grpc::Service* service);
   struct Options {
     std::string internal_token;  // empty: calls need no token, and only loopback may listen
+    std::string admin_rpc_token;  // the gateway's identity for admin RPCs; empty: none asked
     bool reflection = false;
   };
   // Listens on `address` (host:port; port 0 picks one, see port()). A non-loopback address

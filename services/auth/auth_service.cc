@@ -133,7 +133,7 @@ void AuthService::Broadcast(const pb::RevocationEvent& event) {
 grpc::ServerUnaryReactor* AuthService::CreateKey(grpc::CallbackServerContext* ctx,
                                                  const pb::CreateKeyRequest* req,
                                                  pb::CreateKeyResponse* resp) {
-  NF_REQUIRE_INTERNAL(ctx);
+  NF_REQUIRE_ADMIN(ctx);
   if (req->account_id().empty())
     return FinishUnary(ctx, absl::InvalidArgumentError("account_id is required"));
   std::string secret = req->secret().empty() ? NewApiKeySecret() : req->secret();
@@ -169,7 +169,7 @@ grpc::ServerUnaryReactor* AuthService::CreateKey(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* AuthService::ListKeys(grpc::CallbackServerContext* ctx,
                                                 const pb::ListKeysRequest* req,
                                                 pb::ListKeysResponse* resp) {
-  NF_REQUIRE_INTERNAL(ctx);
+  NF_REQUIRE_ADMIN(ctx);
   auto keys = store_->List(req->account_id());
   if (!keys.ok()) return FinishUnary(ctx, keys.status());
   for (const auto& k : *keys) ToProto(k, resp->add_keys());
@@ -179,7 +179,7 @@ grpc::ServerUnaryReactor* AuthService::ListKeys(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* AuthService::RevokeKey(grpc::CallbackServerContext* ctx,
                                                  const pb::RevokeKeyRequest* req,
                                                  pb::RevokeKeyResponse* resp) {
-  NF_REQUIRE_INTERNAL(ctx);
+  NF_REQUIRE_ADMIN(ctx);
   auto key = store_->Revoke(req->key_id());
   if (!key.ok()) return FinishUnary(ctx, key.status());
   ToProto(*key, resp->mutable_key());

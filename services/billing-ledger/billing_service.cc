@@ -309,7 +309,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::ListUsage(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* BillingLedgerService::CreateAccount(grpc::CallbackServerContext* ctx,
                                                               const pb::CreateAccountRequest* req,
                                                               pb::Account* resp) {
-  NF_REQUIRE_INTERNAL(ctx);
+  NF_REQUIRE_ADMIN(ctx);
   if (req->name().empty() || req->name().size() > 200)
     return FinishUnary(ctx, absl::InvalidArgumentError("name must be 1 to 200 characters"));
   auto a = store_->CreateAccount(req->name(), now_());
@@ -321,7 +321,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::CreateAccount(grpc::CallbackServ
 grpc::ServerUnaryReactor* BillingLedgerService::GetAccount(grpc::CallbackServerContext* ctx,
                                                            const pb::GetAccountRequest* req,
                                                            pb::Account* resp) {
-  NF_REQUIRE_INTERNAL(ctx);
+  NF_REQUIRE_ADMIN(ctx);
   auto a = store_->GetAccount(req->account_id());
   if (!a.ok()) return FinishUnary(ctx, a.status());
   ToProto(*a, resp);
@@ -331,7 +331,7 @@ grpc::ServerUnaryReactor* BillingLedgerService::GetAccount(grpc::CallbackServerC
 grpc::ServerUnaryReactor* BillingLedgerService::Credit(grpc::CallbackServerContext* ctx,
                                                        const pb::CreditRequest* req,
                                                        pb::CreditResponse* resp) {
-  NF_REQUIRE_INTERNAL(ctx);
+  NF_REQUIRE_ADMIN(ctx);
   if (req->amount_nano_usd() <= 0)
     return FinishUnary(ctx, absl::InvalidArgumentError("amount must be positive"));
   if (req->idempotency_key().empty())

@@ -141,6 +141,7 @@ export NEXUSFLOW_BODY_TIMEOUT_MS=3000
 export NEXUSFLOW_MEDIA_POLL_MIN_MS=200 NEXUSFLOW_MEDIA_MAX_PER_KEY=2 NEXUSFLOW_IMAGE_WAIT_SECONDS=5
 # Known here, so the run can check that it never leaks (see the secrets scan below).
 export NEXUSFLOW_INTERNAL_TOKEN="nf-internal-e2e-${MODE}-$(openssl rand -hex 12)"
+export NEXUSFLOW_ADMIN_RPC_TOKEN="nf-admin-rpc-e2e-${MODE}-$(openssl rand -hex 12)"
 
 log "starting $LAUNCHER ${RUN_ARGS[*]:-} (data dir $DATA_DIR, log $LOG)"
 cd "$ROOT"
@@ -199,8 +200,8 @@ verify_rc=0
 if ((verify_rc != 0)); then log "nexusflow ledger verify found the ledger inconsistent (exit $verify_rc)"; fi
 
 # No secret in any process's log or any /metrics page: no API key secret (the demo key and
-# every sk-nf- key the tests created), nor the admin key, the internal token or the
-# upstream's key. (tools/run's own output prints the demo key on purpose: not scanned; nor
+# every sk-nf- key the tests created), nor the admin key, the internal token, the admin RPC
+# token or the upstream's key. (tools/run's own output prints the demo key on purpose: not scanned; nor
 # is the mock provider's log, which is the upstream.)
 secrets_rc=0
 scan="$DATA_DIR/secrets-scan.txt"
@@ -213,7 +214,7 @@ for port in $(seq "$METRICS_PORT" $((METRICS_PORT + 20))); do
 done
 curl -fsS --max-time 5 "$origin/metrics" >>"$scan" 2>/dev/null || true
 leaks="$(grep -aoE 'sk-nf-[A-Za-z0-9]{40}' "$scan" | head -3 || true)"
-for secret in "$NEXUSFLOW_ADMIN_KEY" "$NEXUSFLOW_INTERNAL_TOKEN" "$NEXUSFLOW_MOCK_API_KEY"; do
+for secret in "$NEXUSFLOW_ADMIN_KEY" "$NEXUSFLOW_INTERNAL_TOKEN" "$NEXUSFLOW_ADMIN_RPC_TOKEN" "$NEXUSFLOW_MOCK_API_KEY"; do
   if grep -aFq -- "$secret" "$scan"; then leaks+=$'\n'"${secret:0:12}…"; fi
 done
 if [[ -n "$leaks" ]]; then

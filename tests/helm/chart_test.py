@@ -280,14 +280,17 @@ class ProductionValues(unittest.TestCase):
 
     def test_store_urls_and_keys_come_from_secrets_only_where_needed(self):
         secrets = by_kind(self.docs, "Secret")
+        # The admin RPC token (the gateway's identity) reaches the gateway, which presents
+        # it, and auth and billing-ledger, which check it: no other pod.
+        admin_rpc = {"NEXUSFLOW_ADMIN_RPC_TOKEN": ("nexusflow", "admin-rpc-token")}
         expect = {
-            "auth": {"NEXUSFLOW_AUTH_DATABASE": ("nexusflow", "auth-database-url")},
-            "billing-ledger": {"NEXUSFLOW_LEDGER_DATABASE": ("ledger-db", "url")},
+            "auth": {"NEXUSFLOW_AUTH_DATABASE": ("nexusflow", "auth-database-url"), **admin_rpc},
+            "billing-ledger": {"NEXUSFLOW_LEDGER_DATABASE": ("ledger-db", "url"), **admin_rpc},
             "rate-limiter": {"NEXUSFLOW_RATE_LIMITER_STORE": ("nexusflow", "rate-limiter-store-url")},
             "provider-connector": {"NEXUSFLOW_TASK_STORE": ("nexusflow", "task-store-url"),
                                    **{f"NEXUSFLOW_PROVIDER_{p.upper().replace('-', '_')}_API_KEY":
                                       ("nexusflow", f"provider-{p}-api-key") for p in self.values["providers"]}},
-            "gateway": {"NEXUSFLOW_ADMIN_KEY": ("nexusflow-admin", "key")},
+            "gateway": {"NEXUSFLOW_ADMIN_KEY": ("nexusflow-admin", "key"), **admin_rpc},
             "routing": {},
         }
         for target, w in self.workloads.items():

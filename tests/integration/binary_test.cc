@@ -110,8 +110,10 @@ TEST(BinaryTest, AuthAloneAnswersHealthAndCountsRpcsInMetrics) {
 TEST(BinaryTest, InternalRpcsAnswerOnlyToTheToken) {
   std::string dir = TempDir();
   std::string token = "nf-internal-test-0123456789abcdef";
+  std::string admin = "nf-admin-rpc-test-0123456789abcd";
   std::string config = dir + "/nexusflow.yaml";
   std::ofstream(config) << "server:\n  internal_token: \"" << token << "\"\n"
+                        << "  admin_rpc_token: \"" << admin << "\"\n"
                         << "auth:\n  database: " << dir << "/auth.db\n";
   int grpc_port = FreePort();
   pid_t pid = Spawn({g_binary, "--target=auth", "--config=" + config,
@@ -135,16 +137,42 @@ TEST(BinaryTest, InternalRpcsAnswerOnlyToTheToken) {
     EXPECT_EQ(auth->CreateKey(&ctx, create, &created).error_code(), grpc::PERMISSION_DENIED);
   }
   {
+    // The internal token alone (what the connector, routing or the limiter hold) is not
+    // the gateway: no admin RPC answers it.
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-nexusflow-internal-token", token);
+    grpc::Status s = auth->CreateKey(&ctx, create, &created);
+    EXPECT_EQ(s.error_code(), grpc::PERMISSION_DENIED) << s.error_message();
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-nexusflow-internal-token", token);
+    ctx.AddMetadata("x-nexusflow-admin-token", "nf-admin-rpc-test-wrong-token-00");
+    EXPECT_EQ(auth->CreateKey(&ctx, create, &created).error_code(), grpc::PERMISSION_DENIED);
+  }
+  {
     grpc::ClientContext ctx;
     nexusflow::auth::v1::ListKeysResponse keys;
     ctx.AddMetadata("x-nexusflow-internal-token", token);
+    ctx.AddMetadata("x-nexusflow-admin-token", admin);
     ASSERT_TRUE(auth->ListKeys(&ctx, nexusflow::auth::v1::ListKeysRequest{}, &keys).ok());
     EXPECT_EQ(keys.keys_size(), 0) << "a refused CreateKey created a key";
   }
   {
     grpc::ClientContext ctx;
     ctx.AddMetadata("x-nexusflow-internal-token", token);
+    ctx.AddMetadata("x-nexusflow-admin-token", admin);
     EXPECT_TRUE(auth->CreateKey(&ctx, create, &created).ok());
+  }
+  {
+    // A non-admin RPC needs only the internal token.
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-nexusflow-internal-token", token);
+    nexusflow::auth::v1::AuthenticateResponse who;
+    nexusflow::auth::v1::AuthenticateRequest req;
+    req.set_key_sha256(std::string(32, 'x'));  // no such key: NOT_FOUND or UNAUTHENTICATED, not refused
+    grpc::Status s = auth->Authenticate(&ctx, req, &who);
+    EXPECT_NE(s.error_code(), grpc::PERMISSION_DENIED) << s.error_message();
   }
   {
     grpc::ClientContext ctx;

@@ -179,7 +179,8 @@ nexusflow.yaml: the values' config with what the chart manages laid over it.
     "http_listen" (printf "0.0.0.0:%v" .Values.ports.http)
     "grpc_listen" (printf "0.0.0.0:%v" .Values.ports.grpc)
     "metrics_listen" (printf "0.0.0.0:%v" .Values.ports.metrics)
-    "internal_token" "${NEXUSFLOW_INTERNAL_TOKEN}")
+    "internal_token" "${NEXUSFLOW_INTERNAL_TOKEN}"
+    "admin_rpc_token" "${NEXUSFLOW_ADMIN_RPC_TOKEN:-}")
   "services" $services
   "gateway" (dict
     "admin_key" "${NEXUSFLOW_ADMIN_KEY:-}"
