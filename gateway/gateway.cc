@@ -208,6 +208,7 @@ void WriteAccessLog(const HttpRequest& req, int status, double seconds, int64_t 
   if (!log.model.empty()) line["model"] = log.model;
   if (!log.account_id.empty()) line["account_id"] = log.account_id;
   if (!log.key_id.empty()) line["key_id"] = log.key_id;
+  if (!log.key_prefix.empty()) line["key_prefix"] = log.key_prefix;
   if (!log.deployment.empty()) line["deployment"] = log.deployment;
   if (log.input_tokens || log.output_tokens) {
     line["input_tokens"] = log.input_tokens;
@@ -486,6 +487,8 @@ net::awaitable<std::optional<auth::v1::Identity>> Gateway::Authenticate(HttpExch
   }
   log.account_id = identity->account_id();
   log.key_id = identity->key_id();
+  // The key's public prefix, as the admin API shows it (never more of the secret).
+  log.key_prefix = key.substr(0, std::min<size_t>(key.size(), 10));
   co_return identity;
 }
 

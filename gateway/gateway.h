@@ -31,6 +31,7 @@ struct RequestLog {
   std::string model;
   std::string account_id;
   std::string key_id;
+  std::string key_prefix;  // the key's first 10 characters, as the admin API shows them
   std::string deployment;
   int64_t input_tokens = 0;
   int64_t output_tokens = 0;

@@ -87,3 +87,43 @@ describe('secrets', () => {
     assert.ok(!text.includes(wrongAdmin.slice(9)) && !text.includes(ADMIN_KEY), text);
   });
 });
+
+describe('access log', () => {
+  test('one JSON line per request with its fields; no prompt and no key in any log', async () => {
+    const dataDir = process.env.NEXUSFLOW_DATA_DIR;
+    assert.ok(dataDir, 'NEXUSFLOW_DATA_DIR is set by run-e2e.sh');
+    const { key } = await createAccountWithKey({ name: 'access-log', credit: '1.00' });
+    const marker = `prompt-marker-${Date.now().toString(36)}-never-logged`;
+    const res = await fetch(`${BASE_URL}/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key.key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'qwen3-max', stream: true, max_tokens: 20,
+                             messages: [{ role: 'user', content: `${marker} [mock:words=4]` }] }),
+    });
+    assert.equal(res.status, 200);
+    await res.text();
+    const requestId = res.headers.get('x-request-id');
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const logs = () => readdirSync(`${dataDir}/logs`).filter((f) => f.endsWith('.log') && f !== 'mock-provider.log')
+      .map((f) => readFileSync(`${dataDir}/logs/${f}`, 'utf8'));
+    const line = await eventually(
+      () => logs().flatMap((t) => t.split('\n')).find((l) => l.includes(`"request_id":"${requestId}"`)),
+      (l) => l !== undefined, { timeoutMs: 5000, intervalMs: 100 });
+    assert.ok(line, `no access-log line for ${requestId}`);
+    const entry = JSON.parse(line);
+    for (const field of ['ts', 'request_id', 'method', 'path', 'route', 'status', 'duration_us', 'account_id',
+                         'key_id', 'key_prefix', 'model', 'deployment', 'protocol', 'stream', 'ttft_us',
+                         'input_tokens', 'output_tokens', 'cost_usd']) {
+      assert.ok(field in entry, `${field} missing from ${line}`);
+    }
+    assert.equal(entry.status, 200);
+    assert.equal(entry.protocol, 'openai');
+    assert.equal(entry.stream, true);
+    assert.equal(entry.key_prefix, key.key.slice(0, 10));
+    assert.equal(entry.model, 'qwen3-max');
+    for (const text of logs()) {
+      assert.ok(!text.includes(marker), 'a prompt reached a log');
+      assert.ok(!text.includes(key.key.slice(10, 30)), 'a key secret reached a log');
+    }
+  });
+});
