@@ -15,11 +15,11 @@
 #include <cstdio>
 #include <map>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "libs/common/ids.h"
 #include "libs/metrics/metrics.h"
+#include "libs/store/postgres.h"
 #include "services/provider-connector/dashscope_task.h"
 
 namespace nexusflow::connector {
@@ -325,6 +325,7 @@ class TaskService::Worker {
     int polls = 0;           // polls of the upstream job so far
     int submit_rounds = 0;   // rounds of every deployment refusing the submission
     int failures = 0;        // consecutive failed upstream or billing calls
+    std::optional<TaskPlan> plan;  // the stored request, decoded once
   };
 
   absl::Duration Lease() const { return absl::Seconds(cfg_.lease_seconds); }
@@ -357,13 +358,17 @@ class TaskService::Worker {
       if (IsFinal(fresh->status) || fresh->lease_owner != name_) return true;
       a.task.cancel_requested = fresh->cancel_requested;
     }
-    auto plan = DecodePlan(a.task.request);
-    if (!plan.ok()) return Fail(a, "internal_error", std::string(plan.status().message()));
-    if (a.task.cancel_requested) return CancelNow(a, *plan);
+    if (!a.plan) {
+      auto plan = DecodePlan(a.task.request);
+      if (!plan.ok()) return Fail(a, "internal_error", std::string(plan.status().message()));
+      a.plan = std::move(*plan);
+    }
+    const TaskPlan& plan = *a.plan;
+    if (a.task.cancel_requested) return CancelNow(a, plan);
     if (now - a.task.created_at > absl::Seconds(cfg_.task_timeout_seconds))
       return Fail(a, "upstream_timeout", "The provider did not finish the task in time.");
-    if (a.task.upstream_job_id.empty()) return Submit(a, *plan);
-    return Poll(a, *plan);
+    if (a.task.upstream_job_id.empty()) return Submit(a, plan);
+    return Poll(a, plan);
   }
 
   const ProviderConfig* Provider(const std::string& name) const {
@@ -474,7 +479,8 @@ class TaskService::Worker {
   }
 
   bool Poll(Active& a, const TaskPlan& plan) {
-    if (!DeploymentOf(a, plan) || !Provider(DeploymentOf(a, plan)->provider))
+    const TaskPlan::Deployment* d = DeploymentOf(a, plan);
+    if (!d || !Provider(d->provider))
       return Fail(a, "internal_error", "the task's deployment is no longer configured");
     std::optional<DashScopePoll> poll = FetchJob(a, plan);
     if (!poll) {
@@ -497,19 +503,18 @@ class TaskService::Worker {
   // The upstream job ended (succeeded or failed): settle what it produced (or release the
   // hold), then end the task the same way.
   bool EndAsUpstream(Active& a, const TaskPlan& plan, const DashScopePoll& job) {
-    const DashScopePoll* poll = &job;
     // Billed for what the upstream reports, never for more than was asked (the hold).
     TaskUsage usage;
-    usage.images = poll->usage.image_count();
-    usage.seconds = static_cast<int64_t>(std::ceil(poll->usage.video_duration_seconds()));
+    usage.images = job.usage.image_count();
+    usage.seconds = static_cast<int64_t>(std::ceil(job.usage.video_duration_seconds()));
     if (int64_t asked = IntAt(plan.params, "n"); a.task.kind == TaskKind::kImage && asked > 0)
       usage.images = std::min(usage.images, asked);
     if (int64_t asked = IntAt(plan.params, "duration"); a.task.kind == TaskKind::kVideo && asked > 0)
       usage.seconds = std::min(usage.seconds, asked);
-    if (poll->status == v1::TASK_STATUS_SUCCEEDED) {
+    if (job.status == v1::TASK_STATUS_SUCCEEDED) {
       if (!Charge(a, plan, usage)) return false;
       json::array urls;
-      for (const auto& u : poll->result.urls()) urls.push_back(json::string(u));
+      for (const auto& u : job.result.urls()) urls.push_back(json::string(u));
       const int64_t expires = absl::ToUnixSeconds(absl::Now() + absl::Hours(cfg_.result_ttl_hours));
       TaskOutcome outcome;
       outcome.status = TaskStatus::kSucceeded;
@@ -525,8 +530,8 @@ class TaskService::Worker {
     }
     TaskOutcome outcome;
     outcome.status = TaskStatus::kFailed;
-    outcome.error_code = poll->error.code();
-    outcome.error_message = poll->error.message();
+    outcome.error_code = job.error.code();
+    outcome.error_message = job.error.message();
     outcome.usage = usage;
     return End(a, outcome);
   }
@@ -810,8 +815,7 @@ void TaskService::Content(const v1::GetTaskContentRequest& req,
 }
 
 absl::StatusOr<std::unique_ptr<TaskStore>> OpenTaskStore(const std::string& location) {
-  if (absl::StartsWith(location, "postgres://") || absl::StartsWith(location, "postgresql://"))
-    return OpenPostgresTaskStore(location);
+  if (IsPostgresUrl(location)) return OpenPostgresTaskStore(location);
   return OpenSqliteTaskStore(location);
 }
 

@@ -24,10 +24,14 @@
 #include <thread>
 #include <vector>
 
+#include "tests/integration/harness.h"
 #include "tests/integration/http_get.h"
 #include "tests/integration/ports.h"
 
 namespace {
+
+using nexusflow::testing::WaitFor;
+using nexusflow::testing::MetricValue;
 
 namespace json = boost::json;
 using nexusflow::testing::HttpGet;
@@ -68,28 +72,6 @@ HttpResult Http(const std::string& method, const std::string& url, const std::st
 
 std::string Gateway(const std::string& path) { return "http://127.0.0.1:" + std::to_string(kHttpPort) + path; }
 std::string Mock(const std::string& path) { return "http://127.0.0.1:" + std::to_string(kMockPort) + path; }
-
-// Polls `done` every 50 ms for up to `seconds`.
-bool WaitFor(const std::function<bool()>& done, int seconds) {
-  for (int i = 0; i < seconds * 20; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
-// The value of `name{labels} value` on a /metrics page; -1 when absent.
-double MetricValue(const std::string& page, const std::string& series) {
-  size_t at = 0;
-  while ((at = page.find(series, at)) != std::string::npos) {
-    bool line_start = at == 0 || page[at - 1] == '\n';
-    size_t after = at + series.size();
-    if (line_start && after < page.size() && page[after] == ' ')
-      return std::strtod(page.c_str() + after + 1, nullptr);
-    at = after;
-  }
-  return -1;
-}
 
 // What the mock counted for one of its deployments.
 struct MockDeployment {

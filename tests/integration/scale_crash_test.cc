@@ -46,10 +46,14 @@
 #include <vector>
 
 #include "nexusflow/billing/v1/billing.grpc.pb.h"
+#include "tests/integration/harness.h"
 #include "tests/integration/http_get.h"
 #include "tests/integration/ports.h"
 
 namespace {
+
+using nexusflow::testing::WaitFor;
+using nexusflow::testing::MetricValue;
 
 namespace json = boost::json;
 namespace billing = nexusflow::billing::v1;
@@ -93,15 +97,6 @@ std::string ServiceName(const std::string& target, int replica) {
 }
 std::string GatewayName(int g) { return g == 0 ? "gateway" : "gateway-" + std::to_string(g + 1); }
 
-// Polls `done` every 50 ms for up to `seconds`.
-bool WaitFor(const std::function<bool()>& done, int seconds) {
-  for (int i = 0; i < seconds * 20; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
 void Pause(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 // Runs a bash script with arguments ($1…); its exit status and stdout.
@@ -130,20 +125,6 @@ std::pair<int, std::string> Bash(const std::string& script, const std::vector<st
   int status = 0;
   waitpid(pid, &status, 0);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
-}
-
-// The value of a metric line (`name{labels} value` as written) on a /metrics page; -1
-// when absent.
-double MetricValue(const std::string& page, const std::string& series) {
-  size_t at = 0;
-  while ((at = page.find(series, at)) != std::string::npos) {
-    bool line_start = at == 0 || page[at - 1] == '\n';
-    size_t after = at + series.size();
-    if (line_start && after < page.size() && page[after] == ' ')
-      return std::strtod(page.c_str() + after + 1, nullptr);
-    at = after;
-  }
-  return -1;
 }
 
 std::string Metrics(int port) { return HttpGet("http://127.0.0.1:" + std::to_string(port) + "/metrics"); }
@@ -510,7 +491,7 @@ class ScaleCrashTest : public ::testing::Test {
   // Every usage record of the account, page by page.
   std::vector<billing::UsageRecord> Usage(const std::string& account) {
     std::vector<billing::UsageRecord> all;
-    auto stub = Billing();
+    auto client = Billing();
     int64_t after = 0;
     while (true) {
       grpc::ClientContext ctx;
@@ -520,7 +501,7 @@ class ScaleCrashTest : public ::testing::Test {
       req.set_limit(1000);
       req.set_after(after);
       billing::ListUsageResponse resp;
-      grpc::Status s = stub->ListUsage(&ctx, req, &resp);
+      grpc::Status s = client->ListUsage(&ctx, req, &resp);
       EXPECT_TRUE(s.ok()) << s.error_message();
       if (!s.ok()) return all;
       for (const auto& r : resp.records()) all.push_back(r);

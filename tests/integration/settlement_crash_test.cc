@@ -26,10 +26,14 @@
 #include <vector>
 
 #include "nexusflow/billing/v1/billing.grpc.pb.h"
+#include "tests/integration/harness.h"
 #include "tests/integration/http_get.h"
 #include "tests/integration/ports.h"
 
 namespace {
+
+using nexusflow::testing::WaitFor;
+using nexusflow::testing::MetricValue;
 
 namespace json = boost::json;
 using nexusflow::testing::Listening;
@@ -107,29 +111,6 @@ HttpResult Http(const std::string& method, const std::string& path, const std::s
   curl_slist_free_all(headers);
   curl_easy_cleanup(c);
   return r;
-}
-
-// Polls `done` every 50 ms for up to `seconds`.
-bool WaitFor(const std::function<bool()>& done, int seconds) {
-  for (int i = 0; i < seconds * 20; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
-// The value of a metric line (`name{labels} value` as written) on a /metrics page; -1
-// when absent.
-double MetricValue(const std::string& page, const std::string& series) {
-  size_t at = 0;
-  while ((at = page.find(series, at)) != std::string::npos) {
-    bool line_start = at == 0 || page[at - 1] == '\n';
-    size_t after = at + series.size();
-    if (line_start && after < page.size() && page[after] == ' ')
-      return std::strtod(page.c_str() + after + 1, nullptr);
-    at = after;
-  }
-  return -1;
 }
 
 // Bytes of output text in an OpenAI SSE body, counted as the body grows (complete frames

@@ -34,10 +34,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/integration/harness.h"
 #include "tests/integration/http_get.h"
 #include "tests/integration/ports.h"
 
 namespace {
+
+using nexusflow::testing::WaitFor;
 
 namespace json = boost::json;
 using nexusflow::testing::Listening;
@@ -100,15 +103,6 @@ HttpResult Http(const std::string& method, const std::string& url, const std::st
 HttpResult Gateway(const std::string& method, const std::string& path, const std::string& body,
                    const std::string& bearer) {
   return Http(method, "http://127.0.0.1:" + std::to_string(kHttpPort) + path, body, bearer);
-}
-
-// Polls `done` every 100 ms, up to `seconds`.
-bool WaitFor(const std::function<bool()>& done, int seconds) {
-  for (int i = 0; i < seconds * 10; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
 }
 
 // Decimal USD ("12.345", "-0.03") in nano-USD, exactly; nullopt when it is not one.
