@@ -294,14 +294,14 @@ AsyncHandler Gateway::handler() {
 
 ErrorBodyFn Gateway::error_body() {
   return [](std::string_view path, int status, const std::string& message, const std::string& code) {
-    return ErrorBody(ProtocolOfPath(path), HttpError{status, message, "", code}, NewId("req_", 12));
+    return ErrorBody(ProtocolOfPath(path), HttpError{status, message, "", code}, NewTimeOrderedId("req_"));
   };
 }
 
 net::awaitable<void> Gateway::Serve(HttpExchange& ex) {
   auto start = std::chrono::steady_clock::now();
   RequestLog log;
-  log.request_id = NewId("req_", 12);
+  log.request_id = NewTimeOrderedId("req_");
   log.start = start;
   co_await Dispatch(ex, log);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -52,6 +52,23 @@ std::string NewId(std::string_view prefix, int random_bytes) {
          HexEncode(std::string_view(reinterpret_cast<char*>(buf), random_bytes));
 }
 
+std::string NewTimeOrderedId(std::string_view prefix) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+  unsigned char random[10];
+  IdBytes(random, sizeof random);
+  std::string out(prefix);
+  out.reserve(prefix.size() + 12 + 2 * sizeof random);
+  for (int shift = 44; shift >= 0; shift -= 4) out.push_back(kHex[(ms >> shift) & 15]);
+  for (unsigned char c : random) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
 std::string NewApiKeySecret() {
   static constexpr char kAlphabet[] =
       "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

@@ -74,6 +74,17 @@ class SqliteDb {
   absl::StatusOr<SqliteStatement> Prepare(std::string_view sql);
   int64_t Changes() const { return sqlite3_changes64(db_); }
 
+  // One WAL checkpoint (sqlite3_wal_checkpoint_v2). `done`: every frame of the WAL is in
+  // the database (with kRestart, the next write starts the WAL over); `log_frames`: the
+  // frames the WAL held; `copied_frames`: how many of them are in the database now.
+  enum class CheckpointMode { kPassive = SQLITE_CHECKPOINT_PASSIVE, kRestart = SQLITE_CHECKPOINT_RESTART };
+  struct Checkpointed {
+    bool done = false;
+    int64_t log_frames = 0;
+    int64_t copied_frames = 0;
+  };
+  absl::StatusOr<Checkpointed> Checkpoint(CheckpointMode mode);
+
  private:
   explicit SqliteDb(sqlite3* db) : db_(db) {}
   sqlite3* db_;

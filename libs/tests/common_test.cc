@@ -1,6 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <limits>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include <boost/json.hpp>
 
@@ -123,6 +128,30 @@ TEST(IdsTest, KeysAreLongRandomAndHashStable) {
   EXPECT_EQ(Sha256("abc").size(), 32u);
   EXPECT_EQ(HexEncode(Sha256("abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+// Request ids sort by the time they were made and never repeat.
+TEST(IdsTest, TimeOrderedIdsSortByTimeAndStayUnique) {
+  const int64_t before_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2000; ++i) {
+    ids.push_back(NewTimeOrderedId("req_"));
+    if (i == 999) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  for (const auto& id : ids) {
+    ASSERT_EQ(id.size(), 4u + 12 + 20) << id;
+    EXPECT_EQ(id.rfind("req_", 0), 0u);
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef", 4), std::string::npos) << id;
+  }
+  EXPECT_GE(std::stoll(ids.front().substr(4, 12), nullptr, 16), before_ms);
+  // Every id of the second thousand was made at least a millisecond after the first
+  // thousand, so it sorts after all of them.
+  const std::string last_of_first = *std::max_element(ids.begin(), ids.begin() + 1000);
+  for (int i = 1000; i < 2000; ++i) EXPECT_GT(ids[i], last_of_first);
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());
 }
 
 }  // namespace

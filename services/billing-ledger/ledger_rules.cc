@@ -17,7 +17,11 @@ absl::Status InsufficientBalance(int64_t available, int64_t amount) {
 }
 
 // Each query returns one text column, one row per violation. Plain SQL that SQLite and
-// PostgreSQL both run (|| concatenates a number to text in both).
+// PostgreSQL both run (|| concatenates a number to text in both). A check that looks a
+// row up in another table is a join or an uncorrelated IN, never a correlated subquery:
+// the journal has no index on its reference, and SQLite runs a correlated subquery once
+// per outer row (a scan of the journal per usage record), but gives a join an automatic
+// index, so a ledger of millions of records verifies in seconds.
 const std::vector<VerifyCheck>& VerifyChecks() {
   static const std::vector<VerifyCheck> kChecks = {
       {"malformed transfer",
@@ -59,20 +63,20 @@ const std::vector<VerifyCheck>& VerifyChecks() {
        "WHERE kind = 'charge' GROUP BY reference HAVING COUNT(*) > 1 ORDER BY reference"},
       {"usage record without its charge",
        "SELECT 'request ' || u.request_id || ': usage record of ' || u.cost || "
-       "' without a matching charge' FROM usage_records u WHERE u.cost > 0 AND NOT EXISTS ("
-       "SELECT 1 FROM journal j WHERE j.kind = 'charge' AND j.reference = u.request_id AND "
-       "j.amount = u.cost AND j.debit_account = u.account_id AND "
-       "j.credit_account = '@revenue') ORDER BY u.request_id"},
+       "' without a matching charge' FROM usage_records u LEFT JOIN journal j ON "
+       "j.kind = 'charge' AND j.reference = u.request_id AND j.amount = u.cost AND "
+       "j.debit_account = u.account_id AND j.credit_account = '@revenue' "
+       "WHERE u.cost > 0 AND j.seq IS NULL ORDER BY u.request_id"},
       {"charge without a usage record",
        "SELECT 'journal entry ' || j.seq || ' charges request ' || j.reference || "
        "', which has no usage record' FROM journal j WHERE j.kind = 'charge' AND NOT EXISTS ("
        "SELECT 1 FROM usage_records u WHERE u.request_id = j.reference) ORDER BY j.seq"},
       {"credit without its transfer",
        "SELECT 'credit ' || c.idempotency_key || ' of ' || c.amount || "
-       "' has no matching transfer' FROM credits c WHERE NOT EXISTS ("
-       "SELECT 1 FROM journal j WHERE j.kind = 'credit' AND j.reference = c.idempotency_key "
-       "AND j.amount = c.amount AND j.credit_account = c.account_id AND "
-       "j.debit_account = '@credits') ORDER BY c.idempotency_key"},
+       "' has no matching transfer' FROM credits c LEFT JOIN journal j ON j.kind = 'credit' "
+       "AND j.reference = c.idempotency_key AND j.amount = c.amount AND "
+       "j.credit_account = c.account_id AND j.debit_account = '@credits' "
+       "WHERE j.seq IS NULL ORDER BY c.idempotency_key"},
       {"transfer without its credit",
        "SELECT 'journal entry ' || j.seq || ' credits key ' || j.reference || "
        "', which has no credit record' FROM journal j WHERE j.kind = 'credit' AND NOT EXISTS ("
@@ -90,8 +94,8 @@ const std::vector<VerifyCheck>& VerifyChecks() {
        "FROM hold_releases GROUP BY hold_id HAVING COUNT(*) > 1 ORDER BY hold_id"},
       {"open hold already closed",
        "SELECT 'hold ' || h.id || ' is open but was settled or released' FROM holds h "
-       "WHERE EXISTS (SELECT 1 FROM usage_records u WHERE u.hold_id = h.id) OR "
-       "EXISTS (SELECT 1 FROM hold_releases r WHERE r.hold_id = h.id) ORDER BY h.id"},
+       "WHERE h.id IN (SELECT hold_id FROM usage_records) OR "
+       "h.id IN (SELECT hold_id FROM hold_releases) ORDER BY h.id"},
       {"held differs from open holds",
        "SELECT 'account ' || a.id || ': held ' || a.held || ', its open holds sum to ' || "
        "COALESCE(h.total, 0) FROM accounts a LEFT JOIN (SELECT account_id, SUM(amount) AS total "

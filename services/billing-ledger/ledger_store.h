@@ -3,6 +3,7 @@
 // balance change is one transaction that writes the journal entry and the balance
 // together. Settlement is exactly-once per request id. Embedded: SQLite (WAL,
 // synchronous=FULL); scale-out: PostgreSQL (synchronous commit), shared by replicas.
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -133,6 +134,14 @@ class LedgerStore {
 };
 
 absl::StatusOr<std::unique_ptr<LedgerStore>> OpenSqliteLedgerStore(const std::string& path);
+// How an SQLite ledger keeps its WAL bounded: a checkpoint every `checkpoint_interval`,
+// and the WAL started over once it holds more than `restart_frames` pages.
+struct SqliteLedgerOptions {
+  std::chrono::milliseconds checkpoint_interval{500};
+  int64_t restart_frames = 16384;  // 64 MiB of 4 KiB pages
+};
+absl::StatusOr<std::unique_ptr<LedgerStore>> OpenSqliteLedgerStore(const std::string& path,
+                                                                   SqliteLedgerOptions options);
 // `conninfo`: postgresql://user@host:port/db (or libpq keywords). Creates the schema when
 // missing; several stores (processes) may share one database.
 absl::StatusOr<std::unique_ptr<LedgerStore>> OpenPostgresLedgerStore(const std::string& conninfo);

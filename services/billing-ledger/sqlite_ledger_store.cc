@@ -131,13 +131,22 @@ class SqliteLedgerStore : public LedgerStore {
  public:
   // `checkpointer`: a second connection to the same file that moves the WAL into the
   // database in the background, so the fsync of a checkpoint never stalls a settlement.
-  SqliteLedgerStore(std::unique_ptr<SqliteDb> db, std::unique_ptr<SqliteDb> checkpointer)
+  //
+  // A PASSIVE checkpoint never waits for the writer, but under a steady load the writer
+  // appends while it copies, so the WAL is never wholly copied, never starts over and
+  // grows without bound (gigabytes in a minute at a few thousand settlements a second).
+  // So once the WAL holds more than `options.restart_frames`, a second PASSIVE pass copies
+  // what arrived during the first, and a RESTART copies the little that is left while it
+  // holds the writer back (the store's lock), then lets the next commit write the WAL from its start
+  // (journal_size_limit trims a file that grew past the limit when that happens).
+  SqliteLedgerStore(std::unique_ptr<SqliteDb> db, std::unique_ptr<SqliteDb> checkpointer,
+                    SqliteLedgerOptions options)
       : db_(std::move(db)), checkpointer_(std::move(checkpointer)) {
     if (checkpointer_) {
-      checkpoint_thread_ = std::thread([this] {
+      checkpoint_thread_ = std::thread([this, options] {
         std::unique_lock<std::mutex> lock(stop_mu_);
-        while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stop_; }))
-          (void)checkpointer_->Exec("PRAGMA wal_checkpoint(PASSIVE)");
+        while (!stop_cv_.wait_for(lock, options.checkpoint_interval, [this] { return stop_; }))
+          KeepWalBounded(options.restart_frames);
       });
     }
   }
@@ -148,6 +157,18 @@ class SqliteLedgerStore : public LedgerStore {
     }
     stop_cv_.notify_all();
     if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+  }
+
+  void KeepWalBounded(int64_t restart_frames) {
+    using Mode = SqliteDb::CheckpointMode;
+    auto passive = checkpointer_->Checkpoint(Mode::kPassive);
+    if (!passive.ok() || passive->log_frames <= restart_frames) return;
+    (void)checkpointer_->Checkpoint(Mode::kPassive);
+    // Under the store's lock: no transaction of the writer is open, and the writer waits
+    // here rather than racing the checkpoint for SQLite's write lock (which a writer that
+    // commits back to back would always win).
+    std::lock_guard<std::mutex> lock(mu_);
+    (void)checkpointer_->Checkpoint(Mode::kRestart);
   }
 
   // One process owns an SQLite ledger: its service keeps holds in memory.
@@ -569,6 +590,11 @@ absl::Status Migrate(SqliteDb& db) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LedgerStore>> OpenSqliteLedgerStore(const std::string& path) {
+  return OpenSqliteLedgerStore(path, SqliteLedgerOptions{});
+}
+
+absl::StatusOr<std::unique_ptr<LedgerStore>> OpenSqliteLedgerStore(const std::string& path,
+                                                                   SqliteLedgerOptions options) {
   // synchronous=FULL: an acknowledged charge or credit survives a power loss; the
   // service's group commit pays one WAL sync per batch, not per settlement.
   auto db = SqliteDb::Open(path, SqliteSync::kFull);
@@ -578,11 +604,16 @@ absl::StatusOr<std::unique_ptr<LedgerStore>> OpenSqliteLedgerStore(const std::st
   std::unique_ptr<SqliteDb> checkpointer;
   if (path != ":memory:") {
     if (auto s = (*db)->Exec("PRAGMA wal_autocheckpoint=0"); !s.ok()) return s;
+    if (auto s = (*db)->Exec(absl::StrCat("PRAGMA journal_size_limit=",
+                                          options.restart_frames * 4096));
+        !s.ok())
+      return s;
     auto c = SqliteDb::Open(path, SqliteSync::kFull);
     if (!c.ok()) return c.status();
     checkpointer = std::move(*c);
   }
-  return std::unique_ptr<LedgerStore>(new SqliteLedgerStore(std::move(*db), std::move(checkpointer)));
+  return std::unique_ptr<LedgerStore>(
+      new SqliteLedgerStore(std::move(*db), std::move(checkpointer), options));
 }
 
 }  // namespace nexusflow::billing

@@ -2,9 +2,13 @@
 
 #include <grpcpp/client_context.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <future>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "libs/rpc/server_host.h"
 #include "libs/store/sqlite.h"
@@ -312,6 +316,47 @@ TEST(SqliteLedgerStoreTest, SettlementsSurviveReopenExactlyOnce) {
   auto usage = (*store)->ListUsage(account, 10, 0);
   ASSERT_TRUE(usage.ok());
   EXPECT_EQ(usage->size(), 2u);
+  auto violations = (*store)->Verify();
+  ASSERT_TRUE(violations.ok());
+  EXPECT_TRUE(violations->empty()) << absl::StrJoin(*violations, "\n");
+}
+
+// Settlements committed back to back, as under a steady load, while the checkpointer runs:
+// the WAL must start over now and then instead of growing with every commit.
+TEST(SqliteLedgerStoreTest, TheWalStaysBoundedUnderASteadyStreamOfCommits) {
+  char dir[] = "/tmp/nf-ledger-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/ledger.db";
+  SqliteLedgerOptions options;
+  options.checkpoint_interval = std::chrono::milliseconds(5);
+  options.restart_frames = 256;  // 1 MiB
+  auto store = OpenSqliteLedgerStore(path, options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto a = (*store)->CreateAccount("acme", 1);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE((*store)->Credit(a->id, 1'000'000'000, "k", "", 1).ok());
+  constexpr int kBatches = 1000, kRows = 32;
+  int64_t largest_wal = 0, written = 0;
+  for (int b = 0; b < kBatches; ++b) {
+    std::vector<UsageRow> rows(kRows);
+    for (int i = 0; i < kRows; ++i) {
+      rows[i].request_id = absl::StrCat("req_", b, "_", i);
+      rows[i].account_id = a->id;
+      rows[i].model = "m";
+      rows[i].cost = 1;
+      rows[i].created_at = 2;
+    }
+    auto results = (*store)->SettleBatch(rows);
+    ASSERT_TRUE(results.ok()) << results.status();
+    written += kRows;
+    struct stat st{};
+    if (stat((path + "-wal").c_str(), &st) == 0) largest_wal = std::max<int64_t>(largest_wal, st.st_size);
+  }
+  auto account = (*store)->GetAccount(a->id);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->total_spent, written);
+  // Every commit appends several pages; without restarts it passes 100 MiB here.
+  EXPECT_LT(largest_wal, 32 << 20) << "the WAL grew to " << largest_wal << " bytes";
   auto violations = (*store)->Verify();
   ASSERT_TRUE(violations.ok());
   EXPECT_TRUE(violations->empty()) << absl::StrJoin(*violations, "\n");
