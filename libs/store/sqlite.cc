@@ -58,7 +58,7 @@ std::string SqliteStatement::Text(int col) const {
 }
 
 absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path,
-                                                        SqliteSync sync) {
+                                                        SqliteSync sync, bool caller_serializes) {
   if (path != ":memory:") {
     std::error_code ec;
     auto parent = std::filesystem::path(path).parent_path();
@@ -66,7 +66,8 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path
   }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                               (caller_serializes ? SQLITE_OPEN_NOMUTEX : SQLITE_OPEN_FULLMUTEX),
                            nullptr);
   if (rc != SQLITE_OK) {
     absl::Status s = SqliteError(db, rc, absl::StrCat("open ", path));
@@ -112,6 +113,12 @@ absl::Status SqliteDb::Exec(std::string_view sql) {
     return st;
   }
   return absl::OkStatus();
+}
+
+absl::Status SqliteDb::Run(std::string_view sql) {
+  auto st = Prepare(sql);
+  if (!st.ok()) return st.status();
+  return st->Run();
 }
 
 absl::StatusOr<SqliteStatement> SqliteDb::Prepare(std::string_view sql) {

@@ -64,11 +64,17 @@ class SqliteDb {
  public:
   // Opens (creating) `path`; ":memory:" for a private in-memory database. Creates the
   // parent directory when missing.
+  // `caller_serializes`: every use of the connection is under one lock of the caller's,
+  // so SQLite's own per-call mutex is left out.
   static absl::StatusOr<std::unique_ptr<SqliteDb>> Open(const std::string& path,
-                                                        SqliteSync sync = SqliteSync::kFull);
+                                                        SqliteSync sync = SqliteSync::kFull,
+                                                        bool caller_serializes = false);
   ~SqliteDb();
 
   absl::Status Exec(std::string_view sql);
+  // One statement without results, prepared once and reused (BEGIN, COMMIT, SAVEPOINT…
+  // on a hot path, where Exec would parse the text every time).
+  absl::Status Run(std::string_view sql);
   // Prepared once per connection and reused (callers serialise access to the
   // connection, and a statement is in use by one caller at a time).
   absl::StatusOr<SqliteStatement> Prepare(std::string_view sql);

@@ -111,14 +111,14 @@ constexpr AddedColumn kAddedColumns[] = {
 
 class Transaction {
  public:
-  explicit Transaction(SqliteDb& db) : db_(db) { status_ = db_.Exec("BEGIN IMMEDIATE"); }
+  explicit Transaction(SqliteDb& db) : db_(db) { status_ = db_.Run("BEGIN IMMEDIATE"); }
   ~Transaction() {
-    if (status_.ok() && !done_) (void)db_.Exec("ROLLBACK");
+    if (status_.ok() && !done_) (void)db_.Run("ROLLBACK");
   }
   const absl::Status& status() const { return status_; }
   absl::Status Commit() {
     done_ = true;
-    return db_.Exec("COMMIT");
+    return db_.Run("COMMIT");
   }
 
  private:
@@ -142,6 +142,10 @@ class SqliteLedgerStore : public LedgerStore {
   SqliteLedgerStore(std::unique_ptr<SqliteDb> db, std::unique_ptr<SqliteDb> checkpointer,
                     SqliteLedgerOptions options)
       : db_(std::move(db)), checkpointer_(std::move(checkpointer)) {
+    if (auto any = db_->Prepare("SELECT 1 FROM holds LIMIT 1"); any.ok()) {
+      auto row = any->Step();
+      store_holds_ = !row.ok() || *row;
+    }
     if (checkpointer_) {
       checkpoint_thread_ = std::thread([this, options] {
         std::unique_lock<std::mutex> lock(stop_mu_);
@@ -243,10 +247,10 @@ class SqliteLedgerStore : public LedgerStore {
     out.reserve(rows.size());
     for (const auto& r : rows) {
       // A savepoint per row: a row that fails leaves no half-applied change.
-      if (auto s = db_->Exec("SAVEPOINT settle_row"); !s.ok()) return s;
+      if (auto s = db_->Run("SAVEPOINT settle_row"); !s.ok()) return s;
       auto one = SettleLocked(r);
-      if (!one.ok()) (void)db_->Exec("ROLLBACK TO settle_row");
-      if (auto s = db_->Exec("RELEASE settle_row"); !s.ok()) return s;
+      if (!one.ok()) (void)db_->Run("ROLLBACK TO settle_row");
+      if (auto s = db_->Run("RELEASE settle_row"); !s.ok()) return s;
       out.push_back(std::move(one));
     }
     for (const auto& h : releases)
@@ -338,6 +342,7 @@ class SqliteLedgerStore : public LedgerStore {
     }
     // The same condition as PostgreSQL's single statement; BEGIN IMMEDIATE already
     // serialises writers on the file.
+    store_holds_ = true;
     auto up = db_->Prepare(
         "UPDATE accounts SET held = held + ?1 WHERE id = ?2 AND balance > 0 AND "
         "balance - held + ?3 >= ?1");
@@ -427,7 +432,7 @@ class SqliteLedgerStore : public LedgerStore {
     }
     // The settlement closes its hold when the store holds it (no-op otherwise).
     int64_t held = 0;
-    if (!r.hold_id.empty()) {
+    if (!r.hold_id.empty() && store_holds_) {
       auto h = db_->Prepare("DELETE FROM holds WHERE id = ? AND account_id = ? RETURNING amount");
       if (!h.ok()) return h.status();
       h->Bind(1, r.hold_id).Bind(2, r.account_id);
@@ -560,6 +565,10 @@ class SqliteLedgerStore : public LedgerStore {
   }
 
   std::mutex mu_;
+  // Whether the holds table may hold a row: the embedded service keeps its holds in
+  // memory, so a settlement skips the lookup of its hold there unless this store ever
+  // reserved one (or opened with some).
+  bool store_holds_ = true;
   std::unique_ptr<SqliteDb> db_;
   std::unique_ptr<SqliteDb> checkpointer_;
   std::mutex stop_mu_;
@@ -597,7 +606,9 @@ absl::StatusOr<std::unique_ptr<LedgerStore>> OpenSqliteLedgerStore(const std::st
                                                                    SqliteLedgerOptions options) {
   // synchronous=FULL: an acknowledged charge or credit survives a power loss; the
   // service's group commit pays one WAL sync per batch, not per settlement.
-  auto db = SqliteDb::Open(path, SqliteSync::kFull);
+  // Every use of either connection is under the store's lock (or on the checkpoint thread
+  // alone), so SQLite's own mutex is left out.
+  auto db = SqliteDb::Open(path, SqliteSync::kFull, /*caller_serializes=*/true);
   if (!db.ok()) return db.status();
   if (auto s = (*db)->Exec(kSchema); !s.ok()) return s;
   if (auto s = Migrate(**db); !s.ok()) return s;
@@ -608,7 +619,7 @@ absl::StatusOr<std::unique_ptr<LedgerStore>> OpenSqliteLedgerStore(const std::st
                                           options.restart_frames * 4096));
         !s.ok())
       return s;
-    auto c = SqliteDb::Open(path, SqliteSync::kFull);
+    auto c = SqliteDb::Open(path, SqliteSync::kFull, /*caller_serializes=*/true);
     if (!c.ok()) return c.status();
     checkpointer = std::move(*c);
   }
