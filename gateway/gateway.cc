@@ -10,6 +10,7 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <cstdint>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -140,8 +141,16 @@ void RecordChat(const RequestLog& log, int status, double seconds) {
 }
 
 std::string Iso8601(int64_t unix_seconds) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds),
-                          absl::UTCTimeZone());
+  // Every access-log line asks for the current second: the last one formatted is kept
+  // per thread, so absl's time-zone formatting runs once a second, not once a request.
+  thread_local int64_t cached_seconds = INT64_MIN;
+  thread_local std::string cached;
+  if (unix_seconds != cached_seconds) {
+    cached = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds),
+                              absl::UTCTimeZone());
+    cached_seconds = unix_seconds;
+  }
+  return cached;
 }
 
 // Access-log lines are gathered per thread and written to stdout in whole lines, one
