@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path
     return s;
   }
   std::unique_ptr<SqliteDb> out(new SqliteDb(db));
-  sqlite3_busy_timeout(db, 5000);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
   if (path != ":memory:") {
     if (auto s = out->Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
     if (auto s = out->Exec(sync == SqliteSync::kFull ? "PRAGMA synchronous=FULL"

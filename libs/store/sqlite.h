@@ -60,6 +60,9 @@ class SqliteStatement {
 // checkpoints, so the last commits may roll back on power loss (not on a process crash).
 enum class SqliteSync { kFull, kNormal };
 
+// How long a connection waits for another's lock before a call answers busy.
+inline constexpr int kBusyTimeoutMs = 5000;
+
 class SqliteDb {
  public:
   // Opens (creating) `path`; ":memory:" for a private in-memory database. Creates the
@@ -79,6 +82,9 @@ class SqliteDb {
   // connection, and a statement is in use by one caller at a time).
   absl::StatusOr<SqliteStatement> Prepare(std::string_view sql);
   int64_t Changes() const { return sqlite3_changes64(db_); }
+  // How long a call waits for another connection's lock before answering busy
+  // (kBusyTimeoutMs from Open; 0: never waits).
+  void SetBusyTimeout(int ms) { sqlite3_busy_timeout(db_, ms); }
 
   // One WAL checkpoint (sqlite3_wal_checkpoint_v2). `done`: every frame of the WAL is in
   // the database (with kRestart, the next write starts the WAL over); `log_frames`: the

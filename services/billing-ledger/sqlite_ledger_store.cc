@@ -1,3 +1,4 @@
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -136,9 +137,11 @@ class SqliteLedgerStore : public LedgerStore {
   // appends while it copies, so the WAL is never wholly copied, never starts over and
   // grows without bound (gigabytes in a minute at a few thousand settlements a second).
   // So once the WAL holds more than `options.restart_frames`, a second PASSIVE pass copies
-  // what arrived during the first, and a RESTART copies the little that is left while it
-  // holds the writer back (the store's lock), then lets the next commit write the WAL from its start
-  // (journal_size_limit trims a file that grew past the limit when that happens).
+  // what arrived during the first and asks the writer for a RESTART: after its next
+  // commit, with no transaction open, the writer copies the little that is left and the
+  // commit after that writes the WAL from its start (journal_size_limit trims a file that
+  // grew past the limit). The writer does it itself because a thread waiting for the
+  // store's lock would seldom get it from a writer that commits back to back.
   SqliteLedgerStore(std::unique_ptr<SqliteDb> db, std::unique_ptr<SqliteDb> checkpointer,
                     SqliteLedgerOptions options)
       : db_(std::move(db)), checkpointer_(std::move(checkpointer)) {
@@ -168,11 +171,17 @@ class SqliteLedgerStore : public LedgerStore {
     auto passive = checkpointer_->Checkpoint(Mode::kPassive);
     if (!passive.ok() || passive->log_frames <= restart_frames) return;
     (void)checkpointer_->Checkpoint(Mode::kPassive);
-    // Under the store's lock: no transaction of the writer is open, and the writer waits
-    // here rather than racing the checkpoint for SQLite's write lock (which a writer that
-    // commits back to back would always win).
-    std::lock_guard<std::mutex> lock(mu_);
-    (void)checkpointer_->Checkpoint(Mode::kRestart);
+    restart_wanted_ = true;
+  }
+
+  // Under the store's lock, after a commit. It never waits for a reader in another process
+  // (`ledger verify`, a backup) that holds an older snapshot: busy, it copies what it can,
+  // and the checkpointer asks again on its next pass.
+  void RestartWalIfWanted() {
+    if (!restart_wanted_.exchange(false)) return;
+    db_->SetBusyTimeout(0);
+    (void)db_->Checkpoint(SqliteDb::CheckpointMode::kRestart);
+    db_->SetBusyTimeout(kBusyTimeoutMs);
   }
 
   // One process owns an SQLite ledger: its service keeps holds in memory.
@@ -256,6 +265,7 @@ class SqliteLedgerStore : public LedgerStore {
     for (const auto& h : releases)
       if (auto s = RecordRelease(h); !s.ok()) return s;
     if (auto s = tx.Commit(); !s.ok()) return s;
+    RestartWalIfWanted();
     return out;
   }
 
@@ -569,6 +579,7 @@ class SqliteLedgerStore : public LedgerStore {
   // memory, so a settlement skips the lookup of its hold there unless this store ever
   // reserved one (or opened with some).
   bool store_holds_ = true;
+  std::atomic<bool> restart_wanted_{false};  // set by the checkpointer, done by the writer
   std::unique_ptr<SqliteDb> db_;
   std::unique_ptr<SqliteDb> checkpointer_;
   std::mutex stop_mu_;

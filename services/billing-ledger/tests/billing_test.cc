@@ -364,6 +364,58 @@ TEST(SqliteLedgerStoreTest, TheWalStaysBoundedUnderASteadyStreamOfCommits) {
   EXPECT_TRUE(violations->empty()) << absl::StrJoin(*violations, "\n");
 }
 
+// A reader in another connection (`ledger verify`, a backup) holding a snapshot keeps the
+// WAL from starting over, but must not hold the writer up: commits go on while it reads,
+// and once it is done the WAL starts over and is trimmed again.
+TEST(SqliteLedgerStoreTest, AReaderElsewhereNeitherStopsCommitsNorKeepsTheWalLarge) {
+  char dir[] = "/tmp/nf-ledger-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/ledger.db";
+  SqliteLedgerOptions options;
+  options.checkpoint_interval = std::chrono::milliseconds(5);
+  options.restart_frames = 256;  // 1 MiB
+  auto store = OpenSqliteLedgerStore(path, options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto a = (*store)->CreateAccount("acme", 1);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE((*store)->Credit(a->id, 1'000'000'000, "k", "", 1).ok());
+  auto settle = [&](int batches, int first) {
+    for (int b = first; b < first + batches; ++b) {
+      std::vector<UsageRow> rows(32);
+      for (int i = 0; i < 32; ++i) {
+        rows[i].request_id = absl::StrCat("req_", b, "_", i);
+        rows[i].account_id = a->id;
+        rows[i].model = "m";
+        rows[i].cost = 1;
+        rows[i].created_at = 2;
+      }
+      auto results = (*store)->SettleBatch(rows);
+      ASSERT_TRUE(results.ok()) << results.status();
+    }
+  };
+  auto wal_size = [&] {
+    struct stat st{};
+    return stat((path + "-wal").c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+  };
+  auto reader = SqliteDb::Open(path);
+  ASSERT_TRUE(reader.ok());
+  ASSERT_TRUE((*reader)->Exec("BEGIN").ok());
+  {
+    auto count = (*reader)->Prepare("SELECT count(*) FROM usage_records");
+    ASSERT_TRUE(count.ok());
+    ASSERT_TRUE(count->Step().ok());
+  }
+  settle(300, 0);
+  const int64_t while_read = wal_size();
+  EXPECT_GT(while_read, 4 << 20) << "the reader's snapshot should have kept the WAL";
+  ASSERT_TRUE((*reader)->Exec("COMMIT").ok());
+  settle(300, 300);
+  EXPECT_LT(wal_size(), while_read) << "the WAL was not started over once the reader ended";
+  auto account = (*store)->GetAccount(a->id);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->total_spent, 600 * 32);
+}
+
 // Verify must stay usable on a ledger of millions of rows: SQLite runs a correlated
 // subquery once per outer row, so one that scans a table (the journal has no index on its
 // reference) makes a check quadratic. Every correlated subquery in the plans must search
