@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <functional>
 #include <future>
 #include <map>
 #include <thread>
@@ -323,43 +324,65 @@ TEST(SqliteLedgerStoreTest, SettlementsSurviveReopenExactlyOnce) {
   EXPECT_TRUE(violations->empty()) << absl::StrJoin(*violations, "\n");
 }
 
+// An SQLite ledger in a fresh directory whose checkpointer runs every 5 ms and restarts a
+// WAL past 1 MiB, with one well-funded account, for the WAL tests below.
+class BusyLedger : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/nf-ledger-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    path_ = std::string(dir) + "/ledger.db";
+    SqliteLedgerOptions options;
+    options.checkpoint_interval = std::chrono::milliseconds(5);
+    options.restart_frames = 256;
+    auto store = OpenSqliteLedgerStore(path_, options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    auto a = store_->CreateAccount("acme", 1);
+    ASSERT_TRUE(a.ok());
+    account_ = a->id;
+    ASSERT_TRUE(store_->Credit(account_, 1'000'000'000, "k", "", 1).ok());
+  }
+  // Settles `batches` batches of 32 one-nano-USD requests, back to back; `after_each`
+  // runs after every commit.
+  void Settle(int first, int batches, const std::function<void()>& after_each = [] {}) {
+    for (int b = first; b < first + batches; ++b) {
+      std::vector<UsageRow> rows(32);
+      for (int i = 0; i < 32; ++i) {
+        rows[i].request_id = absl::StrCat("req_", b, "_", i);
+        rows[i].account_id = account_;
+        rows[i].model = "m";
+        rows[i].cost = 1;
+        rows[i].created_at = 2;
+      }
+      auto results = store_->SettleBatch(rows);
+      ASSERT_TRUE(results.ok()) << results.status();
+      after_each();
+    }
+  }
+  int64_t WalSize() const {
+    struct stat st{};
+    return stat((path_ + "-wal").c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+  }
+  int64_t TotalSpent() {
+    auto account = store_->GetAccount(account_);
+    return account.ok() ? account->total_spent : -1;
+  }
+
+  std::string path_;
+  std::unique_ptr<LedgerStore> store_;
+  std::string account_;
+};
+
 // Settlements committed back to back, as under a steady load, while the checkpointer runs:
 // the WAL must start over now and then instead of growing with every commit.
-TEST(SqliteLedgerStoreTest, TheWalStaysBoundedUnderASteadyStreamOfCommits) {
-  char dir[] = "/tmp/nf-ledger-test-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  std::string path = std::string(dir) + "/ledger.db";
-  SqliteLedgerOptions options;
-  options.checkpoint_interval = std::chrono::milliseconds(5);
-  options.restart_frames = 256;  // 1 MiB
-  auto store = OpenSqliteLedgerStore(path, options);
-  ASSERT_TRUE(store.ok()) << store.status();
-  auto a = (*store)->CreateAccount("acme", 1);
-  ASSERT_TRUE(a.ok());
-  ASSERT_TRUE((*store)->Credit(a->id, 1'000'000'000, "k", "", 1).ok());
-  constexpr int kBatches = 1000, kRows = 32;
-  int64_t largest_wal = 0, written = 0;
-  for (int b = 0; b < kBatches; ++b) {
-    std::vector<UsageRow> rows(kRows);
-    for (int i = 0; i < kRows; ++i) {
-      rows[i].request_id = absl::StrCat("req_", b, "_", i);
-      rows[i].account_id = a->id;
-      rows[i].model = "m";
-      rows[i].cost = 1;
-      rows[i].created_at = 2;
-    }
-    auto results = (*store)->SettleBatch(rows);
-    ASSERT_TRUE(results.ok()) << results.status();
-    written += kRows;
-    struct stat st{};
-    if (stat((path + "-wal").c_str(), &st) == 0) largest_wal = std::max<int64_t>(largest_wal, st.st_size);
-  }
-  auto account = (*store)->GetAccount(a->id);
-  ASSERT_TRUE(account.ok());
-  EXPECT_EQ(account->total_spent, written);
+TEST_F(BusyLedger, TheWalStaysBoundedUnderASteadyStreamOfCommits) {
+  int64_t largest_wal = 0;
+  Settle(0, 1000, [&] { largest_wal = std::max(largest_wal, WalSize()); });
+  EXPECT_EQ(TotalSpent(), 1000 * 32);
   // Every commit appends several pages; without restarts it passes 100 MiB here.
   EXPECT_LT(largest_wal, 32 << 20) << "the WAL grew to " << largest_wal << " bytes";
-  auto violations = (*store)->Verify();
+  auto violations = store_->Verify();
   ASSERT_TRUE(violations.ok());
   EXPECT_TRUE(violations->empty()) << absl::StrJoin(*violations, "\n");
 }
@@ -367,37 +390,8 @@ TEST(SqliteLedgerStoreTest, TheWalStaysBoundedUnderASteadyStreamOfCommits) {
 // A reader in another connection (`ledger verify`, a backup) holding a snapshot keeps the
 // WAL from starting over, but must not hold the writer up: commits go on while it reads,
 // and once it is done the WAL starts over and is trimmed again.
-TEST(SqliteLedgerStoreTest, AReaderElsewhereNeitherStopsCommitsNorKeepsTheWalLarge) {
-  char dir[] = "/tmp/nf-ledger-test-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  std::string path = std::string(dir) + "/ledger.db";
-  SqliteLedgerOptions options;
-  options.checkpoint_interval = std::chrono::milliseconds(5);
-  options.restart_frames = 256;  // 1 MiB
-  auto store = OpenSqliteLedgerStore(path, options);
-  ASSERT_TRUE(store.ok()) << store.status();
-  auto a = (*store)->CreateAccount("acme", 1);
-  ASSERT_TRUE(a.ok());
-  ASSERT_TRUE((*store)->Credit(a->id, 1'000'000'000, "k", "", 1).ok());
-  auto settle = [&](int batches, int first) {
-    for (int b = first; b < first + batches; ++b) {
-      std::vector<UsageRow> rows(32);
-      for (int i = 0; i < 32; ++i) {
-        rows[i].request_id = absl::StrCat("req_", b, "_", i);
-        rows[i].account_id = a->id;
-        rows[i].model = "m";
-        rows[i].cost = 1;
-        rows[i].created_at = 2;
-      }
-      auto results = (*store)->SettleBatch(rows);
-      ASSERT_TRUE(results.ok()) << results.status();
-    }
-  };
-  auto wal_size = [&] {
-    struct stat st{};
-    return stat((path + "-wal").c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
-  };
-  auto reader = SqliteDb::Open(path);
+TEST_F(BusyLedger, AReaderElsewhereNeitherStopsCommitsNorKeepsTheWalLarge) {
+  auto reader = SqliteDb::Open(path_);
   ASSERT_TRUE(reader.ok());
   ASSERT_TRUE((*reader)->Exec("BEGIN").ok());
   {
@@ -405,15 +399,13 @@ TEST(SqliteLedgerStoreTest, AReaderElsewhereNeitherStopsCommitsNorKeepsTheWalLar
     ASSERT_TRUE(count.ok());
     ASSERT_TRUE(count->Step().ok());
   }
-  settle(300, 0);
-  const int64_t while_read = wal_size();
+  Settle(0, 300);
+  const int64_t while_read = WalSize();
   EXPECT_GT(while_read, 4 << 20) << "the reader's snapshot should have kept the WAL";
   ASSERT_TRUE((*reader)->Exec("COMMIT").ok());
-  settle(300, 300);
-  EXPECT_LT(wal_size(), while_read) << "the WAL was not started over once the reader ended";
-  auto account = (*store)->GetAccount(a->id);
-  ASSERT_TRUE(account.ok());
-  EXPECT_EQ(account->total_spent, 600 * 32);
+  Settle(300, 300);
+  EXPECT_LT(WalSize(), while_read) << "the WAL was not started over once the reader ended";
+  EXPECT_EQ(TotalSpent(), 600 * 32);
 }
 
 // Verify must stay usable on a ledger of millions of rows: SQLite runs a correlated
