@@ -571,7 +571,7 @@ void SettlementOutbox::Commit(std::vector<Op>& batch) {
   }
   int64_t now = UnixNow();
   std::vector<absl::Status> statuses(batch.size());
-  absl::Status tx = db_->Exec("BEGIN IMMEDIATE");
+  absl::Status tx = db_->Run("BEGIN IMMEDIATE");
   for (size_t i = 0; tx.ok() && i < batch.size(); ++i) {
     Op& op = batch[i];
     auto run = [&](std::string_view sql, auto bind) -> absl::Status {
@@ -647,8 +647,8 @@ void SettlementOutbox::Commit(std::vector<Op>& batch) {
         break;
     }
   }
-  if (tx.ok()) tx = db_->Exec("COMMIT");
-  if (!tx.ok()) (void)db_->Exec("ROLLBACK");
+  if (tx.ok()) tx = db_->Run("COMMIT");
+  if (!tx.ok()) (void)db_->Run("ROLLBACK");
   int64_t failed = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     Op& op = batch[i];
