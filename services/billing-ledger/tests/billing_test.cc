@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <map>
@@ -342,6 +343,12 @@ class BusyLedger : public ::testing::Test {
     ASSERT_TRUE(a.ok());
     account_ = a->id;
     ASSERT_TRUE(store_->Credit(account_, 1'000'000'000, "k", "", 1).ok());
+  }
+  // Tens of megabytes of WAL and ledger: not left behind in /tmp.
+  void TearDown() override {
+    store_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(std::filesystem::path(path_).parent_path(), ec);
   }
   // Settles `batches` batches of 32 one-nano-USD requests, back to back; `after_each`
   // runs after every commit.
