@@ -44,30 +44,11 @@ constexpr int kGrpcPort = 23090;
 constexpr int kMockPort = 23100;
 constexpr char kAdminKey[] = "nf-admin-deployment-health-test";
 
-struct HttpResult {
-  long status = 0;
-  std::string body;
-};
+using nexusflow::testing::HttpResult;
 
 HttpResult Http(const std::string& method, const std::string& url, const std::string& body,
                 const std::string& bearer = "") {
-  HttpResult r;
-  CURL* c = curl_easy_init();
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-  curl_slist* headers = nullptr;
-  if (!bearer.empty()) headers = curl_slist_append(headers, ("Authorization: Bearer " + bearer).c_str());
-  headers = curl_slist_append(headers, "Content-Type: application/json");
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-  if (!body.empty()) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, nexusflow::testing::AppendToString);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-  curl_easy_perform(c);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(c);
-  return r;
+  return nexusflow::testing::HttpRequest(method, url, body, bearer);
 }
 
 std::string Gateway(const std::string& path) { return "http://127.0.0.1:" + std::to_string(kHttpPort) + path; }

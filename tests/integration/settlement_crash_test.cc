@@ -58,59 +58,15 @@ int ServicePort(const std::string& target) {
   return 0;
 }
 
-struct HttpResult {
-  long status = 0;
-  std::string body;
-  std::string request_id;
-  CURLcode code = CURLE_OK;
-};
+using nexusflow::testing::HttpResult;
 
-size_t HeaderLine(char* data, size_t size, size_t n, void* out) {
-  std::string line(data, size * n);
-  static const std::string kName = "x-request-id:";
-  if (line.size() > kName.size() && strncasecmp(line.c_str(), kName.c_str(), kName.size()) == 0) {
-    std::string v = line.substr(kName.size());
-    while (!v.empty() && (v.front() == ' ')) v.erase(v.begin());
-    while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.pop_back();
-    static_cast<HttpResult*>(out)->request_id = v;
-  }
-  return size * n;
-}
-
-// One HTTP request; `on_data` (optional) sees the body as it arrives.
+// One request to the gateway; `on_data` (optional) sees the body as it arrives.
 HttpResult Http(const std::string& method, const std::string& path, const std::string& body,
                 const std::string& bearer, long timeout_s = 60,
                 std::function<void(const std::string&)> on_data = nullptr) {
-  HttpResult r;
-  struct Sink {
-    HttpResult* r;
-    std::function<void(const std::string&)>* on_data;
-  } sink{&r, &on_data};
-  CURL* c = curl_easy_init();
-  std::string url = "http://127.0.0.1:" + std::to_string(kHttpPort) + path;
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-  curl_slist* headers = nullptr;
-  headers = curl_slist_append(headers, ("Authorization: Bearer " + bearer).c_str());
-  headers = curl_slist_append(headers, "Content-Type: application/json");
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-  if (!body.empty()) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-  curl_easy_setopt(
-      c, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t n, void* out) -> size_t {
-        auto* s = static_cast<Sink*>(out);
-        s->r->body.append(data, size * n);
-        if (*s->on_data) (*s->on_data)(s->r->body);
-        return size * n;
-      });
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, HeaderLine);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
-  r.code = curl_easy_perform(c);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(c);
-  return r;
+  return nexusflow::testing::HttpRequest(
+      method, "http://127.0.0.1:" + std::to_string(kHttpPort) + path, body, bearer, timeout_s,
+      std::move(on_data));
 }
 
 // Bytes of output text in an OpenAI SSE body, counted as the body grows (complete frames

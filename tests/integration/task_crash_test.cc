@@ -73,31 +73,11 @@ int ServicePort(const std::string& target) {
 std::mutex g_children_mu;
 std::set<pid_t> g_children;
 
-struct HttpResult {
-  long status = 0;
-  std::string body;
-  CURLcode code = CURLE_OK;
-};
+using nexusflow::testing::HttpResult;
 
 HttpResult Http(const std::string& method, const std::string& url, const std::string& body,
                 const std::string& bearer) {
-  HttpResult r;
-  CURL* c = curl_easy_init();
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-  curl_slist* headers = nullptr;
-  if (!bearer.empty()) headers = curl_slist_append(headers, ("Authorization: Bearer " + bearer).c_str());
-  headers = curl_slist_append(headers, "Content-Type: application/json");
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-  if (!body.empty()) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, nexusflow::testing::AppendToString);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-  r.code = curl_easy_perform(c);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(c);
-  return r;
+  return nexusflow::testing::HttpRequest(method, url, body, bearer, /*timeout_s=*/20);
 }
 
 HttpResult Gateway(const std::string& method, const std::string& path, const std::string& body,
