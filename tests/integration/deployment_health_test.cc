@@ -145,21 +145,7 @@ class DeploymentHealthTest : public ::testing::Test {
   }
 
   pid_t Spawn(const std::string& name, const std::vector<std::string>& args) {
-    std::string log = dir_ + "/" + name + ".log";
-    pid_t pid = fork();
-    if (pid == 0) {
-      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-      }
-      std::vector<char*> argv;
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    return pid;
+    return nexusflow::testing::SpawnLogged(dir_ + "/" + name + ".log", args);
   }
 
   // One chat request; its HTTP status.

@@ -243,24 +243,7 @@ class TaskCrashTest : public ::testing::Test {
   }
 
   pid_t Spawn(const std::string& name, const std::vector<std::string>& args) {
-    std::string log = dir_ + "/" + name + ".log";
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    const pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-      // Dies with the test, whatever ends it.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(1);
-      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-      }
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+    pid_t pid = nexusflow::testing::SpawnLogged(dir_ + "/" + name + ".log", args);
     std::lock_guard lock(g_children_mu);
     g_children.insert(pid);
     return pid;
