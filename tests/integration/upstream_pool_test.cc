@@ -18,6 +18,7 @@
 
 #include "libs/loop/event_loops.h"
 #include "services/provider-connector/http_client.h"
+#include "tests/integration/harness.h"
 #include "tests/integration/ports.h"
 
 namespace nexusflow::connector {
@@ -32,14 +33,8 @@ class UpstreamPoolTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     port_ = FreePort();
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::string p = "--port=" + std::to_string(port_);
-      execl(g_mock.c_str(), g_mock.c_str(), p.c_str(), nullptr);
-      _exit(127);
-    }
-    for (int i = 0; i < 100 && !Listening(port_); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    pid_ = nexusflow::testing::SpawnLogged("/dev/stderr", {g_mock, "--port=" + std::to_string(port_)});
+    nexusflow::testing::WaitFor([] { return Listening(port_); }, 5);
   }
   static void TearDownTestSuite() {
     kill(pid_, SIGTERM);
