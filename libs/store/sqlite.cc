@@ -87,15 +87,11 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path
   return out;
 }
 
-absl::StatusOr<SqliteDb::Checkpointed> SqliteDb::Checkpoint(CheckpointMode mode) {
+absl::StatusOr<int64_t> SqliteDb::Checkpoint(CheckpointMode mode) {
   int log = 0, copied = 0;
   int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, static_cast<int>(mode), &log, &copied);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY) return SqliteError(db_, rc, "wal checkpoint");
-  Checkpointed out;
-  out.done = rc == SQLITE_OK && log >= 0 && copied == log;
-  out.log_frames = log;
-  out.copied_frames = copied;
-  return out;
+  return log;
 }
 
 SqliteDb::~SqliteDb() {

@@ -86,16 +86,11 @@ class SqliteDb {
   // (kBusyTimeoutMs from Open; 0: never waits).
   void SetBusyTimeout(int ms) { sqlite3_busy_timeout(db_, ms); }
 
-  // One WAL checkpoint (sqlite3_wal_checkpoint_v2). `done`: every frame of the WAL is in
-  // the database (with kRestart, the next write starts the WAL over); `log_frames`: the
-  // frames the WAL held; `copied_frames`: how many of them are in the database now.
+  // One WAL checkpoint (sqlite3_wal_checkpoint_v2; with kRestart, once every frame is in
+  // the database the next write starts the WAL over). The frames the WAL held; busy
+  // (another connection's lock) is not an error: it copied what it could.
   enum class CheckpointMode { kPassive = SQLITE_CHECKPOINT_PASSIVE, kRestart = SQLITE_CHECKPOINT_RESTART };
-  struct Checkpointed {
-    bool done = false;
-    int64_t log_frames = 0;
-    int64_t copied_frames = 0;
-  };
-  absl::StatusOr<Checkpointed> Checkpoint(CheckpointMode mode);
+  absl::StatusOr<int64_t> Checkpoint(CheckpointMode mode);
 
  private:
   explicit SqliteDb(sqlite3* db) : db_(db) {}

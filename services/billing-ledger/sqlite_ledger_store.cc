@@ -169,7 +169,7 @@ class SqliteLedgerStore : public LedgerStore {
   void KeepWalBounded(int64_t restart_frames) {
     using Mode = SqliteDb::CheckpointMode;
     auto passive = checkpointer_->Checkpoint(Mode::kPassive);
-    if (!passive.ok() || passive->log_frames <= restart_frames) return;
+    if (!passive.ok() || *passive <= restart_frames) return;
     (void)checkpointer_->Checkpoint(Mode::kPassive);
     restart_wanted_ = true;
   }
