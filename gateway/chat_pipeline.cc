@@ -140,7 +140,31 @@ struct Gateway::ChatJob {
   std::string stream_content_type = "text/event-stream";
 };
 
-net::awaitable<void> Gateway::HandleOpenAiChat(HttpExchange& ex, auth::v1::Identity identity,
+namespace {
+
+// The connector's call takes the request. The job keeps what settlement and the log read
+// (id, model, protocol, stream, sampling), not the prompt: a stream holds no copy of it
+// while it lasts (the connector keeps its own until an answer has started).
+connector::v1::ChatCall TakeChatCall(llm::v1::ChatRequest& request, const routing::v1::Model& model,
+                                     int64_t max_output) {
+  llm::v1::ChatRequest kept;
+  kept.set_request_id(request.request_id());
+  kept.set_model(request.model());
+  kept.set_protocol(request.protocol());
+  kept.set_stream(request.stream());
+  kept.set_include_usage(request.include_usage());
+  *kept.mutable_sampling() = request.sampling();
+  connector::v1::ChatCall call;
+  *call.mutable_request() = std::move(request);
+  request = std::move(kept);
+  *call.mutable_candidates() = model.deployments();
+  call.set_default_max_output_tokens(static_cast<int32_t>(std::min<int64_t>(max_output, INT32_MAX)));
+  return call;
+}
+
+}  // namespace
+
+net::awaitable<void> Gateway::HandleOpenAiChat(HttpExchange& ex, auth::v1::Identity& identity,
                                                RequestLog& log) {
   openai::ParsedChat parsed;
   HttpError error;
@@ -155,7 +179,7 @@ net::awaitable<void> Gateway::HandleOpenAiChat(HttpExchange& ex, auth::v1::Ident
   co_await RunChat(job, ex, log);
 }
 
-net::awaitable<void> Gateway::HandleAnthropicMessages(HttpExchange& ex, auth::v1::Identity identity,
+net::awaitable<void> Gateway::HandleAnthropicMessages(HttpExchange& ex, auth::v1::Identity& identity,
                                                       RequestLog& log) {
   anthropic::ParsedMessages parsed;
   HttpError error;
@@ -200,7 +224,7 @@ void Gateway::HandleAnthropicCountTokens(const HttpRequest& req, const auth::v1:
   SendJson(w, 200, anthropic::CountTokensJson(connector::EstimatePromptTokens(parsed.request)), log);
 }
 
-net::awaitable<void> Gateway::HandleGemini(HttpExchange& ex, auth::v1::Identity identity, RequestLog& log) {
+net::awaitable<void> Gateway::HandleGemini(HttpExchange& ex, auth::v1::Identity& identity, RequestLog& log) {
   const HttpRequest& req = ex.request();
   std::string_view rest = std::string_view(req.path).substr(strlen("/v1beta/models/"));
   auto colon = rest.rfind(':');
@@ -309,7 +333,9 @@ net::awaitable<bool> Gateway::Admit(Admission& a, HttpExchange& ex, RequestLog& 
   co_return false;
 }
 
-net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog& log) {
+// Routing and admission of a chat: the model from the local catalog, the key's allow-list,
+// then the rate-limit lease and the billing hold. False when refused (answered here).
+net::awaitable<bool> Gateway::AdmitChat(ChatJob& job, HttpExchange& ex, RequestLog& log) {
   const ApiProtocol protocol = job.renderer->protocol();
   log.model = job.request.model();
   // Routing, from the local catalog.
@@ -318,14 +344,17 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
     HttpError e = HttpErrorFrom(model.status());
     if (model.status().code() == absl::StatusCode::kNotFound) e = {404, std::string(model.status().message()), "model", "model_not_found"};
     if (model.status().code() == absl::StatusCode::kFailedPrecondition) e = {400, std::string(model.status().message()), "model", "model_not_supported"};
-    co_return co_await SendError(ex, protocol, e, log);
+    co_await SendError(ex, protocol, e, log);
+    co_return false;
   }
   job.model = std::move(*model);
   log.chat_model = job.model.id();
   log.chat_protocol = ProtocolLabel(protocol);
   log.stream = job.request.stream();
-  if (auto denied = ModelNotAllowed(job.identity, job.model.id()))
-    co_return co_await SendError(ex, protocol, *denied, log);
+  if (auto denied = ModelNotAllowed(job.identity, job.model.id())) {
+    co_await SendError(ex, protocol, *denied, log);
+    co_return false;
+  }
 
   // Admission: a rate-limit lease and a billing hold, asked in parallel.
   job.prompt_estimate = connector::EstimatePromptTokens(job.request);
@@ -351,84 +380,114 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
   job.lease_id = admission.lease_id;
   job.hold_id = admission.hold_id;
   job.headers = std::move(admission.headers);
-  if (!admitted) co_return;
-  auto undo = [&] {
-    path_.ReleaseLease(job.lease_id, 0);
-    path_.ReleaseHold(job.hold_id);
-  };
+  co_return admitted;
+}
+
+void Gateway::Undo(const ChatJob& job) {
+  path_.ReleaseLease(job.lease_id, 0);
+  path_.ReleaseHold(job.hold_id);
+}
+
+net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog& log) {
+  // The body is parsed into job.request: its text is not kept while the answer lasts.
+  std::string().swap(ex.request().body);
+  // Each phase is a coroutine of its own: a stream keeps only the frames of the phase it
+  // is in (RunChat's and AnswerStream's), not every local of the whole pipeline.
+  if (!co_await AdmitChat(job, ex, log)) co_return;
 
   // The provider. A client that hangs up cancels the upstream transfer; whatever had
   // arrived by then is still read from the stream and billed.
-  connector::v1::ChatCall call;
-  *call.mutable_request() = job.request;
-  *call.mutable_candidates() = job.model.deployments();
-  call.set_default_max_output_tokens(static_cast<int32_t>(std::min<int64_t>(max_output, INT32_MAX)));
-  auto chat = co_await path_.Chat(call, std::chrono::system_clock::now() +
-                                            std::chrono::milliseconds(config_.provider_connector.request_timeout_ms + 30000));
+  std::unique_ptr<ChatCall> chat;
+  {
+    auto call = TakeChatCall(job.request, job.model, job.max_output);
+    chat = co_await path_.Chat(std::move(call), std::chrono::system_clock::now() +
+                                         std::chrono::milliseconds(config_.provider_connector.request_timeout_ms + 30000));
+  }
   ChatStream& stream = chat->stream();
   ex.WatchClient([watched = chat->shared_stream()] { watched->Cancel(); });
-  ChatAnswer answer;
   connector::v1::ChatChunk chunk;
   bool got = co_await stream.Next(&chunk);
   while (got && chunk.events_size() == 0) got = co_await stream.Next(&chunk);
-  if (!got || (chunk.events(0).has_error())) {
-    // Failed before any output: nothing is charged.
-    HttpError e;
-    int retry_after_seconds = 1;
-    if (got) {
-      const auto& err = chunk.events(0).error();
-      e = {err.http_status() ? err.http_status() : 502, err.message(), "", ""};
-      retry_after_seconds = std::max(1, err.retry_after_seconds());
-      while (co_await stream.Next(&chunk)) {
-      }
-      (void)chat->Finish();
-    } else {
-      grpc::Status s = chat->Finish();
-      e = {502, absl::StrCat("The provider connector failed: ", s.error_message()), "", ""};
-      if (ex.client_gone()) e = {499, "The client closed the connection.", "", ""};
+  if (!got || chunk.events(0).has_error()) co_return co_await FailBeforeOutput(job, *chat, chunk, got, ex, log);
+  if (!job.request.stream()) co_return co_await AnswerWhole(job, *chat, chunk, ex, log);
+  co_await AnswerStream(job, *chat, chunk, ex, log);
+}
+
+// The answer failed before any output: nothing is charged.
+net::awaitable<void> Gateway::FailBeforeOutput(ChatJob& job, ChatCall& chat, connector::v1::ChatChunk& chunk,
+                                               bool got, HttpExchange& ex, RequestLog& log) {
+  const ApiProtocol protocol = job.renderer->protocol();
+  ChatStream& stream = chat.stream();
+  HttpError e;
+  int retry_after_seconds = 1;
+  if (got) {
+    const auto& err = chunk.events(0).error();
+    e = {err.http_status() ? err.http_status() : 502, err.message(), "", ""};
+    retry_after_seconds = std::max(1, err.retry_after_seconds());
+    while (co_await stream.Next(&chunk)) {
     }
-    undo();
-    HeaderList headers = job.headers;
-    if (e.status == 429) headers.emplace_back("retry-after", std::to_string(retry_after_seconds));
-    co_return co_await SendError(ex, protocol, e, log, headers);
+    (void)chat.Finish();
+  } else {
+    grpc::Status s = chat.Finish();
+    e = {502, absl::StrCat("The provider connector failed: ", s.error_message()), "", ""};
+    if (ex.client_gone()) e = {499, "The client closed the connection.", "", ""};
   }
+  Undo(job);
+  HeaderList headers = job.headers;
+  if (e.status == 429) headers.emplace_back("retry-after", std::to_string(retry_after_seconds));
+  co_return co_await SendError(ex, protocol, e, log, headers);
+}
+
+// A whole (non-streamed) answer: read to its end, settled, then sent.
+net::awaitable<void> Gateway::AnswerWhole(ChatJob& job, ChatCall& chat, connector::v1::ChatChunk& chunk,
+                                          HttpExchange& ex, RequestLog& log) {
+  const ApiProtocol protocol = job.renderer->protocol();
+  ChatStream& stream = chat.stream();
+  ChatAnswer answer;
   HeaderList headers = job.headers;
   AddRequestId(headers, log.request_id);
-  if (!job.request.stream()) {
-    std::string raw_body;  // native pass-through: the upstream's body as it wrote it
-    bool passthrough = false;
-    do {
-      for (const auto& e : chunk.events()) {
-        if (e.has_raw()) {
-          passthrough = true;
-          raw_body += e.raw();
-        } else {
-          answer.Apply(e);
-        }
-      }
-    } while (co_await stream.Next(&chunk));
-    grpc::Status s = chat->Finish();
-    log.deployment = answer.deployment_id;
-    if (stream.cancelled()) {
-      // The caller left before the answer was whole: bill what the provider produced.
-      log.error = "client closed the connection";
-      if (HasOutput(answer) || answer.has_usage) {
-        answer.usage = UsageOfWhatArrived(answer, job.prompt_estimate);
-        co_await Settle(job, answer, log);
+  std::string raw_body;  // native pass-through: the upstream's body as it wrote it
+  bool passthrough = false;
+  do {
+    for (const auto& e : chunk.events()) {
+      if (e.has_raw()) {
+        passthrough = true;
+        raw_body += e.raw();
       } else {
-        undo();
+        answer.Apply(e);
       }
-      co_return co_await ex.Send(499, "application/json", "", headers);
     }
-    if (!answer.error && !s.ok()) answer.error = llm::v1::StreamError{}, answer.error->set_http_status(502), answer.error->set_message(s.error_message());
-    if (answer.error) {
-      undo();
-      co_return co_await SendError(ex, protocol, {answer.error->http_status() ? answer.error->http_status() : 502, answer.error->message(), "", ""}, log, job.headers);
+  } while (co_await stream.Next(&chunk));
+  grpc::Status s = chat.Finish();
+  log.deployment = answer.deployment_id;
+  if (stream.cancelled()) {
+    // The caller left before the answer was whole: bill what the provider produced.
+    log.error = "client closed the connection";
+    if (HasOutput(answer) || answer.has_usage) {
+      answer.usage = UsageOfWhatArrived(answer, job.prompt_estimate);
+      co_await Settle(job, answer, log);
+    } else {
+      Undo(job);
     }
-    co_await Settle(job, answer, log);
-    std::string body = passthrough ? std::move(raw_body) : job.renderer->SyncBody(answer);
-    co_return co_await ex.Send(200, "application/json", std::move(body), std::move(headers));
+    co_return co_await ex.Send(499, "application/json", "", headers);
   }
+  if (!answer.error && !s.ok()) answer.error = llm::v1::StreamError{}, answer.error->set_http_status(502), answer.error->set_message(s.error_message());
+  if (answer.error) {
+    Undo(job);
+    co_return co_await SendError(ex, protocol, {answer.error->http_status() ? answer.error->http_status() : 502, answer.error->message(), "", ""}, log, job.headers);
+  }
+  co_await Settle(job, answer, log);
+  std::string body = passthrough ? std::move(raw_body) : job.renderer->SyncBody(answer);
+  co_return co_await ex.Send(200, "application/json", std::move(body), std::move(headers));
+}
+
+// A streamed answer: each upstream read goes out as it arrives; settled before its end.
+net::awaitable<void> Gateway::AnswerStream(ChatJob& job, ChatCall& chat, connector::v1::ChatChunk& chunk,
+                                           HttpExchange& ex, RequestLog& log) {
+  ChatStream& stream = chat.stream();
+  ChatAnswer answer;
+  HeaderList headers = job.headers;
+  AddRequestId(headers, log.request_id);
   // Streaming: the frames of one upstream read go out in one write, as they arrive. The
   // next chunk is taken only once the client has the last one: a slow reader fills the
   // stream's buffer and pauses the upstream.
@@ -471,7 +530,7 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
       if (!client_ok) stream.Cancel();
     }
   } while (co_await stream.Next(&chunk));
-  grpc::Status s = chat->Finish();
+  grpc::Status s = chat.Finish();
   log.deployment = answer.deployment_id;
   bool left = stream.cancelled();
   if (!left && !answer.error && !s.ok()) {
@@ -487,7 +546,7 @@ net::awaitable<void> Gateway::RunChat(ChatJob& job, HttpExchange& ex, RequestLog
       answer.has_usage = true;
       co_await Settle(job, answer, log);
     } else {
-      undo();
+      Undo(job);
     }
     if (left) {
       log.error = "client closed the connection";

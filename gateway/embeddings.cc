@@ -26,7 +26,7 @@ HttpError EmbedFailure(const grpc::Status& s) {
 
 }  // namespace
 
-net::awaitable<void> Gateway::HandleEmbeddings(HttpExchange& ex, auth::v1::Identity identity, RequestLog& log) {
+net::awaitable<void> Gateway::HandleEmbeddings(HttpExchange& ex, auth::v1::Identity& identity, RequestLog& log) {
   const ApiProtocol protocol = ApiProtocol::kOpenAI;
   openai::ParsedEmbeddings parsed;
   HttpError error;

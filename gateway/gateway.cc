@@ -324,9 +324,61 @@ net::awaitable<void> Gateway::Serve(HttpExchange& ex) {
                    co_await net::this_coro::executor);
 }
 
+// The coroutines of a request nest for as long as it lasts (a stream: minutes), and each
+// keeps every local of its body in its frame. So the path a chat takes is kept free of
+// the locals of the other routes and of refusals: those run in coroutines of their own
+// (DispatchOther, Refuse), whose frames exist only while they run.
 net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
-  HttpRequest& req = ex.request();
-  const Route* route = FindRoute(req.path);
+  const Route* route = FindRoute(ex.request().path);
+  if (!route || (!route->method.empty() && ex.request().method != route->method))
+    co_return co_await Refuse(ex, route, log);
+  log.route = route->name;
+  switch (route->kind) {
+    case Kind::kHealth:
+    case Kind::kReady:
+    case Kind::kMetrics:
+      co_return co_await DispatchOther(ex, *route, std::nullopt, log);
+    default:
+      break;
+  }
+
+  // Who is asking is decided from the headers, before a byte of the body is read.
+  std::optional<auth::v1::Identity> identity;
+  if (route->auth == Auth::kKey) {
+    identity = co_await Authenticate(ex, route->protocol, log);
+    if (!identity) co_return;
+  } else if (route->auth == Auth::kAdmin && CheckAdminKey(ex.request())) {
+    co_return co_await Refuse(ex, route, log);
+  }
+  if (!co_await ex.ReadBody()) {
+    log.error = "request body not received";
+    co_return;
+  }
+  switch (route->kind) {
+    case Kind::kOpenAiChat:
+      co_return co_await HandleOpenAiChat(ex, *identity, log);
+    case Kind::kEmbeddings:
+      co_return co_await HandleEmbeddings(ex, *identity, log);
+    case Kind::kImages:
+      co_return co_await HandleImages(ex, *identity, log);
+    case Kind::kTasks:
+      co_return co_await HandleTasks(ex, *identity, log);
+    case Kind::kAnthropicMessages:
+      co_return co_await HandleAnthropicMessages(ex, *identity, log);
+    case Kind::kGeminiModel:
+      if (ex.request().path.find(':') != std::string::npos)
+        co_return co_await HandleGemini(ex, *identity, log);
+      break;
+    default:
+      break;
+  }
+  co_await DispatchOther(ex, *route, std::move(identity), log);
+}
+
+// A request refused before its route is served: an unknown path, a method the route does
+// not take, an admin call without the admin key.
+net::awaitable<void> Gateway::Refuse(HttpExchange& ex, const Route* route, RequestLog& log) {
+  const HttpRequest& req = ex.request();
   if (!route) {
     log.route = "unknown";
     co_return co_await SendError(
@@ -342,10 +394,21 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
         {405, absl::StrCat("Method ", req.method, " is not allowed on ", req.path, "."), "", ""}, log,
         std::move(allow));
   }
+  auto error = CheckAdminKey(req);
+  AuditEntry refused;  // a refused admin call is audited too, as unauthenticated
+  WriteAudit(req, log, "unauthenticated", refused, error->status);
+  co_await SendError(ex, route->protocol, *error, log);
+}
+
+// The routes answered in one piece: probes, metrics, the catalog, balance, usage, admin.
+net::awaitable<void> Gateway::DispatchOther(HttpExchange& ex, const Route& route,
+                                            std::optional<auth::v1::Identity> identity,
+                                            RequestLog& log) {
+  HttpRequest& req = ex.request();
   HeaderList id;
   AddRequestId(id, log.request_id);
   const std::string_view text = kTextPlain;
-  switch (route->kind) {
+  switch (route.kind) {
     case Kind::kHealth:
       co_return co_await ex.Send(200, text, std::string(kOk), id);
     case Kind::kReady:
@@ -356,43 +419,12 @@ net::awaitable<void> Gateway::Dispatch(HttpExchange& ex, RequestLog& log) {
     default:
       break;
   }
-
-  // Who is asking is decided from the headers, before a byte of the body is read.
-  std::optional<auth::v1::Identity> identity;
-  if (route->auth == Auth::kKey) {
-    identity = co_await Authenticate(ex, route->protocol, log);
-    if (!identity) co_return;
-  } else if (route->auth == Auth::kAdmin) {
-    if (auto error = CheckAdminKey(req)) {
-      AuditEntry refused;  // a refused admin call is audited too, as unauthenticated
-      WriteAudit(req, log, "unauthenticated", refused, error->status);
-      co_return co_await SendError(ex, route->protocol, *error, log);
-    }
-  }
-  if (!co_await ex.ReadBody()) {
-    log.error = "request body not received";
-    co_return;
-  }
-
   ResponseWriter w;
-  switch (route->kind) {
-    case Kind::kOpenAiChat:
-      co_return co_await HandleOpenAiChat(ex, std::move(*identity), log);
-    case Kind::kEmbeddings:
-      co_return co_await HandleEmbeddings(ex, std::move(*identity), log);
-    case Kind::kImages:
-      co_return co_await HandleImages(ex, std::move(*identity), log);
-    case Kind::kTasks:
-      co_return co_await HandleTasks(ex, std::move(*identity), log);
-    case Kind::kAnthropicMessages:
-      co_return co_await HandleAnthropicMessages(ex, std::move(*identity), log);
+  switch (route.kind) {
     case Kind::kAnthropicCountTokens:
       HandleAnthropicCountTokens(req, *identity, w, log);
       break;
     case Kind::kGeminiModel:
-      if (req.path.find(':') != std::string::npos)
-        co_return co_await HandleGemini(ex, std::move(*identity), log);
-      [[fallthrough]];
     case Kind::kGeminiModels:
       if (req.method != "GET") {
         HttpError e(405, absl::StrCat("Method ", req.method, " is not allowed on ", req.path, "."));

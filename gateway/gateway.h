@@ -94,16 +94,20 @@ class Gateway {
  private:
   boost::asio::awaitable<void> Serve(HttpExchange& ex);
   boost::asio::awaitable<void> Dispatch(HttpExchange& ex, RequestLog& log);
-  boost::asio::awaitable<void> HandleOpenAiChat(HttpExchange& ex, auth::v1::Identity identity,
+  boost::asio::awaitable<void> Refuse(HttpExchange& ex, const Route* route, RequestLog& log);
+  boost::asio::awaitable<void> DispatchOther(HttpExchange& ex, const Route& route,
+                                             std::optional<auth::v1::Identity> identity,
+                                             RequestLog& log);
+  boost::asio::awaitable<void> HandleOpenAiChat(HttpExchange& ex, auth::v1::Identity& identity,
                                                 RequestLog& log);
   void HandleModels(const HttpRequest& req, const auth::v1::Identity& identity,
                     ResponseWriter& w, RequestLog& log);
-  boost::asio::awaitable<void> HandleAnthropicMessages(HttpExchange& ex, auth::v1::Identity identity,
+  boost::asio::awaitable<void> HandleAnthropicMessages(HttpExchange& ex, auth::v1::Identity& identity,
                                                        RequestLog& log);
   void HandleAnthropicCountTokens(const HttpRequest& req, const auth::v1::Identity& identity,
                                   ResponseWriter& w, RequestLog& log);
   // POST /v1beta/models/{model}:generateContent | :streamGenerateContent | :countTokens
-  boost::asio::awaitable<void> HandleGemini(HttpExchange& ex, auth::v1::Identity identity,
+  boost::asio::awaitable<void> HandleGemini(HttpExchange& ex, auth::v1::Identity& identity,
                                             RequestLog& log);
   void HandleGeminiModels(const HttpRequest& req, const auth::v1::Identity& identity,
                           ResponseWriter& w, RequestLog& log);
@@ -153,13 +157,13 @@ class Gateway {
   boost::asio::awaitable<bool> Admit(Admission& admission, HttpExchange& ex, RequestLog& log);
 
   // POST /v1/embeddings (OpenAI).
-  boost::asio::awaitable<void> HandleEmbeddings(HttpExchange& ex, auth::v1::Identity identity,
+  boost::asio::awaitable<void> HandleEmbeddings(HttpExchange& ex, auth::v1::Identity& identity,
                                                 RequestLog& log);
   // POST /v1/images/generations (OpenAI), on the task pipeline: waits for the task within
   // gateway.image_wait_seconds.
-  boost::asio::awaitable<void> HandleImages(HttpExchange& ex, auth::v1::Identity identity, RequestLog& log);
+  boost::asio::awaitable<void> HandleImages(HttpExchange& ex, auth::v1::Identity& identity, RequestLog& log);
   // /v1/tasks: POST (create), GET (list); /v1/tasks/{id}: GET; /v1/tasks/{id}/cancel: POST.
-  boost::asio::awaitable<void> HandleTasks(HttpExchange& ex, auth::v1::Identity identity, RequestLog& log);
+  boost::asio::awaitable<void> HandleTasks(HttpExchange& ex, auth::v1::Identity& identity, RequestLog& log);
   // Resolves a media model, admits it (rate limit, and a hold of its most costly outcome)
   // and creates its task. Answers the caller itself and returns nullopt on any failure.
   struct MediaJob;
@@ -173,6 +177,16 @@ class Gateway {
   // The orchestration of one chat request, shared by every protocol.
   struct ChatJob;
   boost::asio::awaitable<void> RunChat(ChatJob& job, HttpExchange& ex, RequestLog& log);
+  boost::asio::awaitable<bool> AdmitChat(ChatJob& job, HttpExchange& ex, RequestLog& log);
+  boost::asio::awaitable<void> FailBeforeOutput(ChatJob& job, ChatCall& chat,
+                                                connector::v1::ChatChunk& chunk, bool got,
+                                                HttpExchange& ex, RequestLog& log);
+  boost::asio::awaitable<void> AnswerWhole(ChatJob& job, ChatCall& chat, connector::v1::ChatChunk& chunk,
+                                           HttpExchange& ex, RequestLog& log);
+  boost::asio::awaitable<void> AnswerStream(ChatJob& job, ChatCall& chat, connector::v1::ChatChunk& chunk,
+                                            HttpExchange& ex, RequestLog& log);
+  // Gives back the lease and the hold of a chat that is not charged.
+  void Undo(const ChatJob& job);
   boost::asio::awaitable<void> Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log);
   static billing::v1::SettleRequest SettleTemplate(const ChatJob& job, const ChatAnswer& answer);
   // Before a stream sends output: the outbox's allowance covers all the output text sent

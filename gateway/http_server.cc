@@ -195,6 +195,10 @@ class Exchange : public HttpExchange {
     streaming_ = true;
     status_ = status;
     if (gone_) co_return false;
+    // A stream holds its connection for as long as it lasts: what reading the request
+    // took (the read buffer, the parser's copy of the header fields) is given back now.
+    if (buffer_.size() == 0) buffer_.shrink_to_fit();
+    parser_.get().base().clear();
     http::response<http::empty_body> res{static_cast<http::status>(status), req_version()};
     res.set(http::field::server, "nexusflow");
     res.set(http::field::content_type, content_type);

@@ -156,7 +156,7 @@ net::awaitable<std::optional<connector::v1::Task>> Gateway::CreateMediaTask(Medi
   co_return task;
 }
 
-net::awaitable<void> Gateway::HandleTasks(HttpExchange& ex, auth::v1::Identity identity, RequestLog& log) {
+net::awaitable<void> Gateway::HandleTasks(HttpExchange& ex, auth::v1::Identity& identity, RequestLog& log) {
   const HttpRequest& req = ex.request();
   const ApiProtocol protocol = ApiProtocol::kNexusFlow;
   HeaderList headers;
@@ -248,7 +248,7 @@ net::awaitable<void> Gateway::HandleTasks(HttpExchange& ex, auth::v1::Identity i
   co_return co_await ex.Send(200, kJson, media::TaskBody(task), std::move(headers));
 }
 
-net::awaitable<void> Gateway::HandleImages(HttpExchange& ex, auth::v1::Identity identity, RequestLog& log) {
+net::awaitable<void> Gateway::HandleImages(HttpExchange& ex, auth::v1::Identity& identity, RequestLog& log) {
   const ApiProtocol protocol = ApiProtocol::kOpenAI;
   MediaJob job;
   job.identity = &identity;

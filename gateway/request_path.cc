@@ -50,10 +50,10 @@ class LocalCall {
 class GrpcChatReader : public grpc::ClientReadReactor<connector::v1::ChatChunk> {
  public:
   static void Start(connector::v1::ProviderConnectorService::Stub* stub,
-                    const connector::v1::ChatCall& call,
+                    connector::v1::ChatCall call,
                     std::chrono::system_clock::time_point deadline,
                     std::shared_ptr<ChatStream> stream) {
-    auto r = std::shared_ptr<GrpcChatReader>(new GrpcChatReader(call, deadline, stream));
+    auto r = std::shared_ptr<GrpcChatReader>(new GrpcChatReader(std::move(call), deadline, stream));
     r->self_ = r;
     std::weak_ptr<GrpcChatReader> weak = r;
     stream->SetOnCancel([r] { r->ctx_.TryCancel(); });
@@ -68,6 +68,12 @@ class GrpcChatReader : public grpc::ClientReadReactor<connector::v1::ChatChunk> 
   void OnReadDone(bool ok) override {
     if (!ok) return;
     std::lock_guard<std::mutex> lock(mu_);
+    if (!call_released_) {
+      // The connector answered, so it has the request: its prompt is not kept while the
+      // stream lasts (swapped out and freed; Clear would keep the memory for reuse).
+      connector::v1::ChatCall().Swap(&call_);
+      call_released_ = true;
+    }
     stream_->Push(std::move(chunk_));
     chunk_.Clear();
     if (stream_->full()) {
@@ -88,9 +94,9 @@ class GrpcChatReader : public grpc::ClientReadReactor<connector::v1::ChatChunk> 
   }
 
  private:
-  GrpcChatReader(const connector::v1::ChatCall& call, std::chrono::system_clock::time_point deadline,
+  GrpcChatReader(connector::v1::ChatCall call, std::chrono::system_clock::time_point deadline,
                  std::shared_ptr<ChatStream> stream)
-      : call_(call), stream_(std::move(stream)) {
+      : call_(std::move(call)), stream_(std::move(stream)) {
     ctx_.set_deadline(deadline);
   }
 
@@ -108,6 +114,7 @@ class GrpcChatReader : public grpc::ClientReadReactor<connector::v1::ChatChunk> 
   std::mutex mu_;
   bool paused_ = false;
   bool done_ = false;
+  bool call_released_ = false;
   std::shared_ptr<GrpcChatReader> self_;  // alive until OnDone
 };
 
@@ -257,13 +264,13 @@ net::awaitable<grpc::Status> RequestPath::Embed(const connector::v1::EmbedCall& 
 }
 
 net::awaitable<std::unique_ptr<ChatCall>> RequestPath::Chat(
-    const connector::v1::ChatCall& call, std::chrono::system_clock::time_point deadline) {
+    connector::v1::ChatCall call, std::chrono::system_clock::time_point deadline) {
   auto stream = std::make_shared<ChatStream>(co_await net::this_coro::executor);
   if (local_.connector) {
-    local_.connector->StartChat(call, stream);
+    local_.connector->StartChat(std::move(call), stream);
     co_return std::make_unique<ChatCall>(std::move(stream), true);
   }
-  GrpcChatReader::Start(backends_.connector.get(), call, deadline, stream);
+  GrpcChatReader::Start(backends_.connector.get(), std::move(call), deadline, stream);
   co_return std::make_unique<ChatCall>(std::move(stream), false);
 }
 

@@ -68,7 +68,7 @@ class RequestPath {
                                              std::chrono::system_clock::time_point deadline);
   // Starts the provider stream, delivered to the calling coroutine's loop.
   boost::asio::awaitable<std::unique_ptr<ChatCall>> Chat(
-      const connector::v1::ChatCall& call, std::chrono::system_clock::time_point deadline);
+      connector::v1::ChatCall call, std::chrono::system_clock::time_point deadline);
 
  private:
   Backends& backends_;

@@ -64,13 +64,13 @@ constexpr size_t kMaxSseEvent = 4 << 20;
 class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
  public:
   ChatAttempt(const Config::ProviderConnector& config, HttpClient& http, DeploymentHealth& health,
-              const pb::ChatCall& call, std::shared_ptr<StreamSink<pb::ChatChunk>> writer)
+              pb::ChatCall call, std::shared_ptr<StreamSink<pb::ChatChunk>> writer)
       : config_(config),
         http_(http),
         health_(health),
-        call_(call),
+        call_(std::move(call)),
         writer_(std::move(writer)),
-        prompt_estimate_(EstimatePromptTokens(call.request())) {}
+        prompt_estimate_(EstimatePromptTokens(call_.request())) {}
 
   void Begin() {
     auto self = shared_from_this();
@@ -252,6 +252,16 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
     }
     for (auto& e : events) MarkStart(e);
     Send(events);
+    // Once the answer has started, no other deployment can take over: the prompt, which a
+    // retry would send again, is not kept for the rest of the stream.
+    if (!prompt_released_ && ((decoder_ && decoder_->started()) || relayed_)) {
+      // Swapped out, not cleared: a cleared repeated field keeps its elements for reuse.
+      auto* r = call_.mutable_request();
+      google::protobuf::RepeatedPtrField<llm::v1::Message>().Swap(r->mutable_messages());
+      google::protobuf::RepeatedPtrField<llm::v1::Tool>().Swap(r->mutable_tools());
+      r->clear_raw();
+      prompt_released_ = true;
+    }
     return !writer_->cancelled();
   }
 
@@ -433,6 +443,7 @@ class ChatAttempt : public std::enable_shared_from_this<ChatAttempt> {
   CircuitBreaker::Ticket ticket_;  // the current attempt's pass through its circuit
   std::function<bool(std::string_view, std::string_view)> relay_event_;  // event by event
   bool relayed_ = false;      // some of it was
+  bool prompt_released_ = false;  // the request's prompt was dropped once the answer started
   uint64_t transfer_id_ = 0;
   bool stream_ = false;
   bool first_byte_ = false;
@@ -634,13 +645,13 @@ ProviderConnectorService::ProviderConnectorService(const Config::ProviderConnect
 
 ProviderConnectorService::~ProviderConnectorService() = default;
 
-void ProviderConnectorService::StartChat(const pb::ChatCall& call,
+void ProviderConnectorService::StartChat(pb::ChatCall call,
                                          std::shared_ptr<StreamSink<pb::ChatChunk>> sink) {
   if (call.candidates_size() == 0) {
     sink->Finish(grpc::Status(grpc::INVALID_ARGUMENT, "no candidate deployments"));
     return;
   }
-  auto attempt = std::make_shared<ChatAttempt>(config_, http_, health_, call, std::move(sink));
+  auto attempt = std::make_shared<ChatAttempt>(config_, http_, health_, std::move(call), std::move(sink));
   attempt->Begin();
 }
 

@@ -31,7 +31,7 @@ class ProviderConnectorService : public pb::ProviderConnectorService::CallbackSe
                                                const pb::ChatCall* call) override;
 
   // The logic behind Chat, for a caller in the same process: chunks go to `sink`.
-  void StartChat(const pb::ChatCall& call, std::shared_ptr<StreamSink<pb::ChatChunk>> sink);
+  void StartChat(pb::ChatCall call, std::shared_ptr<StreamSink<pb::ChatChunk>> sink);
 
   grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* ctx, const pb::EmbedCall* call,
                                   llm::v1::EmbedResponse* response) override;
