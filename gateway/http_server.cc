@@ -57,6 +57,10 @@ using Clock = std::chrono::steady_clock;
 // syscall, and a request would make several. A deadline may thus pass by up to one
 // interval before its connection is cut.
 constexpr auto kSweepInterval = std::chrono::milliseconds(200);
+// At most this many connections are cut a sweep on each loop; the rest at the next. Slow
+// connections opened together (a slowloris run) reach their deadline together: cut all
+// at once, they and the reconnections that follow stall the loop's requests in a burst.
+constexpr int kMaxCutsPerSweep = 64;
 
 struct HttpServer::Connection {
   explicit Connection(tcp::socket s) : socket(std::move(s)) {}
@@ -495,8 +499,10 @@ net::awaitable<void> Sweep(std::shared_ptr<Shared> shared, int loop) {
     timer.expires_after(kSweepInterval);
     co_await timer.async_wait(kNoThrow);
     auto now = Clock::now();
+    int cuts = 0;
     for (Connection* c : shared->connections[loop]) {
       if (c->deadline > now) continue;
+      if (++cuts > kMaxCutsPerSweep) break;
       c->timed_out = true;
       c->Unexpire();
       boost::system::error_code ec;
