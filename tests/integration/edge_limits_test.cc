@@ -115,6 +115,18 @@ int OpenServed(const char* from) {
   return -1;
 }
 
+// A connection from `from` is answered `status_line` with retry-after and the error code
+// `code`, without sending a byte, and then closed.
+void ExpectRefused(const char* from, const std::string& status_line, const std::string& code) {
+  int fd = Connect(from);
+  ASSERT_GE(fd, 0) << "could not connect from " << from;
+  std::string answer = ReadToClose(fd, 5000);
+  close(fd);
+  EXPECT_EQ(answer.rfind(status_line, 0), 0u) << answer;
+  EXPECT_NE(answer.find("Retry-After: 1\r\n"), std::string::npos) << answer;
+  EXPECT_NE(answer.find("\"" + code + "\""), std::string::npos) << answer;
+}
+
 class EdgeLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -180,26 +192,14 @@ TEST_F(EdgeLimitsTest, OverThePerAddressCapIs429AndOverTheTotalCap503BothWithRet
   for (int fd : held) ASSERT_GE(fd, 0) << "a connection within the caps was not served";
 
   // A fourth from the same address is refused before a byte is read, then closed.
-  int fourth = Connect("127.0.0.1");
-  ASSERT_GE(fourth, 0);
-  std::string refused = ReadToClose(fourth, 5000);
-  close(fourth);
-  EXPECT_EQ(refused.rfind("HTTP/1.1 429", 0), 0u) << refused;
-  EXPECT_NE(refused.find("Retry-After: 1\r\n"), std::string::npos) << refused;
-  EXPECT_NE(refused.find("\"too_many_connections\""), std::string::npos) << refused;
+  ExpectRefused("127.0.0.1", "HTTP/1.1 429", "too_many_connections");
 
   // Other addresses are still served, up to the total cap of 8.
   for (const char* from : {"127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"}) {
     held.push_back(OpenServed(from));
     ASSERT_GE(held.back(), 0) << "a connection from " << from << " within the caps was not served";
   }
-  int ninth = Connect("127.0.0.4");
-  ASSERT_GE(ninth, 0);
-  std::string full = ReadToClose(ninth, 5000);
-  close(ninth);
-  EXPECT_EQ(full.rfind("HTTP/1.1 503", 0), 0u) << full;
-  EXPECT_NE(full.find("Retry-After: 1\r\n"), std::string::npos) << full;
-  EXPECT_NE(full.find("\"service_unavailable\""), std::string::npos) << full;
+  ExpectRefused("127.0.0.4", "HTTP/1.1 503", "service_unavailable");
 
   // A connection that closes gives its place back.
   close(held.back());
