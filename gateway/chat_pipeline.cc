@@ -383,6 +383,19 @@ net::awaitable<bool> Gateway::AdmitChat(ChatJob& job, HttpExchange& ex, RequestL
   co_return admitted;
 }
 
+// An answer cut short (the client left, or the upstream failed after output): what the
+// provider produced is charged, on its usage when it reported one, else on what arrived;
+// an answer with no output at all is not charged.
+net::awaitable<void> Gateway::SettleWhatArrived(ChatJob& job, ChatAnswer& answer, RequestLog& log) {
+  if (!HasOutput(answer) && !answer.has_usage) {
+    Undo(job);
+    co_return;
+  }
+  answer.usage = UsageOfWhatArrived(answer, job.prompt_estimate);
+  answer.has_usage = true;
+  co_await Settle(job, answer, log);
+}
+
 void Gateway::Undo(const ChatJob& job) {
   path_.ReleaseLease(job.lease_id, 0);
   path_.ReleaseHold(job.hold_id);
@@ -463,12 +476,7 @@ net::awaitable<void> Gateway::AnswerWhole(ChatJob& job, ChatCall& chat, connecto
   if (stream.cancelled()) {
     // The caller left before the answer was whole: bill what the provider produced.
     log.error = "client closed the connection";
-    if (HasOutput(answer) || answer.has_usage) {
-      answer.usage = UsageOfWhatArrived(answer, job.prompt_estimate);
-      co_await Settle(job, answer, log);
-    } else {
-      Undo(job);
-    }
+    co_await SettleWhatArrived(job, answer, log);
     co_return co_await ex.Send(499, "application/json", "", headers);
   }
   if (!answer.error && !s.ok()) answer.error = llm::v1::StreamError{}, answer.error->set_http_status(502), answer.error->set_message(s.error_message());
@@ -541,13 +549,7 @@ net::awaitable<void> Gateway::AnswerStream(ChatJob& job, ChatCall& chat, connect
   if (left || answer.error) {
     // Output reached the client (or the provider made it for a client who left): it is
     // charged, on the provider's usage when it reported one, else on what arrived.
-    if (HasOutput(answer) || answer.has_usage) {
-      answer.usage = UsageOfWhatArrived(answer, job.prompt_estimate);
-      answer.has_usage = true;
-      co_await Settle(job, answer, log);
-    } else {
-      Undo(job);
-    }
+    co_await SettleWhatArrived(job, answer, log);
     if (left) {
       log.error = "client closed the connection";
     } else {

@@ -394,6 +394,7 @@ net::awaitable<void> Gateway::Refuse(HttpExchange& ex, const Route* route, Reque
         {405, absl::StrCat("Method ", req.method, " is not allowed on ", req.path, "."), "", ""}, log,
         std::move(allow));
   }
+  // Else Dispatch found the admin key missing or wrong.
   auto error = CheckAdminKey(req);
   AuditEntry refused;  // a refused admin call is audited too, as unauthenticated
   WriteAudit(req, log, "unauthenticated", refused, error->status);

@@ -185,6 +185,7 @@ class Gateway {
                                            HttpExchange& ex, RequestLog& log);
   boost::asio::awaitable<void> AnswerStream(ChatJob& job, ChatCall& chat, connector::v1::ChatChunk& chunk,
                                             HttpExchange& ex, RequestLog& log);
+  boost::asio::awaitable<void> SettleWhatArrived(ChatJob& job, ChatAnswer& answer, RequestLog& log);
   // Gives back the lease and the hold of a chat that is not charged.
   void Undo(const ChatJob& job);
   boost::asio::awaitable<void> Settle(ChatJob& job, const ChatAnswer& answer, RequestLog& log);
