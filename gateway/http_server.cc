@@ -1,6 +1,7 @@
 #include "gateway/http_server.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -17,11 +18,14 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <unordered_set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "libs/metrics/metrics.h"
+#include "prometheus/counter.h"
 
 namespace nexusflow::gateway {
 
@@ -61,17 +65,65 @@ constexpr auto kSweepInterval = std::chrono::milliseconds(200);
 // connections opened together (a slowloris run) reach their deadline together: cut all
 // at once, they and the reconnections that follow stall the loop's requests in a burst.
 constexpr int kMaxCutsPerSweep = 64;
+// A request whose header is still incomplete this long after its first byte moves to the
+// intake: one thread at the lowest scheduling priority that polls such connections every
+// kSweepInterval (a non-blocking read each, no epoll registration, so a dripped byte wakes
+// nobody) and hands a connection back to its loop once its header is whole. A client's
+// header normally arrives in one read; a slow or hostile one (a slowloris connection
+// dripping a byte a second) then costs the loops serving requests two reads, and the
+// cores a few batched reads a second on a thread that only runs in their idle time. A
+// slow header's wait grows by up to one interval.
+constexpr auto kSlowHeader = std::chrono::milliseconds(100);
+constexpr int kIntakeNice = 19;
+// The intake cuts at most this many connections a pass (as the loops' sweeps, together).
+constexpr int kMaxIntakeCutsPerPass = 2 * kMaxCutsPerSweep;
+
+using RequestParser = http::request_parser<http::string_body>;
+
+struct EdgeCounters {
+  prometheus::Counter& slow_headers;
+  prometheus::Counter& deadline_cuts;
+};
+
+EdgeCounters& Counters() {
+  static EdgeCounters c{
+      prometheus::BuildCounter()
+          .Name("nexusflow_gateway_slow_headers_total")
+          .Help("Requests whose header was still incomplete 100 ms after its first byte, "
+                "read on in the low-priority intake loop")
+          .Register(MetricsRegistry())
+          .Add({}),
+      prometheus::BuildCounter()
+          .Name("nexusflow_gateway_deadline_cuts_total")
+          .Help("Client connections cut at a deadline: idle, header, body or send")
+          .Register(MetricsRegistry())
+          .Add({})};
+  return c;
+}
 
 struct HttpServer::Connection {
   explicit Connection(tcp::socket s) : socket(std::move(s)) {}
+  ~Connection() {
+    if (fd >= 0) ::close(fd);
+  }
   tcp::socket socket;
   Clock::time_point deadline = Clock::time_point::max();  // of the operation under way
   bool timed_out = false;           // the sweep cut it
   std::string ip;
+  std::string remote;               // ip:port
+  int loop = 0;                     // the loop serving its requests
   void Expire(Clock::duration d) { deadline = Clock::now() + d; }
   void Unexpire() { deadline = Clock::time_point::max(); }
   bool idle = true;                 // waiting for a request: closed at once by a drain
   std::function<void()> on_gone;    // the exchange's client watcher, if any
+  // The request being read; both travel with the connection to the intake and back.
+  beast::flat_buffer buffer;        // grows to what a request needs (the parser caps it)
+  std::optional<RequestParser> parser;
+  Clock::time_point header_started;
+  bool resumed = false;             // back from the intake with its header read
+  boost::system::error_code header_error;  // what the intake's parse found
+  int fd = -1;                      // on the intake: the descriptor, out of any loop's reactor
+  tcp protocol = tcp::v4();
 };
 
 struct HttpServer::Shared {
@@ -92,6 +144,12 @@ struct HttpServer::Shared {
   // By loop; each set is touched only on its own loop's thread.
   std::vector<std::unordered_set<Connection*>> connections;
   std::atomic<bool> stopped{false};  // the sweeps end
+  EventLoops* intake = nullptr;
+  // The connections the intake polls; touched only on its thread.
+  std::vector<std::unique_ptr<Connection>> slow;
+
+  int intake_index() const { return loops.size(); }
+  net::io_context& io(int index) { return index == intake_index() ? intake->at(0) : loops.at(index); }
 
   std::string ErrorBody(std::string_view path, int status, const std::string& message,
                         const std::string& code) const {
@@ -122,8 +180,8 @@ void RefuseAndClose(tcp::socket& socket, int status, const char* reason, const s
 
 class Exchange : public HttpExchange {
  public:
-  Exchange(Shared& shared, Connection& conn, beast::flat_buffer& buffer,
-           http::request_parser<http::string_body>& parser, HttpRequest& req, bool keep_alive)
+  Exchange(Shared& shared, Connection& conn, beast::flat_buffer& buffer, RequestParser& parser,
+           HttpRequest& req, bool keep_alive)
       : shared_(shared), conn_(conn), buffer_(buffer), parser_(parser), req_(req),
         keep_alive_(keep_alive) {}
 
@@ -307,7 +365,7 @@ class Exchange : public HttpExchange {
   Shared& shared_;
   Connection& conn_;
   beast::flat_buffer& buffer_;
-  http::request_parser<http::string_body>& parser_;
+  RequestParser& parser_;
   HttpRequest& req_;
   bool keep_alive_;
   bool body_read_ = false;
@@ -349,36 +407,132 @@ void FillRequest(const http::request<http::string_body>& msg, const std::string&
   req.remote = remote;
 }
 
+// Gives back what a connection holds of the server's counts; the socket closes.
+void Close(Shared& shared, Connection& conn) {
+  boost::system::error_code ec;
+  conn.socket.shutdown(tcp::socket::shutdown_both, ec);
+  conn.socket.close(ec);
+  if (conn.fd >= 0) {
+    ::shutdown(conn.fd, SHUT_RDWR);
+    ::close(conn.fd);
+    conn.fd = -1;
+  }
+  if (shared.options.max_connections_per_ip > 0) {
+    std::lock_guard<std::mutex> lock(shared.mu);
+    if (--shared.per_ip[conn.ip] <= 0) shared.per_ip.erase(conn.ip);
+  }
+  if (shared.active.fetch_sub(1) == 1) {
+    std::lock_guard<std::mutex> lock(shared.mu);
+    shared.cv.notify_all();
+  }
+}
+
+net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Connection> conn);
+
+// Moves a connection to the intake (`to` < 0) or to loop `to`, and goes on there. The
+// descriptor stays open; only who watches it changes.
+void MoveConnection(std::shared_ptr<Shared> shared, std::unique_ptr<Connection> conn, int to) {
+  boost::system::error_code ec;
+  if (conn->fd < 0) {
+    conn->protocol = conn->socket.local_endpoint(ec).protocol();
+    if (!ec) conn->fd = conn->socket.release(ec);
+    if (ec) {
+      Close(*shared, *conn);
+      return;
+    }
+  }
+  if (to < 0) {
+    net::post(shared->intake->at(0), [shared, conn = std::move(conn)]() mutable {
+      shared->slow.push_back(std::move(conn));
+    });
+    return;
+  }
+  auto& io = shared->loops.at(to);
+  net::post(io, [shared, conn = std::move(conn), &io]() mutable {
+    int fd = std::exchange(conn->fd, -1);
+    conn->socket = tcp::socket(io, conn->protocol, fd);
+    net::co_spawn(io, Serve(shared, std::move(conn)), net::detached);
+  });
+}
+
+enum class HeaderRead { kDone, kSlow };
+
+// Parses what the connection's buffer holds and reads until the request's header is whole
+// or fails (`ec`); returns kSlow instead of reading on once the header has been under way
+// for kSlowHeader.
+net::awaitable<HeaderRead> ReadHeader(Connection& conn, boost::system::error_code& ec) {
+  auto& parser = *conn.parser;
+  auto& buffer = conn.buffer;
+  while (true) {
+    if (buffer.size() > 0) {
+      size_t used = parser.put(buffer.data(), ec);
+      buffer.consume(used);
+      if (ec != http::error::need_more) co_return HeaderRead::kDone;  // whole, or malformed
+      ec = {};
+    }
+    if (Clock::now() - conn.header_started >= kSlowHeader) co_return HeaderRead::kSlow;
+    size_t room = std::max<size_t>(512, buffer.capacity() - buffer.size());
+    auto [e, n] = co_await conn.socket.async_read_some(buffer.prepare(std::min<size_t>(room, 65536)), kNoThrow);
+    if (e == net::error::eof) {
+      // As Beast's reads do: a header cut short is a partial message, none at all the end.
+      if (parser.got_some())
+        parser.put_eof(ec);
+      else
+        ec = http::error::end_of_stream;
+      co_return HeaderRead::kDone;
+    }
+    if (e) {
+      ec = e;
+      co_return HeaderRead::kDone;
+    }
+    buffer.commit(n);
+  }
+}
+
 // Serves one connection, request after request, on the loop that owns its socket.
-net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Connection> conn,
-                           int loop) {
+net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Connection> conn) {
   const auto& o = shared->options;
-  auto& registry = shared->connections[loop];
+  auto& registry = shared->connections[conn->loop];
   registry.insert(conn.get());
-  std::string remote;
-  {
+  if (conn->remote.empty()) {
     boost::system::error_code ec;
     auto ep = conn->socket.remote_endpoint(ec);
-    if (!ec) remote = absl::StrCat(ep.address().to_string(), ":", ep.port());
+    if (!ec) conn->remote = absl::StrCat(ep.address().to_string(), ":", ep.port());
   }
-  beast::flat_buffer buffer;  // grows to what a request needs (the parser caps headers and body)
-  while (!shared->draining.load(std::memory_order_relaxed)) {
-    conn->idle = true;
-    if (buffer.size() == 0) {
-      // Idle keep-alive: wait for the first byte of the next request.
-      conn->Expire(std::chrono::seconds(o.idle_timeout_seconds));
-      auto [ec, n] = co_await conn->socket.async_read_some(buffer.prepare(4096), kNoThrow);
-      conn->Unexpire();
-      if (ec) break;
-      buffer.commit(n);
+  auto& buffer = conn->buffer;
+  // A connection back from the intake serves the request it brought, draining or not.
+  while (conn->resumed || !shared->draining.load(std::memory_order_relaxed)) {
+    boost::system::error_code ec;
+    if (conn->resumed) {
+      conn->resumed = false;
+      ec = conn->header_error;
+    } else {
+      conn->parser.reset();  // the last request's header fields are not kept while idle
+      conn->idle = true;
+      if (buffer.size() == 0) {
+        // Idle keep-alive: wait for the first byte of the next request.
+        conn->Expire(std::chrono::seconds(o.idle_timeout_seconds));
+        auto [e, n] = co_await conn->socket.async_read_some(buffer.prepare(4096), kNoThrow);
+        conn->Unexpire();
+        if (e) break;
+        buffer.commit(n);
+      }
+      conn->idle = false;
+      conn->parser.emplace();
+      conn->parser->header_limit(static_cast<uint32_t>(o.max_header_bytes));
+      conn->parser->body_limit(static_cast<uint64_t>(o.max_body_bytes));
+      conn->header_started = Clock::now();
+      conn->Expire(std::chrono::milliseconds(o.header_timeout_ms));
+      if (co_await ReadHeader(*conn, ec) == HeaderRead::kSlow) {
+        // The deadline goes with it: the intake's sweep enforces it.
+        Counters().slow_headers.Increment();
+        registry.erase(conn.get());
+        MoveConnection(shared, std::move(conn), -1);
+        co_return;
+      }
     }
-    conn->idle = false;
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(static_cast<uint32_t>(o.max_header_bytes));
-    parser.body_limit(static_cast<uint64_t>(o.max_body_bytes));
-    conn->Expire(std::chrono::milliseconds(o.header_timeout_ms));
-    auto [ec, n] = co_await http::async_read_header(conn->socket, buffer, parser, kNoThrow);
     conn->Unexpire();
+    auto& parser = *conn->parser;
     HttpRequest req;
     if (ec) {
       if (conn->timed_out || ec == http::error::end_of_stream ||
@@ -388,7 +542,7 @@ net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Conne
       if (ec == http::error::body_limit) {
         // The headers are complete and announce a body over the limit (Content-Length):
         // refused before a byte of it is read, in the path's protocol.
-        FillRequest(parser.get(), remote, req);
+        FillRequest(parser.get(), conn->remote, req);
         Exchange ex(*shared, *conn, buffer, parser, req, false);
         co_await ex.SendError(413, "Request body too large.", "request_too_large");
         break;
@@ -404,7 +558,7 @@ net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Conne
       }
       break;
     }
-    FillRequest(parser.get(), remote, req);
+    FillRequest(parser.get(), conn->remote, req);
     bool keep_alive = parser.get().keep_alive();
     Exchange ex(*shared, *conn, buffer, parser, req, keep_alive);
     size_t header_count = std::distance(parser.get().begin(), parser.get().end());
@@ -426,16 +580,73 @@ net::awaitable<void> Serve(std::shared_ptr<Shared> shared, std::unique_ptr<Conne
     if (failed || !ex.reusable()) break;
   }
   registry.erase(conn.get());
-  boost::system::error_code ec;
-  conn->socket.shutdown(tcp::socket::shutdown_both, ec);
-  conn->socket.close(ec);
-  if (o.max_connections_per_ip > 0) {
-    std::lock_guard<std::mutex> lock(shared->mu);
-    if (--shared->per_ip[conn->ip] <= 0) shared->per_ip.erase(conn->ip);
+  Close(*shared, *conn);
+}
+
+enum class Polled { kWaiting, kWhole, kGone };
+
+// Reads what a slow connection's client sent since the last pass, without waiting.
+Polled PollHeader(Connection& conn) {
+  auto& parser = *conn.parser;
+  auto& buffer = conn.buffer;
+  while (true) {
+    size_t room = std::min<size_t>(std::max<size_t>(512, buffer.capacity() - buffer.size()), 65536);
+    auto space = buffer.prepare(room);
+    ssize_t n = ::recv(conn.fd, space.data(), space.size(), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Polled::kWaiting;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Polled::kGone;
+    if (n == 0) {
+      // As Beast's reads do: a header cut short is a partial message, none at all the end.
+      if (!parser.got_some()) return Polled::kGone;
+      parser.put_eof(conn.header_error);
+      return Polled::kWhole;
+    }
+    buffer.commit(static_cast<size_t>(n));
+    boost::system::error_code ec;
+    size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec != http::error::need_more) {
+      conn.header_error = ec;  // none: the header is whole; else what the loop answers
+      return Polled::kWhole;
+    }
   }
-  if (shared->active.fetch_sub(1) == 1) {
-    std::lock_guard<std::mutex> lock(shared->mu);
-    shared->cv.notify_all();
+}
+
+// The intake's pass over its connections every kSweepInterval: reads, hands back the
+// ones whose header is whole (the loop answers a malformed one as it would have), cuts
+// the ones past their deadline.
+net::awaitable<void> PollSlow(std::shared_ptr<Shared> shared) {
+  net::steady_timer timer(co_await net::this_coro::executor);
+  auto& slow = shared->slow;
+  while (!shared->stopped.load(std::memory_order_relaxed)) {
+    timer.expires_after(kSweepInterval);
+    co_await timer.async_wait(kNoThrow);
+    auto now = Clock::now();
+    int cuts = 0;
+    for (size_t i = 0; i < slow.size();) {
+      Connection& c = *slow[i];
+      Polled state = PollHeader(c);
+      if (state == Polled::kWaiting && c.deadline <= now && cuts < kMaxIntakeCutsPerPass) {
+        ++cuts;
+        Counters().deadline_cuts.Increment();
+        state = Polled::kGone;
+      }
+      if (state == Polled::kWaiting) {
+        ++i;
+        continue;
+      }
+      std::unique_ptr<Connection> conn = std::move(slow[i]);
+      slow[i] = std::move(slow.back());
+      slow.pop_back();
+      if (state == Polled::kGone) {
+        Close(*shared, *conn);
+        continue;
+      }
+      conn->resumed = true;
+      int loop = conn->loop;
+      MoveConnection(shared, std::move(conn), loop);
+    }
   }
 }
 
@@ -487,7 +698,8 @@ net::awaitable<void> Accept(std::shared_ptr<Shared> shared) {
     net::post(io, [shared, &io, protocol, fd, ip = std::move(ip), loop]() mutable {
       auto conn = std::make_unique<Connection>(tcp::socket(io, protocol, fd));
       conn->ip = std::move(ip);
-      net::co_spawn(io, Serve(shared, std::move(conn), loop), net::detached);
+      conn->loop = loop;
+      net::co_spawn(io, Serve(shared, std::move(conn)), net::detached);
     });
   }
 }
@@ -503,6 +715,7 @@ net::awaitable<void> Sweep(std::shared_ptr<Shared> shared, int loop) {
     for (Connection* c : shared->connections[loop]) {
       if (c->deadline > now) continue;
       if (++cuts > kMaxCutsPerSweep) break;
+      Counters().deadline_cuts.Increment();
       c->timed_out = true;
       c->Unexpire();
       boost::system::error_code ec;
@@ -512,13 +725,14 @@ net::awaitable<void> Sweep(std::shared_ptr<Shared> shared, int loop) {
   }
 }
 
-// Runs `fn` on every loop and waits for all of them.
-void OnEveryLoop(EventLoops& loops, const std::function<void(int)>& fn) {
+// Runs `fn` on every loop, the intake included, and waits for all of them.
+void OnEveryLoop(Shared& shared, const std::function<void(int)>& fn) {
   std::mutex mu;
   std::condition_variable cv;
-  int left = loops.size();
-  for (int i = 0; i < loops.size(); ++i) {
-    net::post(loops.at(i), [&, i] {
+  int loops = shared.intake ? shared.intake_index() + 1 : shared.loops.size();
+  int left = loops;
+  for (int i = 0; i < loops; ++i) {
+    net::post(shared.io(i), [&, i] {
       fn(i);
       std::lock_guard<std::mutex> lock(mu);
       if (--left == 0) cv.notify_all();
@@ -565,8 +779,12 @@ absl::Status HttpServer::Start() {
   if (ec)
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen, ": ", ec.message()));
   port_ = acc.local_endpoint().port();
+  Counters();  // exported from the start, at zero
+  intake_ = std::make_unique<EventLoops>(1, "nf-intake-", kIntakeNice);
+  shared_->intake = intake_.get();
   net::co_spawn(loops_.at(0), Accept(shared_), net::detached);
   for (int i = 0; i < loops_.size(); ++i) net::co_spawn(loops_.at(i), Sweep(shared_, i), net::detached);
+  net::co_spawn(intake_->at(0), PollSlow(shared_), net::detached);
   return absl::OkStatus();
 }
 
@@ -574,12 +792,13 @@ void HttpServer::Drain(int grace_seconds) {
   if (shared_->draining.exchange(true)) return;
   auto shared = shared_;
   // Stop accepting: new connections are refused from here on.
-  OnEveryLoop(loops_, [shared](int i) {
+  OnEveryLoop(*shared_, [shared](int i) {
     if (i != 0 || !shared->acceptor) return;
     boost::system::error_code ec;
     shared->acceptor->close(ec);
   });
   auto close_idle = [shared](int i) {
+    if (i == shared->intake_index()) return;  // a slow header is a request under way
     for (Connection* c : shared->connections[i]) {
       if (!c->idle) continue;
       boost::system::error_code ec;
@@ -587,18 +806,23 @@ void HttpServer::Drain(int grace_seconds) {
       c->socket.cancel(ec);
     }
   };
-  OnEveryLoop(loops_, close_idle);
+  OnEveryLoop(*shared_, close_idle);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(grace_seconds);
   while (shared_->active.load() > 0 && std::chrono::steady_clock::now() < deadline) {
     {
       std::unique_lock<std::mutex> lock(shared_->mu);
       shared_->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return shared_->active.load() == 0; });
     }
-    OnEveryLoop(loops_, close_idle);  // connections that finished a request since
+    OnEveryLoop(*shared_, close_idle);  // connections that finished a request since
   }
   if (shared_->active.load() == 0) return;
   // Past the grace period: close what is left; a request waiting on its upstream is told.
-  OnEveryLoop(loops_, [shared](int i) {
+  OnEveryLoop(*shared_, [shared](int i) {
+    if (i == shared->intake_index()) {
+      for (auto& c : shared->slow) Close(*shared, *c);
+      shared->slow.clear();
+      return;
+    }
     std::vector<Connection*> left(shared->connections[i].begin(), shared->connections[i].end());
     for (Connection* c : left) {
       if (c->on_gone) {

@@ -110,6 +110,8 @@ class HttpServer {
   Options options_;
   EventLoops& loops_;
   std::shared_ptr<Shared> shared_;
+  // One low-priority loop for requests whose header is slow to arrive (see the .cc).
+  std::unique_ptr<EventLoops> intake_;
   int port_ = 0;
 };
 

@@ -1,6 +1,9 @@
 #include "libs/loop/event_loops.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -19,16 +22,18 @@ struct EventLoops::Loop {
   std::thread thread;
 };
 
-EventLoops::EventLoops(int threads) {
+EventLoops::EventLoops(int threads, const char* name, int nice) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 0; i < threads; ++i) loops_.push_back(std::make_unique<Loop>());
   for (int i = 0; i < threads; ++i) {
     Loop* loop = loops_[i].get();
-    loop->thread = std::thread([this, loop, i] {
+    loop->thread = std::thread([this, loop, i, prefix = std::string(name), nice] {
       current_pool = this;
       current_index = i;
-      std::string name = "nf-loop-" + std::to_string(i);
-      pthread_setname_np(pthread_self(), name.c_str());
+      std::string thread_name = prefix + std::to_string(i);
+      pthread_setname_np(pthread_self(), thread_name.c_str());
+      // Linux keeps a nice value per thread; raising it needs no privilege.
+      if (nice > 0) (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
       loop->io.run();
     });
   }

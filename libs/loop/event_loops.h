@@ -17,8 +17,10 @@ namespace nexusflow {
 
 class EventLoops {
  public:
-  // `threads` <= 0: one per hardware thread.
-  explicit EventLoops(int threads);
+  // `threads` <= 0: one per hardware thread. The threads are named `name` and their index;
+  // `nice` > 0 lowers their scheduling priority (a pool for work that must yield to the
+  // others, such as the edge's slow clients).
+  explicit EventLoops(int threads, const char* name = "nf-loop-", int nice = 0);
   ~EventLoops();  // stops and joins
   EventLoops(const EventLoops&) = delete;
   EventLoops& operator=(const EventLoops&) = delete;

@@ -504,3 +504,75 @@ describe('header caps', () => {
     assertOpenAiError(res.body, '431 (size)');
   });
 });
+
+// A header still incomplete 100 ms after its first byte is read on by the gateway's
+// low-priority intake loop and handed back whole; what the client sees is unchanged.
+describe('slow headers', () => {
+  const body = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: `slow header ${RUN_ID}` }] });
+  const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${DEMO_KEY}\r\n` +
+               `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`;
+
+  async function slowMetric() {
+    const m = await gatewayMetric('nexusflow_gateway_slow_headers_total');
+    assert.ok(m.value !== undefined, `nexusflow_gateway_slow_headers_total not exported: ${m.tried.join('; ')}`);
+    return m.value;
+  }
+
+  test('a header that arrives in pieces over a second is served, and its connection then ' +
+       'serves the next request', { timeout: 15_000 }, async () => {
+    const before = await slowMetric();
+    const conn = await RawHttp.open();
+    try {
+      const step = Math.ceil(head.length / 8);
+      for (let i = 0; i < head.length; i += step) {
+        conn.write(head.slice(i, i + step));
+        await sleep(150);
+      }
+      conn.write(body);
+      const first = await firstResponse(conn, 5000, 'slow header');
+      assert.equal(first.status, 200, first.body.slice(0, 300));
+      const answer = JSON.parse(first.body);
+      assert.equal(answer.choices[0].finish_reason, 'stop');
+      assert.ok(answer.choices[0].message.content.length > 0, first.body.slice(0, 300));
+      assert.ok(answer.usage.completion_tokens > 0, first.body.slice(0, 300));
+      assert.ok(!conn.closed, 'the connection closed after a slow header\'s answer');
+      conn.write(head + body);
+      await conn.waitUntil(() => conn.responses().length >= 2 || conn.closed, 5000);
+      const responses = conn.responses();
+      assert.equal(responses.length, 2, `no second answer on the same connection: ${conn.preview()}`);
+      assert.equal(responses[1].status, 200, responses[1].body.slice(0, 300));
+    } finally {
+      conn.destroy();
+    }
+    const after = await slowMetric();
+    assert.ok(after >= before + 1, `nexusflow_gateway_slow_headers_total ${before} → ${after}`);
+  });
+
+  test('a slow header that turns out malformed is a 400 with an OpenAI error body', async () => {
+    const conn = await RawHttp.open();
+    try {
+      conn.write('GET /v1/models HTTP/1.1\r\nHost: x\r\n');
+      await sleep(300);
+      conn.write('this line has no colon\r\n\r\n');
+      const res = await firstResponse(conn, 5000, 'slow malformed header');
+      assert.equal(res.status, 400, `HTTP ${res.status} ${res.body.slice(0, 200)}`);
+      assertOpenAiError(res.body, '400 (slow, malformed)');
+    } finally {
+      conn.destroy();
+    }
+  });
+
+  test('a slow header that grows over 64 KiB is a 431 with an OpenAI error body', async () => {
+    const conn = await RawHttp.open();
+    try {
+      conn.write('GET /v1/models HTTP/1.1\r\nHost: x\r\n');
+      await sleep(300);
+      for (let i = 0; i < 10; i++) conn.write(`X-Edge-Big-${i}: ${'b'.repeat(7000)}\r\n`);
+      const res = await firstResponse(conn, 5000, 'slow 70 kB header');
+      assert.equal(res.status, 431, `HTTP ${res.status} ${res.body.slice(0, 200)}`);
+      assertOpenAiError(res.body, '431 (slow, size)');
+    } finally {
+      conn.destroy();
+    }
+  });
+});
