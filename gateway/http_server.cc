@@ -1,5 +1,6 @@
 #include "gateway/http_server.h"
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -173,6 +174,11 @@ void RefuseAndClose(tcp::socket& socket, int status, const char* reason, const s
                                   retry_after, "\r\nConnection: close\r\nContent-Length: ", body.size(),
                                   "\r\n\r\n", body);
   (void)::send(socket.native_handle(), text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  // What the client already sent is read and dropped, so the close is a FIN after the
+  // answer, not a reset that could reach the client before it reads the answer.
+  char scratch[4096];
+  while (::recv(socket.native_handle(), scratch, sizeof scratch, MSG_DONTWAIT) > 0) {
+  }
   boost::system::error_code ec;
   socket.shutdown(tcp::socket::shutdown_both, ec);
   socket.close(ec);
@@ -744,9 +750,34 @@ void OnEveryLoop(Shared& shared, const std::function<void(int)>& fn) {
 
 }  // namespace
 
+namespace {
+
+// The connection cap never exceeds what the process's descriptor limit can serve: a
+// connection accepted past it would fail later (its upstream connect with EMFILE, a 502
+// mid-request) instead of being refused at once with 503 and retry-after.
+HttpServer::Options CapByDescriptors(HttpServer::Options o) {
+  constexpr rlim_t kReserved = 256;  // listeners, databases, gRPC channels, logs
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY ||
+      limit.rlim_cur <= 2 * kReserved)
+    return o;
+  rlim_t cap = (limit.rlim_cur - kReserved) / static_cast<rlim_t>(std::max(1, o.fds_per_connection));
+  if (cap < static_cast<rlim_t>(o.max_connections)) {
+    fprintf(stderr,
+            "nexusflow: server.max_connections lowered from %d to %d: %llu open files allowed, "
+            "%d per connection\n",
+            o.max_connections, static_cast<int>(cap), static_cast<unsigned long long>(limit.rlim_cur),
+            o.fds_per_connection);
+    o.max_connections = static_cast<int>(cap);
+  }
+  return o;
+}
+
+}  // namespace
+
 HttpServer::HttpServer(Options options, EventLoops& loops, AsyncHandler handler, ErrorBodyFn error_body)
-    : options_(options), loops_(loops),
-      shared_(std::make_shared<Shared>(std::move(options), loops, std::move(handler), std::move(error_body))) {}
+    : options_(CapByDescriptors(std::move(options))), loops_(loops),
+      shared_(std::make_shared<Shared>(options_, loops, std::move(handler), std::move(error_body))) {}
 
 HttpServer::~HttpServer() {
   if (shared_->acceptor && !shared_->draining) Drain(0);

@@ -89,7 +89,10 @@ class HttpServer {
     int send_timeout_seconds = 120;  // one write to a client that does not read
     int max_header_bytes = 64 << 10;
     int max_header_count = 100;
-    int max_connections = 20000;
+    int max_connections = 20000;  // lowered to what the descriptor limit can serve
+    // Descriptors a client connection may take in this process: 2 where the connector's
+    // upstream connections are opened here too (all-in-one), else 1.
+    int fds_per_connection = 1;
     int max_connections_per_ip = 0;  // 0: no cap
     bool reuse_port = false;  // SO_REUSEPORT: several gateway processes share the port
   };

@@ -142,6 +142,8 @@ class RunningProcess : public Process {
     http.max_connections = sv.max_connections;
     http.max_connections_per_ip = sv.max_connections_per_ip;
     http.reuse_port = sv.reuse_port;
+    // An in-process connector opens each stream's upstream connection here too.
+    http.fds_per_connection = connector_ ? 2 : 1;
     http_ = std::make_unique<gateway::HttpServer>(http, *loops_, gateway_->handler(),
                                                   gateway_->error_body());
     return http_->Start();

@@ -30,7 +30,7 @@ const std::vector<ConfigKey>& ConfigReference() {
       {"server.send_timeout_seconds", "integer 1–86400", "120", "120", "One write to a client that does not read."},
       {"server.max_header_bytes", "integer 1024–1048576", "65536", "65536", "Request line and headers together (431 beyond)."},
       {"server.max_header_count", "integer 8–10000", "100", "100", "Headers per request (431 beyond)."},
-      {"server.max_connections", "integer ≥ 1", "20000", "20000", "Open connections; beyond, 503 with `retry-after`."},
+      {"server.max_connections", "integer ≥ 1", "20000", "20000", "Open connections; beyond, 503 with `retry-after`. Lowered at start to what the open-files limit serves (less 256, halved when the connector runs in the same process)."},
       {"server.max_connections_per_ip", "integer ≥ 0", "0", "0",
        "Open connections from one client address; beyond, 429 with `retry-after`; 0 = no cap."},
       {"server.reuse_port", "bool", "false", "false", "SO_REUSEPORT on `http_listen`: several gateways share one port."},

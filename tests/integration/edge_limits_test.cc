@@ -4,6 +4,8 @@
 // keep-alive connections, answers /readyz 503, and lets the stream in flight finish and be
 // charged before the process exits.
 //
+// An open-files limit too low for the configured cap lowers the cap.
+//
 // Ports (fixed for this test, below the ephemeral range): HTTP 24480, gRPC 24490, the mock
 // provider 24401. Client connections come from 127.0.0.1–127.0.0.4 (all loopback).
 #include <arpa/inet.h>
@@ -20,6 +22,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <utility>
@@ -150,7 +154,8 @@ class EdgeLimitsTest : public ::testing::Test {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }
 
-  void Start(std::vector<std::pair<std::string, std::string>> env) {
+  // `open_files` > 0: the gateway runs with that RLIMIT_NOFILE, soft and hard.
+  void Start(std::vector<std::pair<std::string, std::string>> env, int open_files = 0) {
     env.insert(env.end(), {{"NEXUSFLOW_DATA_DIR", dir_},
                            {"NEXUSFLOW_HTTP_PORT", std::to_string(kHttpPort)},
                            {"NEXUSFLOW_GRPC_PORT", std::to_string(kGrpcPort)},
@@ -158,8 +163,10 @@ class EdgeLimitsTest : public ::testing::Test {
                            {"NEXUSFLOW_MOCK_API_KEY", "mock-upstream-key"},
                            {"NEXUSFLOW_ADMIN_KEY", kAdminKey},
                            {"NEXUSFLOW_ACCESS_LOG", "false"}});
-    gateway_ = nexusflow::testing::SpawnLogged(
-        dir_ + "/nexusflow.log", {g_binary, "--config=" + g_config, "--target=all"}, env);
+    std::vector<std::string> argv = {g_binary, "--config=" + g_config, "--target=all"};
+    if (open_files > 0)
+      argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -n " + std::to_string(open_files) + R"( && exec "$0" "$@")"});
+    gateway_ = nexusflow::testing::SpawnLogged(dir_ + "/nexusflow.log", argv, env);
     ASSERT_TRUE(WaitFor([] { return nexusflow::testing::HttpGet(Url("/readyz")) == "ready\n"; }, 60))
         << "nexusflow did not become ready";
   }
@@ -208,6 +215,27 @@ TEST_F(EdgeLimitsTest, OverThePerAddressCapIs429AndOverTheTotalCap503BothWithRet
   EXPECT_GE(later, 0) << "the place of a closed connection was not given back";
   if (later >= 0) close(later);
   for (int fd : held) close(fd);
+}
+
+// All-in-one, a client connection may take two descriptors (its own and its upstream's):
+// the cap comes down to what the open-files limit serves, so the connection past it is
+// refused at once with 503 instead of failing later on an upstream connect.
+TEST_F(EdgeLimitsTest, TheConnectionCapComesDownToWhatTheOpenFilesLimitServes) {
+  // (768 - 256 reserved) / 2 descriptors a connection = 256 connections.
+  ASSERT_NO_FATAL_FAILURE(Start({}, 768));
+  std::vector<int> held;
+  for (int i = 0; i < 256; ++i) {
+    held.push_back(OpenServed(i % 2 ? "127.0.0.1" : "127.0.0.2"));
+    ASSERT_GE(held.back(), 0) << "connection " << i + 1 << " of 256 was not served";
+  }
+  ExpectRefused("127.0.0.3", "HTTP/1.1 503", "service_unavailable");
+  for (int fd : held) close(fd);
+  std::string log;
+  {
+    std::ifstream in(dir_ + "/nexusflow.log");
+    log.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  EXPECT_NE(log.find("server.max_connections lowered from 20000 to 256"), std::string::npos) << log;
 }
 
 TEST_F(EdgeLimitsTest, ADrainClosesTheListenerAndIdleConnectionsAndLetsTheStreamInFlightFinish) {
