@@ -463,28 +463,41 @@ void MoveConnection(std::shared_ptr<Shared> shared, std::unique_ptr<Connection> 
 
 enum class HeaderRead { kDone, kSlow };
 
+// Room to read into next: what the buffer has free, at least 512 bytes, at most 64 KiB.
+size_t ReadRoom(const beast::flat_buffer& buffer) {
+  return std::min<size_t>(std::max<size_t>(512, buffer.capacity() - buffer.size()), 65536);
+}
+
+// Parses what the connection's buffer holds; false while the header is incomplete, true
+// once it is whole or malformed (`ec`).
+bool ParseHeader(Connection& conn, boost::system::error_code& ec) {
+  size_t used = conn.parser->put(conn.buffer.data(), ec);
+  conn.buffer.consume(used);
+  if (ec != http::error::need_more) return true;
+  ec = {};
+  return false;
+}
+
+// The client closed while the header was incomplete. As Beast's reads do: a header cut
+// short is a partial message, none at all the end of the stream.
+void HeaderAtEof(Connection& conn, boost::system::error_code& ec) {
+  if (conn.parser->got_some())
+    conn.parser->put_eof(ec);
+  else
+    ec = http::error::end_of_stream;
+}
+
 // Parses what the connection's buffer holds and reads until the request's header is whole
 // or fails (`ec`); returns kSlow instead of reading on once the header has been under way
 // for kSlowHeader.
 net::awaitable<HeaderRead> ReadHeader(Connection& conn, boost::system::error_code& ec) {
-  auto& parser = *conn.parser;
   auto& buffer = conn.buffer;
   while (true) {
-    if (buffer.size() > 0) {
-      size_t used = parser.put(buffer.data(), ec);
-      buffer.consume(used);
-      if (ec != http::error::need_more) co_return HeaderRead::kDone;  // whole, or malformed
-      ec = {};
-    }
+    if (buffer.size() > 0 && ParseHeader(conn, ec)) co_return HeaderRead::kDone;
     if (Clock::now() - conn.header_started >= kSlowHeader) co_return HeaderRead::kSlow;
-    size_t room = std::max<size_t>(512, buffer.capacity() - buffer.size());
-    auto [e, n] = co_await conn.socket.async_read_some(buffer.prepare(std::min<size_t>(room, 65536)), kNoThrow);
+    auto [e, n] = co_await conn.socket.async_read_some(buffer.prepare(ReadRoom(buffer)), kNoThrow);
     if (e == net::error::eof) {
-      // As Beast's reads do: a header cut short is a partial message, none at all the end.
-      if (parser.got_some())
-        parser.put_eof(ec);
-      else
-        ec = http::error::end_of_stream;
+      HeaderAtEof(conn, ec);
       co_return HeaderRead::kDone;
     }
     if (e) {
@@ -593,29 +606,20 @@ enum class Polled { kWaiting, kWhole, kGone };
 
 // Reads what a slow connection's client sent since the last pass, without waiting.
 Polled PollHeader(Connection& conn) {
-  auto& parser = *conn.parser;
   auto& buffer = conn.buffer;
   while (true) {
-    size_t room = std::min<size_t>(std::max<size_t>(512, buffer.capacity() - buffer.size()), 65536);
-    auto space = buffer.prepare(room);
+    auto space = buffer.prepare(ReadRoom(buffer));
     ssize_t n = ::recv(conn.fd, space.data(), space.size(), MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Polled::kWaiting;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Polled::kGone;
     if (n == 0) {
-      // As Beast's reads do: a header cut short is a partial message, none at all the end.
-      if (!parser.got_some()) return Polled::kGone;
-      parser.put_eof(conn.header_error);
-      return Polled::kWhole;
+      HeaderAtEof(conn, conn.header_error);
+      return conn.header_error == http::error::end_of_stream ? Polled::kGone : Polled::kWhole;
     }
     buffer.commit(static_cast<size_t>(n));
-    boost::system::error_code ec;
-    size_t used = parser.put(buffer.data(), ec);
-    buffer.consume(used);
-    if (ec != http::error::need_more) {
-      conn.header_error = ec;  // none: the header is whole; else what the loop answers
-      return Polled::kWhole;
-    }
+    // Whole: no error; malformed: what the loop answers.
+    if (ParseHeader(conn, conn.header_error)) return Polled::kWhole;
   }
 }
 

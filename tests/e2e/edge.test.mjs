@@ -557,31 +557,28 @@ describe('slow headers', () => {
     }
   });
 
-  test('a slow header that turns out malformed is a 400 with an OpenAI error body', async () => {
+  // A request line and Host, 300 ms of nothing (so the intake reads the rest), then `rest`:
+  // the answer is `status` with an OpenAI error body.
+  async function slowThenRest(rest, status, what) {
     const conn = await RawHttp.open();
     try {
       conn.write('GET /v1/models HTTP/1.1\r\nHost: x\r\n');
       await sleep(300);
-      conn.write('this line has no colon\r\n\r\n');
-      const res = await firstResponse(conn, 5000, 'slow malformed header');
-      assert.equal(res.status, 400, `HTTP ${res.status} ${res.body.slice(0, 200)}`);
-      assertOpenAiError(res.body, '400 (slow, malformed)');
+      for (const part of rest) conn.write(part);
+      const res = await firstResponse(conn, 5000, what);
+      assert.equal(res.status, status, `${what}: HTTP ${res.status} ${res.body.slice(0, 200)}`);
+      assertOpenAiError(res.body, `${status} (${what})`);
     } finally {
       conn.destroy();
     }
+  }
+
+  test('a slow header that turns out malformed is a 400 with an OpenAI error body', async () => {
+    await slowThenRest(['this line has no colon\r\n\r\n'], 400, 'slow, malformed header');
   });
 
   test('a slow header that grows over 64 KiB is a 431 with an OpenAI error body', async () => {
-    const conn = await RawHttp.open();
-    try {
-      conn.write('GET /v1/models HTTP/1.1\r\nHost: x\r\n');
-      await sleep(300);
-      for (let i = 0; i < 10; i++) conn.write(`X-Edge-Big-${i}: ${'b'.repeat(7000)}\r\n`);
-      const res = await firstResponse(conn, 5000, 'slow 70 kB header');
-      assert.equal(res.status, 431, `HTTP ${res.status} ${res.body.slice(0, 200)}`);
-      assertOpenAiError(res.body, '431 (slow, size)');
-    } finally {
-      conn.destroy();
-    }
+    const big = Array.from({ length: 10 }, (_, i) => `X-Edge-Big-${i}: ${'b'.repeat(7000)}\r\n`);
+    await slowThenRest(big, 431, 'slow 70 kB header');
   });
 });
